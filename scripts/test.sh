@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Parley's one test command: ./scripts/test.sh
+#
+# On a fresh Debian bookworm machine (as root, or with sudo) it installs what the
+# tests need when it is missing, then runs rustfmt, clippy and the test suite.
+# Every install step is skipped when its result is already there, so a second
+# run goes straight to cargo.
+#
+#   ./scripts/test.sh                 install what is missing, then fmt + clippy + test
+#   ./scripts/test.sh --setup-only    only install (Debian packages + Python venv)
+#   PARLEY_SKIP_SETUP=1 ./scripts/test.sh   skip every install step
+#
+# Extra arguments after `--` go to `cargo test`, e.g. ./scripts/test.sh -- whip
+set -euo pipefail
+
+# --- what the tests need ------------------------------------------------------
+
+# Debian packages (checked one by one with `dpkg -s`; python3-venv is added below
+# only when `python3 -m venv` cannot work without it).
+APT_PACKAGES="ffmpeg prometheus chromium"
+
+# Python venv for the aiortc interop peer (tests/interop/aiortc_peer.py).
+# Versions checked on PyPI for CPython 3.11 (Debian bookworm's python3 is 3.11).
+PY_REQUIREMENTS="aiortc==1.16.0 aiohttp==3.14.5 av==18.1.0"
+
+# Later: playwright-core from npm under target/node, driven against Debian's
+# /usr/bin/chromium (no browser download). Not needed yet.
+# NODE_PACKAGES="playwright-core@1.64.1"
+
+# --- helpers -----------------------------------------------------------------
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PYENV_DIR="$ROOT/target/pyenv"
+LOG_DIR="$ROOT/target/test-logs"
+mkdir -p "$LOG_DIR"
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+say() { printf '==> %s\n' "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+T_ALL=$(now)
+TIMINGS=()
+
+# stage NAME CMD...: run CMD, print how long it took, stop the script on failure.
+stage() {
+    local name=$1
+    shift
+    local t0 rc=0
+    t0=$(now)
+    say "$name"
+    "$@" || rc=$?
+    TIMINGS+=("$(printf '%-8s %6ss' "$name" "$(since "$t0")")")
+    if [ "$rc" -ne 0 ]; then
+        say "$name failed after $(since "$t0")s (exit $rc)"
+        case $name in
+            fmt) echo "    fix with: cargo fmt --all" >&2 ;;
+            apt|python) echo "    logs: $LOG_DIR/" >&2 ;;
+        esac
+        die "stage '$name' failed (exit $rc)"
+    fi
+    say "$name ok ($(since "$t0")s)"
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || SUDO_MISSING=1
+    SUDO=(sudo)
+fi
+
+# --- setup: Debian packages -----------------------------------------------------
+
+setup_apt() {
+    local wanted=$APT_PACKAGES missing=() p
+    # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        wanted="python3-venv $wanted"
+    fi
+    for p in $wanted; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "    all present: $wanted"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing Debian packages (${missing[*]}) and no apt-get"
+    [ -z "${SUDO_MISSING:-}" ] || die "missing Debian packages (${missing[*]}): run as root or install sudo"
+    echo "    installing: ${missing[*]} (log: $LOG_DIR/apt.log)"
+    local env=(env DEBIAN_FRONTEND=noninteractive)
+    if ! { "${SUDO[@]}" "${env[@]}" apt-get -q update &&
+           "${SUDO[@]}" "${env[@]}" apt-get -q install -y --no-install-recommends "${missing[@]}"; } \
+           >"$LOG_DIR/apt.log" 2>&1 </dev/null; then
+        tail -n 30 "$LOG_DIR/apt.log" >&2
+        return 1
+    fi
+}
+
+# --- setup: Python venv ---------------------------------------------------------
+
+setup_python() {
+    local stamp="$PYENV_DIR/.parley-requirements"
+    if [ -x "$PYENV_DIR/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$PY_REQUIREMENTS" ] &&
+       "$PYENV_DIR/bin/python" -c 'import aiortc, aiohttp, av' >/dev/null 2>&1; then
+        echo "    present: $PYENV_DIR ($PY_REQUIREMENTS)"
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+    echo "    creating $PYENV_DIR with $PY_REQUIREMENTS (log: $LOG_DIR/pip.log)"
+    rm -rf "$PYENV_DIR"
+    # shellcheck disable=SC2086 # PY_REQUIREMENTS is a space-separated list
+    if ! { python3 -m venv "$PYENV_DIR" &&
+           "$PYENV_DIR/bin/python" -m pip install --disable-pip-version-check -q $PY_REQUIREMENTS &&
+           "$PYENV_DIR/bin/python" -c 'import aiortc, aiohttp, av'; } >"$LOG_DIR/pip.log" 2>&1 </dev/null; then
+        tail -n 30 "$LOG_DIR/pip.log" >&2
+        rm -rf "$PYENV_DIR"
+        return 1
+    fi
+    printf '%s' "$PY_REQUIREMENTS" >"$stamp"
+}
+
+# --- setup: npm (placeholder) -------------------------------------------------------
+# setup_node() {
+#     [ -d "$ROOT/target/node/node_modules/playwright-core" ] && return 0
+#     mkdir -p "$ROOT/target/node"
+#     npm install --prefix "$ROOT/target/node" --no-audit --no-fund --silent $NODE_PACKAGES
+# }
+
+# --- checks ------------------------------------------------------------------------
+
+check_rust() {
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+    cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing: rustup component add rustfmt"
+    cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component add clippy"
+}
+
+# --- main --------------------------------------------------------------------------
+
+SETUP_ONLY=0
+CARGO_TEST_ARGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --setup-only) SETUP_ONLY=1 ;;
+        --) shift; CARGO_TEST_ARGS=("$@"); break ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+
+if [ -z "${PARLEY_SKIP_SETUP:-}" ]; then
+    stage apt setup_apt
+    stage python setup_python
+    # stage node setup_node
+fi
+
+# The Rust integration tests run the aiortc peer with this interpreter.
+export PARLEY_PYTHON="$ROOT/target/pyenv/bin/python"
+
+if [ "$SETUP_ONLY" -eq 1 ]; then
+    say "setup done in $(since "$T_ALL")s (PARLEY_PYTHON=$PARLEY_PYTHON)"
+    exit 0
+fi
+
+check_rust
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --all-targets -- -D warnings
+stage test cargo test --all-targets "${CARGO_TEST_ARGS[@]}"
+
+echo
+say "timings:"
+for t in "${TIMINGS[@]}"; do echo "    $t"; done
+say "all checks passed in $(since "$T_ALL")s"

@@ -1,0 +1,78 @@
+//! Server configuration: one `Config` struct filled from command-line flags and `PARLEY_*`
+//! environment variables, with defaults that let `cargo run --release` serve at once.
+//!
+//! This module only describes and validates settings; it never opens a socket.
+
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Everything the server can be told at start-up.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "parley",
+    version,
+    about = "Parley: a WHIP/WHEP selective forwarding unit"
+)]
+pub struct Config {
+    /// Address of the HTTP server (WHIP, WHEP, API).
+    #[arg(long, env = "PARLEY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Address of the single UDP socket that carries all media (ICE, DTLS, SRTP).
+    #[arg(long, env = "PARLEY_MEDIA_LISTEN", default_value = "0.0.0.0:8189")]
+    pub media_listen: SocketAddr,
+
+    /// Address(es) advertised in ICE candidates, for NAT and containers. Repeat the flag or
+    /// separate with commas. Default: the media address when it is specific, else this host's
+    /// loopback and primary addresses.
+    #[arg(long, env = "PARLEY_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Vec<IpAddr>,
+
+    /// Bearer token required to publish (WHIP). Unset: publishing is open.
+    #[arg(long, env = "PARLEY_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// Bearer token required to play (WHEP). Unset: playing is open.
+    #[arg(long, env = "PARLEY_PLAY_TOKEN", hide_env_values = true)]
+    pub play_token: Option<String>,
+
+    /// ICE server URL announced to clients in `Link: rel="ice-server"` headers
+    /// (e.g. `stun:stun.example.org:3478`). Repeat or separate with commas.
+    #[arg(long, env = "PARLEY_ICE_SERVER", value_delimiter = ',')]
+    pub ice_server: Vec<String>,
+
+    /// Maximum number of concurrent sessions (WHIP + WHEP); beyond it POST answers 503.
+    #[arg(long, env = "PARLEY_MAX_SESSIONS", default_value_t = 2000)]
+    pub max_sessions: usize,
+
+    /// Largest accepted HTTP request body (SDP offer or fragment), in bytes.
+    #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Seconds a session may stay without ICE consent before it is closed.
+    #[arg(long, env = "PARLEY_CONSENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub consent_timeout_secs: u64,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: loopback on ephemeral ports, no tokens.
+    pub fn loopback() -> Self {
+        Self {
+            http_listen: "127.0.0.1:0".parse().expect("static address"),
+            media_listen: "127.0.0.1:0".parse().expect("static address"),
+            public_ip: Vec::new(),
+            publish_token: None,
+            play_token: None,
+            ice_server: Vec::new(),
+            max_sessions: 2000,
+            max_body_bytes: 64 * 1024,
+            consent_timeout_secs: 30,
+        }
+    }
+
+    /// How long a connection may go without ICE consent before it is failed.
+    pub fn consent_timeout(&self) -> Duration {
+        Duration::from_secs(self.consent_timeout_secs.max(2))
+    }
+}

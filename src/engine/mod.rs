@@ -1,0 +1,202 @@
+//! The media engine: one task that owns every peer connection, the shared UDP socket's
+//! traffic, the rooms, and the forwarding between them.
+//!
+//! The HTTP side talks to it only through [`EngineHandle`] commands with a reply channel;
+//! the engine never awaits while it holds state it shares, and the only shared structure is
+//! the session [`Registry`] (a `DashMap`, read by HTTP handlers for lookups and limits).
+//! Per datagram: demultiplex to a session, feed its peer, then drain what that produced:
+//! RTP from a publisher fans out to the slots bound to that track (see `forward::slot`).
+
+mod demux;
+mod event_loop;
+mod room;
+mod session;
+
+pub use room::SessionKey;
+pub use session::{EndReason, SessionKind};
+
+use crate::http::sdpfrag::SdpFrag;
+use crate::transport::{sdp::OfferError, TransportContext, TransportError};
+use dashmap::DashMap;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// What the HTTP side knows of a live session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// WHIP or WHEP.
+    pub kind: SessionKind,
+    /// Room name.
+    pub room: String,
+    /// Participant name.
+    pub participant: String,
+    /// Current strong ETag value (with quotes).
+    pub etag: String,
+    /// The client's current ICE ufrag (a fragment with another one is an ICE restart).
+    pub remote_ufrag: String,
+}
+
+/// Live sessions by their public id (the last segment of the session URL).
+pub type Registry = Arc<DashMap<String, SessionInfo>>;
+
+/// A session the engine created for an offer.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Public session id (128 random bits, hex).
+    pub id: String,
+    /// SDP answer, with the server's candidates in every m-section.
+    pub answer: String,
+    /// Strong ETag (with quotes).
+    pub etag: String,
+}
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The offer is not SDP Parley can read.
+    #[error("{0}")]
+    BadOffer(String),
+    /// The offer is SDP but cannot be served.
+    #[error("{0}")]
+    Unserviceable(String),
+    /// No such session.
+    #[error("no such session")]
+    NotFound,
+    /// The trickle fragment or restart could not be applied.
+    #[error("{0}")]
+    BadFragment(String),
+    /// The engine has stopped.
+    #[error("the media engine is shutting down")]
+    Stopped,
+}
+
+impl From<TransportError> for EngineError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Offer(OfferError::Malformed(_)) => EngineError::BadOffer(e.to_string()),
+            TransportError::Offer(OfferError::Unserviceable(why)) => {
+                EngineError::Unserviceable(why)
+            }
+            TransportError::Stack(err) => {
+                EngineError::Unserviceable(format!("the offer cannot be negotiated: {err}"))
+            }
+            TransportError::Certificate(why) => EngineError::Unserviceable(why),
+        }
+    }
+}
+
+/// A request to the engine.
+pub(crate) enum Command {
+    Open {
+        kind: SessionKind,
+        room: String,
+        participant: Option<String>,
+        offer: String,
+        reply: oneshot::Sender<Result<Created, EngineError>>,
+    },
+    Trickle {
+        id: String,
+        frag: SdpFrag,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    Restart {
+        id: String,
+        frag: SdpFrag,
+        reply: oneshot::Sender<Result<(String, String), EngineError>>,
+    },
+    Close {
+        id: String,
+        reason: EndReason,
+        reply: oneshot::Sender<bool>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The HTTP side's way to reach the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    /// Live sessions.
+    pub registry: Registry,
+}
+
+impl EngineHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Creates a session for an offer and returns its answer.
+    pub async fn open(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        participant: Option<String>,
+        offer: String,
+    ) -> Result<Created, EngineError> {
+        self.ask(|reply| Command::Open {
+            kind,
+            room: room.to_owned(),
+            participant,
+            offer,
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies trickled candidates.
+    pub async fn trickle(&self, id: &str, frag: SdpFrag) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Trickle {
+            id: id.to_owned(),
+            frag,
+            reply,
+        })
+        .await?
+    }
+
+    /// Restarts ICE with the client's new credentials; returns (new ETag, answer fragment).
+    pub async fn restart(&self, id: &str, frag: SdpFrag) -> Result<(String, String), EngineError> {
+        self.ask(|reply| Command::Restart {
+            id: id.to_owned(),
+            frag,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ends a session; false when it did not exist.
+    pub async fn close(&self, id: &str, reason: EndReason) -> bool {
+        self.ask(|reply| Command::Close {
+            id: id.to_owned(),
+            reason,
+            reply,
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Ends every session and stops the engine.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// Starts the engine task on `socket`.
+pub fn spawn(ctx: TransportContext, socket: UdpSocket) -> (EngineHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(256);
+    let registry: Registry = Arc::new(DashMap::new());
+    let engine = event_loop::Engine::new(ctx, socket, registry.clone());
+    let task = tokio::spawn(engine.run(rx));
+    (EngineHandle { tx, registry }, task)
+}

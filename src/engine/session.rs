@@ -1,0 +1,95 @@
+//! One session as the engine keeps it: the peer connection, its room and role, and for a
+//! viewer the forwarder of each slot.
+
+use super::room::SessionKey;
+use crate::forward::slot::{LegCodec, LegParams, SlotForwarder};
+use crate::transport::{Codec, HeaderExt, Peer};
+use std::time::Instant;
+
+/// WHIP (publish) or WHEP (play).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// A publisher.
+    Whip,
+    /// A viewer.
+    Whep,
+}
+
+impl SessionKind {
+    /// `whip` or `whep`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Whip => "whip",
+            SessionKind::Whep => "whep",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The client sent DELETE.
+    Deleted,
+    /// ICE consent or DTLS failed.
+    IceFailed,
+    /// Never connected in time.
+    Timeout,
+    /// A newer WHIP session of the same participant took over.
+    Replaced,
+    /// An operator removed it.
+    Removed,
+    /// The server is stopping.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Lower-case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::IceFailed => "ice_failed",
+            EndReason::Timeout => "timeout",
+            EndReason::Replaced => "replaced",
+            EndReason::Removed => "removed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A live session.
+pub(super) struct Session {
+    pub peer: Peer,
+    pub key: SessionKey,
+    pub public_id: String,
+    pub kind: SessionKind,
+    pub room: String,
+    pub participant: String,
+    pub created: Instant,
+    pub connected: bool,
+    /// Viewer: one forwarder per slot, same order as `peer.slots()`.
+    pub forwarders: Vec<SlotForwarder>,
+    /// Publisher: when each inbound track was last asked for a keyframe.
+    pub last_keyframe_request: Vec<Option<Instant>>,
+}
+
+/// Converts one leg's negotiated parameters for the forwarding path.
+pub(super) fn leg_params(codecs: &[Codec], extensions: &[HeaderExt]) -> LegParams {
+    LegParams {
+        codecs: codecs
+            .iter()
+            .map(|c| LegCodec {
+                payload_type: c.payload_type,
+                mime: c.mime.clone(),
+                clock_rate: c.clock_rate,
+                channels: c.channels,
+                fmtp: c.fmtp.clone(),
+            })
+            .collect(),
+        extensions: extensions.iter().map(|e| (e.id, e.uri.clone())).collect(),
+    }
+}
+
+/// A forwarding source id: publisher session and track index in one number.
+pub(super) fn source_id(session: SessionKey, track: usize) -> u64 {
+    (session << 8) | (track as u64 & 0xff)
+}

@@ -1,0 +1,494 @@
+//! Per-viewer RTP sequence-number and timestamp rewriting ("munging").
+//!
+//! A viewer's outgoing stream keeps one SSRC for its whole life, while the publisher feeding
+//! it may be replaced (a reconnect brings new SSRC, sequence and timestamp bases). A
+//! [`Munger`] owns the mapping from the current source's numbering to the viewer's numbering,
+//! and guarantees that across source switches the viewer never sees its sequence number or
+//! timestamp go backwards and never sees a sequence number twice.
+//!
+//! Rules:
+//! - The first packet ever passes through unchanged (both offsets are 0); it counts as a
+//!   switch point, so packets older than it are dropped like those older than any switch.
+//! - Within one source, `out = in + offset` (wrapping), so loss, reordering and duplicates
+//!   upstream show up identically downstream (a viewer's NACKs and jitter buffer need that).
+//! - On a switch, the new source's first packet gets `seq = highest_out_seq + 1` and
+//!   `ts = highest_out_ts + max(1, ticks elapsed since that timestamp was first sent)`.
+//!   Packets of the new source older than that first packet are dropped: they would land
+//!   on or before sequence numbers the viewer has already seen.
+//! - A switch happens on [`Munger::switch_source`] (the next packet starts a new source,
+//!   even with an unchanged SSRC) or when a packet names a source that is neither the current
+//!   one nor the one it replaced. Packets naming the replaced source are dropped (late packets
+//!   of the old publisher); going back to a replaced source needs an explicit switch.
+//!
+//! All comparisons are RFC 1982 serial-number comparisons, so 16-bit sequence numbers and
+//! 32-bit timestamps wrap freely. Timestamps in decode order are assumed non-decreasing
+//! (no B-frames), as for every codec WebRTC negotiates.
+//!
+//! This module must never allocate, read a clock, or panic: it runs once per packet per
+//! viewer, and `now_ticks` comes from the caller in the stream's RTP clock units.
+
+/// How far a switch may advance the timestamp: more would read as a backwards jump under
+/// serial-number comparison.
+const MAX_TS_GAP: u64 = i32::MAX as u64;
+
+/// `since_switch` saturates here: once the stream has moved half the sequence space past the
+/// switch, "before the switch" can no longer be told apart from "after it", and no packet is
+/// dropped for that reason any more.
+const SEQ_HALF: u16 = 0x8000;
+
+/// What to do with one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it with these header values.
+    Forward {
+        /// The viewer-side sequence number.
+        seq: u16,
+        /// The viewer-side RTP timestamp.
+        ts: u32,
+    },
+    /// Do not send it: a late packet of a replaced source, or older than the switch point.
+    Drop,
+}
+
+/// The sequence/timestamp rewriter of one viewer stream.
+#[derive(Clone, Debug, Default)]
+pub struct Munger {
+    state: Option<State>,
+    switch_pending: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct State {
+    /// The source being forwarded.
+    source: u32,
+    /// The source it replaced, whose stragglers are dropped.
+    replaced: Option<u32>,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// Highest input sequence number of the current source.
+    highest_in_seq: u16,
+    /// How far `highest_in_seq` is past the source's first packet (saturating at `SEQ_HALF`).
+    since_switch: u16,
+    /// Highest sequence number and timestamp sent, across sources.
+    highest_out_seq: u16,
+    highest_out_ts: u32,
+    /// When `highest_out_ts` was first sent, in RTP clock ticks.
+    highest_ts_ticks: u64,
+}
+
+/// `a` is after `b` in RFC 1982 serial-number order (16 bits).
+fn seq_after(a: u16, b: u16) -> bool {
+    (a.wrapping_sub(b) as i16) > 0
+}
+
+/// `a` is after `b` in RFC 1982 serial-number order (32 bits).
+fn ts_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+impl Munger {
+    /// A munger that has seen no packet yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forces the next packet to be treated as the first of a new source, even if it carries
+    /// the same source id as the current one.
+    pub fn switch_source(&mut self) {
+        self.switch_pending = true;
+    }
+
+    /// The viewer-side numbering for one packet of `source`, or [`Verdict::Drop`].
+    ///
+    /// `now_ticks` is the packet's arrival time in the stream's RTP clock (monotonic; it is
+    /// only used to advance the timestamp across a switch).
+    pub fn rewrite(&mut self, source: u32, seq: u16, ts: u32, now_ticks: u64) -> Verdict {
+        let Some(st) = self.state.as_mut() else {
+            self.switch_pending = false;
+            self.state = Some(State {
+                source,
+                replaced: None,
+                seq_offset: 0,
+                ts_offset: 0,
+                highest_in_seq: seq,
+                since_switch: 0,
+                highest_out_seq: seq,
+                highest_out_ts: ts,
+                highest_ts_ticks: now_ticks,
+            });
+            return Verdict::Forward { seq, ts };
+        };
+        if self.switch_pending || source != st.source {
+            if !self.switch_pending && Some(source) == st.replaced {
+                return Verdict::Drop;
+            }
+            self.switch_pending = false;
+            let elapsed = now_ticks
+                .saturating_sub(st.highest_ts_ticks)
+                .clamp(1, MAX_TS_GAP) as u32;
+            let out_seq = st.highest_out_seq.wrapping_add(1);
+            let out_ts = st.highest_out_ts.wrapping_add(elapsed);
+            st.replaced = Some(st.source).filter(|old| *old != source);
+            st.source = source;
+            st.seq_offset = out_seq.wrapping_sub(seq);
+            st.ts_offset = out_ts.wrapping_sub(ts);
+            st.highest_in_seq = seq;
+            st.since_switch = 0;
+            st.highest_out_seq = out_seq;
+            st.highest_out_ts = out_ts;
+            st.highest_ts_ticks = now_ticks;
+            return Verdict::Forward {
+                seq: out_seq,
+                ts: out_ts,
+            };
+        }
+        if seq_after(seq, st.highest_in_seq) {
+            let ahead = seq.wrapping_sub(st.highest_in_seq);
+            st.since_switch = st.since_switch.saturating_add(ahead).min(SEQ_HALF);
+            st.highest_in_seq = seq;
+        } else {
+            let behind = st.highest_in_seq.wrapping_sub(seq);
+            if behind > st.since_switch {
+                return Verdict::Drop;
+            }
+        }
+        let out_seq = seq.wrapping_add(st.seq_offset);
+        let out_ts = ts.wrapping_add(st.ts_offset);
+        if seq_after(out_seq, st.highest_out_seq) {
+            st.highest_out_seq = out_seq;
+        }
+        if ts_after(out_ts, st.highest_out_ts) {
+            st.highest_out_ts = out_ts;
+            st.highest_ts_ticks = now_ticks;
+        }
+        Verdict::Forward {
+            seq: out_seq,
+            ts: out_ts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One step of a scenario: a packet, or an explicit switch.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// (source, seq, ts, now_ticks) and the expected verdict.
+        Pkt(u32, u16, u32, u64, Verdict),
+        Switch,
+    }
+    use Step::{Pkt, Switch};
+
+    const fn fwd(seq: u16, ts: u32) -> Verdict {
+        Verdict::Forward { seq, ts }
+    }
+    const DROP: Verdict = Verdict::Drop;
+
+    fn run(name: &str, steps: &[Step]) {
+        let mut m = Munger::new();
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Switch => m.switch_source(),
+                Pkt(source, seq, ts, now, want) => {
+                    let got = m.rewrite(source, seq, ts, now);
+                    assert_eq!(got, want, "{name}: step {i} ({source}, {seq}, {ts}, {now})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scenarios() {
+        let table: &[(&str, &[Step])] = &[
+            (
+                "first packet passes unchanged, then in + 0",
+                &[
+                    Pkt(1, 100, 5000, 0, fwd(100, 5000)),
+                    Pkt(1, 101, 8000, 10, fwd(101, 8000)),
+                ],
+            ),
+            (
+                "a packet older than the very first one is dropped",
+                &[
+                    Pkt(1, 100, 5000, 0, fwd(100, 5000)),
+                    Pkt(1, 99, 4000, 1, DROP),
+                    Pkt(1, 102, 7000, 2, fwd(102, 7000)),
+                    Pkt(1, 101, 6000, 3, fwd(101, 6000)),
+                ],
+            ),
+            (
+                "sequence wraps 65535 -> 0 within a source",
+                &[
+                    Pkt(1, 65534, 10, 0, fwd(65534, 10)),
+                    Pkt(1, 65535, 20, 1, fwd(65535, 20)),
+                    Pkt(1, 0, 30, 2, fwd(0, 30)),
+                    Pkt(1, 1, 40, 3, fwd(1, 40)),
+                ],
+            ),
+            (
+                "timestamp wraps at u32::MAX within a source",
+                &[
+                    Pkt(1, 7, u32::MAX - 1499, 0, fwd(7, u32::MAX - 1499)),
+                    Pkt(1, 8, u32::MAX, 1, fwd(8, u32::MAX)),
+                    Pkt(1, 9, 1500, 2, fwd(9, 1500)),
+                ],
+            ),
+            (
+                "reordering and loss within a source are preserved",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(1, 13, 400, 3, fwd(13, 400)),
+                    Pkt(1, 12, 300, 4, fwd(12, 300)),
+                    Pkt(1, 11, 200, 5, fwd(11, 200)),
+                    Pkt(1, 15, 600, 6, fwd(15, 600)),
+                ],
+            ),
+            (
+                "reordering across the wrap within a source",
+                &[
+                    Pkt(1, 65535, 0, 0, fwd(65535, 0)),
+                    Pkt(1, 1, 2, 1, fwd(1, 2)),
+                    Pkt(1, 0, 1, 2, fwd(0, 1)),
+                ],
+            ),
+            (
+                "a duplicate maps to the same numbers",
+                &[
+                    Pkt(1, 50, 900, 0, fwd(50, 900)),
+                    Pkt(1, 51, 930, 1, fwd(51, 930)),
+                    Pkt(1, 51, 930, 2, fwd(51, 930)),
+                ],
+            ),
+            (
+                "switch continues seq and advances ts by elapsed ticks",
+                &[
+                    Pkt(1, 100, 1000, 0, fwd(100, 1000)),
+                    Pkt(2, 9000, 777, 3600, fwd(101, 4600)),
+                    Pkt(2, 9001, 3777, 3700, fwd(102, 7600)),
+                ],
+            ),
+            (
+                "elapsed time counts from when the highest ts was first sent",
+                &[
+                    Pkt(1, 1, 1000, 100, fwd(1, 1000)),
+                    Pkt(1, 2, 1000, 150, fwd(2, 1000)),
+                    Pkt(2, 0, 0, 400, fwd(3, 1300)),
+                ],
+            ),
+            (
+                "switch with no elapsed time still advances ts by 1",
+                &[
+                    Pkt(1, 100, 1000, 50, fwd(100, 1000)),
+                    Pkt(2, 5, 5, 50, fwd(101, 1001)),
+                ],
+            ),
+            (
+                "switch with a clock that went backwards advances ts by 1",
+                &[
+                    Pkt(1, 100, 1000, 50, fwd(100, 1000)),
+                    Pkt(2, 5, 5, 10, fwd(101, 1001)),
+                ],
+            ),
+            (
+                "switch after a wrap of the output",
+                &[
+                    Pkt(1, 65535, u32::MAX, 0, fwd(65535, u32::MAX)),
+                    Pkt(2, 40000, 123, 90, fwd(0, 89)),
+                    Pkt(2, 40001, 3123, 100, fwd(1, 3089)),
+                ],
+            ),
+            (
+                "switch to a source whose seq and ts are lower",
+                &[
+                    Pkt(1, 30000, 3_000_000, 0, fwd(30000, 3_000_000)),
+                    Pkt(1, 30001, 3_003_000, 3000, fwd(30001, 3_003_000)),
+                    Pkt(2, 5, 10, 6000, fwd(30002, 3_006_000)),
+                    Pkt(2, 6, 3010, 9000, fwd(30003, 3_009_000)),
+                ],
+            ),
+            (
+                "late packet of the replaced source is dropped",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(2, 500, 0, 10, fwd(11, 110)),
+                    Pkt(1, 9, 90, 11, DROP),
+                    Pkt(1, 11, 110, 12, DROP),
+                    Pkt(2, 501, 5, 15, fwd(12, 115)),
+                ],
+            ),
+            (
+                "late packet of the old source after an explicit switch is dropped",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Switch,
+                    Pkt(2, 70, 7, 20, fwd(11, 120)),
+                    Pkt(1, 11, 110, 21, DROP),
+                ],
+            ),
+            (
+                "a packet older than the switch point is dropped",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(2, 500, 0, 10, fwd(11, 110)),
+                    Pkt(2, 499, 0, 11, DROP),
+                    Pkt(2, 502, 6, 12, fwd(13, 116)),
+                    Pkt(2, 501, 3, 13, fwd(12, 113)),
+                    Pkt(2, 499, 0, 14, DROP),
+                ],
+            ),
+            (
+                "older-than-switch check works across the input wrap",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(2, 0, 0, 10, fwd(11, 110)),
+                    Pkt(2, 65535, 0, 11, DROP),
+                    Pkt(2, 2, 0, 12, fwd(13, 110)),
+                    Pkt(2, 1, 0, 13, fwd(12, 110)),
+                ],
+            ),
+            (
+                "explicit switch with the same source id rebases",
+                &[
+                    Pkt(7, 1000, 50_000, 0, fwd(1000, 50_000)),
+                    Switch,
+                    Pkt(7, 3, 9, 900, fwd(1001, 50_900)),
+                    Pkt(7, 4, 909, 1800, fwd(1002, 51_800)),
+                    Pkt(7, 2, 0, 1801, DROP),
+                ],
+            ),
+            (
+                "explicit switch before the first packet changes nothing",
+                &[
+                    Switch,
+                    Pkt(3, 42, 4200, 0, fwd(42, 4200)),
+                    Pkt(3, 43, 4300, 1, fwd(43, 4300)),
+                ],
+            ),
+            (
+                "going back to a replaced source needs an explicit switch",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(2, 20, 200, 10, fwd(11, 110)),
+                    Pkt(1, 12, 120, 20, DROP),
+                    Switch,
+                    Pkt(1, 12, 120, 30, fwd(12, 130)),
+                    Pkt(2, 21, 210, 40, DROP),
+                ],
+            ),
+            (
+                "a third source switches implicitly",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Pkt(2, 20, 200, 10, fwd(11, 110)),
+                    Pkt(3, 30, 300, 20, fwd(12, 120)),
+                    Pkt(2, 21, 210, 21, DROP),
+                ],
+            ),
+            (
+                "switch bases on the highest output, not the last one",
+                &[
+                    Pkt(1, 10, 1000, 0, fwd(10, 1000)),
+                    Pkt(1, 12, 1200, 2, fwd(12, 1200)),
+                    Pkt(1, 11, 1100, 3, fwd(11, 1100)),
+                    Pkt(2, 0, 0, 5, fwd(13, 1203)),
+                ],
+            ),
+            (
+                "huge idle gap is clamped so ts still moves forwards",
+                &[
+                    Pkt(1, 1, 0, 0, fwd(1, 0)),
+                    Pkt(2, 1, 0, u64::MAX, fwd(2, i32::MAX as u32)),
+                ],
+            ),
+        ];
+        for (name, steps) in table {
+            run(name, steps);
+        }
+    }
+
+    #[test]
+    fn switch_guard_expires_after_half_the_sequence_space() {
+        let mut m = Munger::new();
+        assert_eq!(m.rewrite(1, 0, 0, 0), fwd(0, 0));
+        assert_eq!(m.rewrite(2, 1000, 0, 1), fwd(1, 1));
+        // Walk the new source far past its switch point.
+        let mut seq = 1000u16;
+        for _ in 0..40_000 {
+            seq = seq.wrapping_add(1);
+            assert!(matches!(m.rewrite(2, seq, 0, 2), Verdict::Forward { .. }));
+        }
+        // A packet 100 behind the head is now an ordinary reordered packet, even though its
+        // number (taken naively) lies "before" 1000 in serial order.
+        let late = seq.wrapping_sub(100);
+        let want = late.wrapping_add(1u16.wrapping_sub(1000));
+        assert_eq!(m.rewrite(2, late, 0, 3), fwd(want, 1));
+    }
+
+    #[test]
+    fn output_never_goes_backwards_or_repeats_across_many_switches() {
+        let mut m = Munger::new();
+        let mut last: Option<(u16, u32)> = None;
+        let mut now = 0u64;
+        // Sources with awkward bases: near wraps, equal, and lower than the previous one.
+        let bases: [(u32, u16, u32); 6] = [
+            (1, 65530, u32::MAX - 6000),
+            (2, 0, 0),
+            (3, 65535, 17),
+            (4, 32768, 1 << 31),
+            (4, 100, 100),
+            (5, 1, u32::MAX),
+        ];
+        for (i, (source, seq0, ts0)) in bases.iter().enumerate() {
+            if i == 4 {
+                m.switch_source();
+            }
+            for k in 0..20u16 {
+                now += 1500;
+                let v = m.rewrite(
+                    *source,
+                    seq0.wrapping_add(k),
+                    ts0.wrapping_add(3000 * u32::from(k)),
+                    now,
+                );
+                let Verdict::Forward { seq, ts } = v else {
+                    panic!("source {source} packet {k} dropped");
+                };
+                if let Some((ls, lt)) = last {
+                    assert_eq!(seq, ls.wrapping_add(1), "source {source} packet {k}");
+                    assert!(
+                        ts_after(ts, lt),
+                        "ts went backwards at source {source} packet {k}"
+                    );
+                }
+                last = Some((seq, ts));
+            }
+        }
+    }
+
+    #[test]
+    fn serial_comparisons() {
+        let table: &[(u16, u16, bool)] = &[
+            (1, 0, true),
+            (0, 1, false),
+            (0, 65535, true),
+            (65535, 0, false),
+            (5, 5, false),
+            (0x7fff, 0, true),
+            (0x8000, 0, false),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(seq_after(*a, *b), *want, "seq_after({a}, {b})");
+        }
+        let table: &[(u32, u32, bool)] = &[
+            (0, u32::MAX, true),
+            (u32::MAX, 0, false),
+            (0x7fff_ffff, 0, true),
+            (0x8000_0000, 0, false),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(ts_after(*a, *b), *want, "ts_after({a}, {b})");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Parley: a WHIP/WHEP selective forwarding unit with all media on one UDP port.
+//!
+//! [`start`] binds the HTTP listener and the media socket, starts the media engine and the
+//! HTTP server, and returns a [`Server`] handle that reports its addresses and shuts down
+//! cleanly. `main.rs` only parses the configuration and calls it; tests call it on port 0.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod forward;
+pub mod http;
+pub mod transport;
+
+use config::Config;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The WebRTC transport could not be set up.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+}
+
+/// A running server.
+pub struct Server {
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    /// The media socket's address.
+    pub media_addr: SocketAddr,
+    /// Addresses advertised in ICE candidates.
+    pub advertised: Vec<IpAddr>,
+    engine: engine::EngineHandle,
+    stop_http: Option<oneshot::Sender<()>>,
+    http_task: JoinHandle<()>,
+    engine_task: JoinHandle<()>,
+}
+
+impl Server {
+    /// `http://ADDR` of the HTTP server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.engine.registry.len()
+    }
+
+    /// Stops accepting requests, ends every session (as DELETE would) and waits for both
+    /// tasks to finish.
+    pub async fn shutdown(mut self) {
+        self.engine.shutdown().await;
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.http_task.await;
+        let _ = self.engine_task.await;
+    }
+}
+
+/// The addresses to put in host candidates.
+fn advertised_ips(config: &Config, media_addr: SocketAddr) -> Vec<IpAddr> {
+    if !config.public_ip.is_empty() {
+        return config.public_ip.clone();
+    }
+    if !media_addr.ip().is_unspecified() {
+        return vec![media_addr.ip()];
+    }
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    // The address of the default route, found without sending anything.
+    if let Ok(probe) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        if probe.connect("192.0.2.1:9").is_ok() {
+            if let Ok(local) = probe.local_addr() {
+                if !local.ip().is_unspecified() && !local.ip().is_loopback() {
+                    ips.push(local.ip());
+                }
+            }
+        }
+    }
+    ips
+}
+
+/// Binds both sockets and starts serving.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let listener = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the HTTP listener",
+            addr: config.http_listen,
+            source,
+        })?;
+    let socket = UdpSocket::bind(config.media_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the media socket",
+            addr: config.media_listen,
+            source,
+        })?;
+    let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
+    let http_addr = listener
+        .local_addr()
+        .map_err(bind_err("the HTTP listener", config.http_listen))?;
+    let media_addr = socket
+        .local_addr()
+        .map_err(bind_err("the media socket", config.media_listen))?;
+    let advertised = advertised_ips(&config, media_addr);
+    let ctx =
+        transport::TransportContext::new(media_addr, advertised.clone(), config.consent_timeout())?;
+    let (engine, engine_task) = engine::spawn(ctx, socket);
+    let state = http::AppState {
+        engine: engine.clone(),
+        config: Arc::new(config),
+    };
+    let app = http::router(state);
+    let (stop_http, stopped) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    Ok(Server {
+        http_addr,
+        media_addr,
+        advertised,
+        engine,
+        stop_http: Some(stop_http),
+        http_task,
+        engine_task,
+    })
+}

@@ -1,0 +1,88 @@
+//! The only part of Parley that talks to the WebRTC stack (`rtc`, webrtc-rs's sans-IO core).
+//!
+//! It turns an SDP offer into a [`Peer`]: ICE-lite on the server's one shared UDP socket,
+//! DTLS server role with one ECDSA certificate for the whole process, SRTP. Outside this module
+//! the rest of Parley sees only media-level types: tracks, slots, codecs, RTP packets, and
+//! datagrams to send. It never does I/O itself and never awaits.
+
+mod keyframe_tap;
+mod peer;
+pub mod sdp;
+
+pub use peer::{Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState};
+
+use rtc::crypto::{self, SignatureScheme};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// RTP packet type re-exported for the forwarding path.
+pub use rtc::rtp::Packet as RtpPacket;
+
+/// Errors from building or driving a peer connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The offer cannot be served; the text says why.
+    #[error("{0}")]
+    Offer(#[from] sdp::OfferError),
+    /// The WebRTC stack refused the offer or an operation on it.
+    #[error("{0}")]
+    Stack(#[from] rtc::shared::error::Error),
+    /// No certificate could be made at start-up.
+    #[error("cannot create the DTLS certificate: {0}")]
+    Certificate(String),
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// An audio track (Opus).
+    Audio,
+    /// A video track (VP8, VP9, H264, AV1).
+    Video,
+}
+
+impl MediaKind {
+    /// Lower-case name, as in SDP.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// What every peer connection of this server shares.
+#[derive(Clone)]
+pub struct TransportContext {
+    certificate: RTCCertificate,
+    /// The shared media socket's local address.
+    pub local_addr: SocketAddr,
+    /// Addresses put in host candidates (with `local_addr`'s port).
+    pub advertised: Vec<IpAddr>,
+    /// How long without ICE consent before a connection fails.
+    pub consent_timeout: Duration,
+}
+
+impl TransportContext {
+    /// Makes the server's ECDSA P-256 certificate and records where media is served.
+    pub fn new(
+        local_addr: SocketAddr,
+        advertised: Vec<IpAddr>,
+        consent_timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let provider =
+            crypto::default_provider().map_err(|e| TransportError::Certificate(e.to_string()))?;
+        let params = CertificateParams::new(vec!["parley".to_owned()])
+            .map_err(|e| TransportError::Certificate(e.to_string()))?;
+        let certificate =
+            RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+                .map_err(|e| TransportError::Certificate(e.to_string()))?;
+        Ok(Self {
+            certificate,
+            local_addr,
+            advertised,
+            consent_timeout,
+        })
+    }
+}

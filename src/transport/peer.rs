@@ -1,0 +1,631 @@
+//! One WebRTC peer connection (a WHIP publisher or a WHEP viewer) on the shared socket.
+//!
+//! `Peer` wraps `rtc`'s `RTCPeerConnection` and speaks in media terms: inbound tracks of a
+//! publisher, outbound slots of a viewer, RTP packets, keyframe requests and datagrams. It is
+//! driven by the media engine: datagrams and timeouts in, datagrams and [`PeerEvent`]s out.
+
+use super::keyframe_tap::{asks_for_keyframe, KeyframeTap};
+use super::sdp;
+use super::{MediaKind, TransportContext, TransportError};
+use bytes::BytesMut;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RTCRtpHeaderExtensionParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::{ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One negotiated codec of a leg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Payload type on this leg.
+    pub payload_type: u8,
+    /// e.g. `video/H264`.
+    pub mime: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Audio channels (0 for video).
+    pub channels: u16,
+    /// The `a=fmtp` parameters.
+    pub fmtp: String,
+}
+
+/// One negotiated RTP header extension of a leg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderExt {
+    /// Extension id on this leg (1..=14).
+    pub id: u8,
+    /// Extension URI.
+    pub uri: String,
+}
+
+/// A track a publisher sends to the server.
+#[derive(Clone, Debug)]
+pub struct InboundTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The publisher's SSRC for this track.
+    pub ssrc: u32,
+    /// Codecs negotiated on the publisher's leg.
+    pub codecs: Vec<Codec>,
+    /// Header extensions negotiated on the publisher's leg.
+    pub extensions: Vec<HeaderExt>,
+    receiver: RTCRtpReceiverId,
+}
+
+/// A sending m-line of a viewer: Parley fills it with a publisher's track.
+#[derive(Clone, Debug)]
+pub struct OutboundSlot {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The viewer's m-line identifier.
+    pub mid: String,
+    /// The SSRC Parley sends this slot with, fixed for the session.
+    pub ssrc: u32,
+    /// Codecs negotiated on the viewer's leg.
+    pub codecs: Vec<Codec>,
+    /// Header extensions negotiated on the viewer's leg.
+    pub extensions: Vec<HeaderExt>,
+    sender: RTCRtpSenderId,
+}
+
+/// Connection state as Parley acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// ICE/DTLS not up yet, or temporarily disconnected.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// ICE consent or DTLS failed, or the connection was closed.
+    Failed,
+}
+
+/// Something a peer reports to the engine.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// The connection state changed.
+    State(PeerState),
+    /// A publisher's track started; the index is into [`Peer::inbound`].
+    TrackOpened(usize),
+    /// An RTP packet from a publisher's track.
+    Rtp {
+        /// Index into [`Peer::inbound`].
+        track: usize,
+        /// The packet, decrypted.
+        packet: rtc::rtp::Packet,
+        /// When its datagram arrived.
+        received: Instant,
+    },
+    /// A viewer asked for a keyframe on one of its slots.
+    KeyframeRequest {
+        /// Index into [`Peer::slots`].
+        slot: usize,
+    },
+}
+
+/// One peer connection on the shared socket.
+pub struct Peer {
+    pc: RTCPeerConnection,
+    local_addr: SocketAddr,
+    inbound: Vec<InboundTrack>,
+    inbound_by_track_id: HashMap<String, usize>,
+    slots: Vec<OutboundSlot>,
+    events: VecDeque<PeerEvent>,
+    state: PeerState,
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+/// The codecs Parley forwards. H264 covers every profile OBS and browsers send; the level is
+/// not part of matching, so one entry per profile suffices.
+fn media_engine() -> Result<MediaEngine, TransportError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+    let h264 = |profile: &str, mode: u8| {
+        format!("level-asymmetry-allowed=1;packetization-mode={mode};profile-level-id={profile}")
+    };
+    let video = [
+        codec(MIME_TYPE_VP8, 90000, 0, "", 96),
+        codec(MIME_TYPE_VP9, 90000, 0, "profile-id=0", 98),
+        codec(MIME_TYPE_VP9, 90000, 0, "profile-id=2", 100),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("42e01f", 1), 102),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("42001f", 1), 104),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("4d001f", 1), 106),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("640032", 1), 108),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("640c1f", 1), 112),
+        codec(MIME_TYPE_H264, 90000, 0, &h264("42e01f", 0), 114),
+        codec(MIME_TYPE_AV1, 90000, 0, "profile=0", 45),
+    ];
+    for c in video {
+        me.register_codec(c, RtpCodecKind::Video)?;
+    }
+    for (uri, kind) in [
+        (SDES_MID_URI, RtpCodecKind::Audio),
+        (SDES_MID_URI, RtpCodecKind::Video),
+        (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (ABS_SEND_TIME_URI, RtpCodecKind::Video),
+        (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
+    ] {
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    Ok(me)
+}
+
+fn codecs_of(params: &[RTCRtpCodecParameters]) -> Vec<Codec> {
+    params
+        .iter()
+        .map(|c| Codec {
+            payload_type: c.payload_type,
+            mime: c.rtp_codec.mime_type.clone(),
+            clock_rate: c.rtp_codec.clock_rate,
+            channels: c.rtp_codec.channels,
+            fmtp: c.rtp_codec.sdp_fmtp_line.clone(),
+        })
+        .collect()
+}
+
+fn extensions_of(params: &[RTCRtpHeaderExtensionParameters]) -> Vec<HeaderExt> {
+    params
+        .iter()
+        .filter_map(|e| {
+            Some(HeaderExt {
+                id: u8::try_from(e.id).ok()?,
+                uri: e.uri.clone(),
+            })
+        })
+        .collect()
+}
+
+fn kind_of(kind: RtpCodecKind) -> Option<MediaKind> {
+    match kind {
+        RtpCodecKind::Audio => Some(MediaKind::Audio),
+        RtpCodecKind::Video => Some(MediaKind::Video),
+        _ => None,
+    }
+}
+
+impl Peer {
+    /// Builds a connection for a publisher's (sendonly) offer and returns it with its answer.
+    pub fn publisher(
+        ctx: &TransportContext,
+        offer: &str,
+        ice: (&str, &str),
+        now: Instant,
+    ) -> Result<(Peer, String), TransportError> {
+        let mut peer = Self::build(ctx, ice, now)?;
+        peer.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
+        let answer = peer.answer(ctx, now)?;
+        Ok((peer, answer))
+    }
+
+    /// Builds a connection for a viewer's (recvonly) offer: one sending slot per offered
+    /// audio and video m-line. Returns it with its answer.
+    pub fn viewer(
+        ctx: &TransportContext,
+        offer: &str,
+        ice: (&str, &str),
+        kinds: &[MediaKind],
+        now: Instant,
+    ) -> Result<(Peer, String), TransportError> {
+        let mut peer = Self::build(ctx, ice, now)?;
+        peer.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let ssrc = loop {
+                let s: u32 = rand::random();
+                if s != 0 {
+                    break s;
+                }
+            };
+            let rtc_kind = match kind {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            let track = MediaStreamTrack::new(
+                "parley".to_owned(),
+                format!("slot{i}"),
+                format!("slot{i}"),
+                rtc_kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    active: true,
+                    ..Default::default()
+                }],
+            );
+            let sender = peer.pc.add_track(track)?;
+            peer.slots.push(OutboundSlot {
+                kind: *kind,
+                mid: String::new(),
+                ssrc,
+                codecs: Vec::new(),
+                extensions: Vec::new(),
+                sender,
+            });
+        }
+        let answer = peer.answer(ctx, now)?;
+        // The negotiated parameters of each slot are known once the answer is set.
+        let transceivers: Vec<_> = peer.pc.get_transceivers().collect();
+        for id in transceivers {
+            let Some(t) = peer.pc.rtp_transceiver(id) else {
+                continue;
+            };
+            let (Some(sender), mid) = (t.sender(), t.mid().clone()) else {
+                continue;
+            };
+            let Some(slot) = peer.slots.iter_mut().find(|s| s.sender == sender) else {
+                continue;
+            };
+            slot.mid = mid.unwrap_or_default();
+            if let Some(mut s) = peer.pc.rtp_sender(sender) {
+                let params = &s.get_parameters().rtp_parameters;
+                slot.codecs = codecs_of(&params.codecs);
+                slot.extensions = extensions_of(&params.header_extensions);
+            }
+        }
+        Ok((peer, answer))
+    }
+
+    fn build(
+        ctx: &TransportContext,
+        ice: (&str, &str),
+        now: Instant,
+    ) -> Result<Peer, TransportError> {
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_ice_credentials(ice.0.to_owned(), ice.1.to_owned())
+            .with_ice_timeouts(
+                Some(Duration::from_secs(15).min(ctx.consent_timeout)),
+                Some(ctx.consent_timeout),
+                Some(Duration::from_secs(2)),
+            )
+            .build();
+        let mut me = media_engine()?;
+        let registry = register_default_interceptors(Registry::new(), &mut me)?
+            .with(Slot::Custom(14_000), KeyframeTap::default());
+        let config = RTCConfigurationBuilder::new()
+            .with_certificates(vec![ctx.certificate.clone()])
+            .build();
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_setting_engine(settings)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        Ok(Peer {
+            pc,
+            local_addr: ctx.local_addr,
+            inbound: Vec::new(),
+            inbound_by_track_id: HashMap::new(),
+            slots: Vec::new(),
+            events: VecDeque::new(),
+            state: PeerState::Connecting,
+        })
+    }
+
+    fn answer(&mut self, ctx: &TransportContext, now: Instant) -> Result<String, TransportError> {
+        for ip in &ctx.advertised {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: ip.to_string(),
+                    port: ctx.local_addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()?;
+            self.pc
+                .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        }
+        self.pc
+            .add_local_candidate(RTCIceCandidateInit::default())?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer)?;
+        let local = self
+            .pc
+            .local_description()
+            .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
+        Ok(sdp::spread_candidates(&local.sdp))
+    }
+
+    /// The publisher's tracks seen so far.
+    pub fn inbound(&self) -> &[InboundTrack] {
+        &self.inbound
+    }
+
+    /// The viewer's sending slots.
+    pub fn slots(&self) -> &[OutboundSlot] {
+        &self.slots
+    }
+
+    /// Current connection state.
+    pub fn state(&self) -> PeerState {
+        self.state
+    }
+
+    /// Feeds one datagram from `from` to the connection.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+        let msg = TaggedBytesMut {
+            now,
+            transport: Tuple {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        if let Err(e) = self.pc.handle_read(msg) {
+            tracing::debug!("datagram from {from} rejected: {e}");
+        }
+    }
+
+    /// Takes the next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc
+            .poll_write()
+            .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    /// Takes the next event: state changes, opened tracks, RTP, keyframe requests.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        while let Some(event) = self.pc.poll_event() {
+            self.on_stack_event(event);
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+        }
+        while let Some(TaggedRTCMessage { now, message }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    if let Some(&track) = self.inbound_by_track_id.get(&track_id) {
+                        return Some(PeerEvent::Rtp {
+                            track,
+                            packet,
+                            received: now,
+                        });
+                    }
+                    tracing::trace!("RTP for unknown track {track_id}");
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    if !asks_for_keyframe(&packets) {
+                        continue;
+                    }
+                    for p in &packets {
+                        let any = p.as_any();
+                        let media_ssrc =
+                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                Some(pli.media_ssrc)
+                            } else {
+                                any.downcast_ref::<FullIntraRequest>()
+                                    .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
+                            };
+                        if let Some(slot) = media_ssrc
+                            .and_then(|ssrc| self.slots.iter().position(|s| s.ssrc == ssrc))
+                        {
+                            self.events.push_back(PeerEvent::KeyframeRequest { slot });
+                        }
+                    }
+                    if let Some(e) = self.events.pop_front() {
+                        return Some(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn on_stack_event(&mut self, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let mapped = match state {
+                    RTCPeerConnectionState::Connected => PeerState::Connected,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        PeerState::Failed
+                    }
+                    _ => PeerState::Connecting,
+                };
+                if mapped != self.state {
+                    self.state = mapped;
+                    self.events.push_back(PeerEvent::State(mapped));
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                if self.inbound_by_track_id.contains_key(&init.track_id) {
+                    return;
+                }
+                let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
+                    return;
+                };
+                let Some(kind) = kind_of(receiver.track().kind()) else {
+                    return;
+                };
+                let params = &receiver.get_parameters().rtp_parameters;
+                let track = InboundTrack {
+                    kind,
+                    ssrc: init.ssrc,
+                    codecs: codecs_of(&params.codecs),
+                    extensions: extensions_of(&params.header_extensions),
+                    receiver: init.receiver_id,
+                };
+                self.inbound.push(track);
+                let index = self.inbound.len() - 1;
+                self.inbound_by_track_id.insert(init.track_id, index);
+                self.events.push_back(PeerEvent::TrackOpened(index));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one RTP packet on a viewer's slot. The packet must already carry the slot's SSRC,
+    /// a payload type and header extension ids negotiated on this leg.
+    pub fn write_rtp(&mut self, now: Instant, slot: usize, packet: rtc::rtp::Packet) -> bool {
+        let Some(sender) = self.slots.get(slot).map(|s| s.sender) else {
+            return false;
+        };
+        match self.pc.rtp_sender(sender) {
+            Some(mut s) => match s.write_rtp(now, packet) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!("slot {slot}: RTP not sent: {e}");
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
+    /// Asks a publisher for a keyframe on one of its tracks (PLI).
+    pub fn request_keyframe(&mut self, now: Instant, track: usize) {
+        let Some(t) = self.inbound.get(track) else {
+            return;
+        };
+        let (receiver, media_ssrc) = (t.receiver, t.ssrc);
+        if let Some(mut r) = self.pc.rtp_receiver(receiver) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+                tracing::debug!("PLI not sent: {e}");
+            }
+        }
+    }
+
+    /// Adds a candidate the client trickled (`candidate:...` without `a=`).
+    pub fn add_remote_candidate(
+        &mut self,
+        candidate: &str,
+        mid: Option<&str>,
+    ) -> Result<(), TransportError> {
+        self.pc.add_remote_candidate(RTCIceCandidateInit {
+            candidate: candidate.to_owned(),
+            sdp_mid: mid.map(str::to_owned),
+            ..Default::default()
+        })?;
+        Ok(())
+    }
+
+    /// ICE restart: applies the client's new credentials by renegotiating its last offer with
+    /// them, and returns the server's (ufrag, pwd) for the answer fragment.
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<(String, String), TransportError> {
+        let offer = self
+            .pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        let offer: String = offer
+            .lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    format!("a=ice-ufrag:{ufrag}\r\n")
+                } else if l.starts_with("a=ice-pwd:") {
+                    format!("a=ice-pwd:{pwd}\r\n")
+                } else if l.starts_with("a=candidate:") || l.starts_with("a=end-of-candidates") {
+                    String::new()
+                } else {
+                    format!("{}\r\n", l.trim_end_matches('\r'))
+                }
+            })
+            .collect();
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer)?;
+        let local = self
+            .pc
+            .local_description()
+            .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
+        let find = |key: &str| {
+            local
+                .sdp
+                .lines()
+                .find_map(|l| {
+                    l.trim_end_matches('\r')
+                        .strip_prefix(key)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+        };
+        Ok((find("a=ice-ufrag:"), find("a=ice-pwd:")))
+    }
+
+    /// When the connection next needs [`Peer::handle_timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// Runs the connection's timers up to `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!("timeout handling: {e}");
+        }
+    }
+
+    /// Closes the connection (a DTLS close_notify may follow in `poll_transmit`).
+    pub fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!("close: {e}");
+        }
+        self.state = PeerState::Failed;
+    }
+}
