@@ -29,6 +29,11 @@ pub struct Config {
     #[arg(long, env = "PARLEY_PUBLIC_IP", value_delimiter = ',')]
     pub public_ip: Vec<IpAddr>,
 
+    /// UDP port advertised in ICE candidates, when a port mapping (NAT, container) puts the
+    /// media socket behind another port. Default: the media socket's own port.
+    #[arg(long, env = "PARLEY_PUBLIC_PORT")]
+    pub public_port: Option<u16>,
+
     /// Bearer token required to publish (WHIP). Unset: publishing is open.
     #[arg(long, env = "PARLEY_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
@@ -53,6 +58,10 @@ pub struct Config {
     /// Seconds a session may stay without ICE consent before it is closed.
     #[arg(long, env = "PARLEY_CONSENT_TIMEOUT_SECS", default_value_t = 30)]
     pub consent_timeout_secs: u64,
+
+    /// Seconds a new session may take to connect (ICE + DTLS) before it is closed.
+    #[arg(long, env = "PARLEY_CONNECT_TIMEOUT_SECS", default_value_t = 15)]
+    pub connect_timeout_secs: u64,
 }
 
 impl Config {
@@ -62,17 +71,24 @@ impl Config {
             http_listen: "127.0.0.1:0".parse().expect("static address"),
             media_listen: "127.0.0.1:0".parse().expect("static address"),
             public_ip: Vec::new(),
+            public_port: None,
             publish_token: None,
             play_token: None,
             ice_server: Vec::new(),
             max_sessions: 2000,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,
+            connect_timeout_secs: 15,
         }
     }
 
     /// How long a connection may go without ICE consent before it is failed.
     pub fn consent_timeout(&self) -> Duration {
         Duration::from_secs(self.consent_timeout_secs.max(2))
+    }
+
+    /// How long a new session may take to connect.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs.max(1))
     }
 }

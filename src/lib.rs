@@ -119,9 +119,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(bind_err("the media socket", config.media_listen))?;
     let advertised = advertised_ips(&config, media_addr);
-    let ctx =
-        transport::TransportContext::new(media_addr, advertised.clone(), config.consent_timeout())?;
-    let (engine, engine_task) = engine::spawn(ctx, socket);
+    let ctx = transport::TransportContext::new(
+        media_addr,
+        advertised.clone(),
+        config.public_port,
+        config.consent_timeout(),
+    )?;
+    let (engine, engine_task) = engine::spawn(ctx, config.connect_timeout(), socket);
     let state = http::AppState {
         engine: engine.clone(),
         config: Arc::new(config),

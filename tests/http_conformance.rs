@@ -233,13 +233,23 @@ async fn created_sessions_follow_the_whip_contract() {
     f.server.shutdown().await;
 }
 
+/// method, path, headers, body, expected status, words the reason must contain.
+type Case<'a> = (
+    Method,
+    String,
+    Vec<(&'a str, &'a str)>,
+    String,
+    StatusCode,
+    &'a str,
+);
+
 #[tokio::test]
 async fn bad_requests_get_a_status_and_a_reason() {
     let mut config = Config::loopback();
     config.max_body_bytes = 16 * 1024;
     let f = Fixture::new(config).await;
     let sdp_ct = [("content-type", "application/sdp")];
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, String, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/whip/r".into(),

@@ -27,7 +27,7 @@ async fn send_media(p: &Publisher, first: u32, frames: u32, sent: &mut Sent) {
     let mut pace = tokio::time::interval(Duration::from_millis(10));
     for i in first..first + frames {
         pace.tick().await;
-        let key = (i - first) % 10 == 0;
+        let key = (i - first).is_multiple_of(10);
         let ts = i.wrapping_mul(3000);
         let video: Vec<Vec<u8>> = match (p.video_codec(), key) {
             (VideoCodec::Vp8, true) => vec![vp8_keyframe_payload(i)],
@@ -244,5 +244,32 @@ async fn delete_releases_the_session_at_once() {
     );
     publisher.close().await;
     assert_eq!(server.session_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wildcard_media_address_serves_loopback_clients() {
+    // `cargo run` binds 0.0.0.0; the ICE agent must still accept checks on every address.
+    let mut config = Config::loopback();
+    config.media_listen = "0.0.0.0:0".parse().expect("address");
+    let server = parley::start(config).await.expect("server");
+    assert!(server
+        .advertised
+        .contains(&"127.0.0.1".parse().expect("ip")));
+    let base = server.base_url();
+    let publisher = publish(&base, "any", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    let viewer = play(&base, "any", PlayOptions::default())
+        .await
+        .expect("play");
+    let mut sent = Sent::default();
+    send_media(&publisher, 0, 20, &mut sent).await;
+    viewer
+        .wait_for("video", WAIT, |r| of_kind(r, Kind::Video).len() >= 10)
+        .await
+        .expect("media flows through the wildcard socket");
+    viewer.close().await;
+    publisher.close().await;
     server.shutdown().await;
 }

@@ -18,8 +18,6 @@ use tokio::sync::mpsc;
 
 /// Keyframe requests to one publisher track are at most this frequent.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
-/// A session that has not connected by then is closed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Housekeeping period: keyframe retries, connect timeouts.
 const TICK: Duration = Duration::from_millis(250);
 /// Largest datagram read; anything longer is dropped.
@@ -29,6 +27,7 @@ const READ_BATCH: usize = 64;
 
 pub(super) struct Engine {
     ctx: TransportContext,
+    connect_timeout: Duration,
     socket: UdpSocket,
     registry: Registry,
     sessions: HashMap<SessionKey, Session>,
@@ -53,9 +52,15 @@ fn new_etag() -> String {
 }
 
 impl Engine {
-    pub(super) fn new(ctx: TransportContext, socket: UdpSocket, registry: Registry) -> Self {
+    pub(super) fn new(
+        ctx: TransportContext,
+        connect_timeout: Duration,
+        socket: UdpSocket,
+        registry: Registry,
+    ) -> Self {
         Self {
             ctx,
+            connect_timeout,
             socket,
             registry,
             sessions: HashMap::new(),
@@ -303,7 +308,7 @@ impl Engine {
         for ip in &self.ctx.advertised {
             body.push_str(&format!(
                 "a=candidate:1 1 udp 2130706431 {ip} {} typ host\r\n",
-                self.ctx.local_addr.port()
+                self.ctx.advertised_port
             ));
         }
         body.push_str("a=end-of-candidates\r\n");
@@ -476,7 +481,9 @@ impl Engine {
         let expired: Vec<SessionKey> = self
             .sessions
             .values()
-            .filter(|s| !s.connected && now.saturating_duration_since(s.created) > CONNECT_TIMEOUT)
+            .filter(|s| {
+                !s.connected && now.saturating_duration_since(s.created) > self.connect_timeout
+            })
             .map(|s| s.key)
             .collect();
         for key in expired {

@@ -193,10 +193,14 @@ impl EngineHandle {
 }
 
 /// Starts the engine task on `socket`.
-pub fn spawn(ctx: TransportContext, socket: UdpSocket) -> (EngineHandle, JoinHandle<()>) {
+pub fn spawn(
+    ctx: TransportContext,
+    connect_timeout: std::time::Duration,
+    socket: UdpSocket,
+) -> (EngineHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
-    let engine = event_loop::Engine::new(ctx, socket, registry.clone());
+    let engine = event_loop::Engine::new(ctx, connect_timeout, socket, registry.clone());
     let task = tokio::spawn(engine.run(rx));
     (EngineHandle { tx, registry }, task)
 }

@@ -398,147 +398,74 @@ mod tests {
 
     #[test]
     fn rejected_fragments() {
+        use FragError::*;
         let long = "a".repeat(257);
+        let ctl = |line| ControlCharacter { line };
+        let not_sdp = |line| NotSdp { line };
+        let m64 = "m=audio 9 UDP 0\n".repeat(MAX_MEDIA_SECTIONS);
         let table: Vec<(&str, String, FragError)> = vec![
-            (
-                "NUL",
-                "a=mid:0\0".into(),
-                FragError::ControlCharacter { line: 1 },
-            ),
-            (
-                "bare CR",
-                "a=mid:0\rx\r\n".into(),
-                FragError::ControlCharacter { line: 1 },
-            ),
+            ("NUL", "a=mid:0\0".into(), ctl(1)),
+            ("bare CR", "a=mid:0\rx\r\n".into(), ctl(1)),
             (
                 "escape char on line 2",
                 "a=mid:0\r\na=x\u{1b}".into(),
-                FragError::ControlCharacter { line: 2 },
+                ctl(2),
             ),
+            ("C1 control", "a=mid:\u{85}".into(), ctl(1)),
+            ("not SDP", "hello".into(), not_sdp(1)),
+            ("JSON", "{\"candidate\":\"x\"}".into(), not_sdp(1)),
+            ("long type", "ab=c".into(), not_sdp(1)),
+            ("upper-case type", "A=mid:0".into(), not_sdp(1)),
             (
-                "C1 control",
-                "a=mid:\u{85}".into(),
-                FragError::ControlCharacter { line: 1 },
+                "bad candidate on line 2",
+                "m=audio 9 UDP 0\na=candidate:1 1 udp 1 h 5000 typ".into(),
+                bad_cand(2, "fewer than 8 fields"),
             ),
-            ("not SDP", "hello".into(), FragError::NotSdp { line: 1 }),
-            (
-                "JSON",
-                "{\"candidate\":\"x\"}".into(),
-                FragError::NotSdp { line: 1 },
-            ),
-            ("long type", "ab=c".into(), FragError::NotSdp { line: 1 }),
-            (
-                "upper-case type",
-                "A=mid:0".into(),
-                FragError::NotSdp { line: 1 },
-            ),
-            (
-                "7 fields",
-                "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ".into(),
-                bad_cand(1, "fewer than 8 fields"),
-            ),
-            (
-                "no colon",
-                "a=candidate".into(),
-                bad_cand(1, "fewer than 8 fields"),
-            ),
-            (
-                "component word",
-                "a=candidate:1 rtp udp 1 h 5000 typ host".into(),
-                bad_cand(1, "component must be a number from 1 to 256"),
-            ),
-            (
-                "component 0",
-                "a=candidate:1 0 udp 1 h 5000 typ host".into(),
-                bad_cand(1, "component must be a number from 1 to 256"),
-            ),
-            (
-                "priority negative",
-                "a=candidate:1 1 udp -1 h 5000 typ host".into(),
-                bad_cand(1, "priority must be a 32-bit number"),
-            ),
-            (
-                "priority too big",
-                "a=candidate:1 1 udp 4294967296 h 5000 typ host".into(),
-                bad_cand(1, "priority must be a 32-bit number"),
-            ),
-            (
-                "port too big",
-                "a=candidate:1 1 udp 1 h 65536 typ host".into(),
-                bad_cand(1, "port must be a number from 0 to 65535"),
-            ),
-            (
-                "port word",
-                "a=candidate:1 1 udp 1 h http typ host".into(),
-                bad_cand(1, "port must be a number from 0 to 65535"),
-            ),
-            (
-                "no typ",
-                "a=candidate:1 1 udp 1 h 5000 type host".into(),
-                bad_cand(1, "seventh field must be \"typ\""),
-            ),
-            (
-                "bad foundation",
-                "a=candidate:a-b 1 udp 1 h 5000 typ host".into(),
-                bad_cand(1, "foundation must be 1 to 32 ice-chars"),
-            ),
-            ("short ufrag", "a=ice-ufrag:abc".into(), FragError::BadUfrag),
-            (
-                "long ufrag",
-                format!("a=ice-ufrag:{long}"),
-                FragError::BadUfrag,
-            ),
-            (
-                "ufrag with dash",
-                "a=ice-ufrag:ab-cd".into(),
-                FragError::BadUfrag,
-            ),
-            (
-                "ufrag non-ASCII",
-                "a=ice-ufrag:abcdé".into(),
-                FragError::BadUfrag,
-            ),
-            ("empty ufrag", "a=ice-ufrag:".into(), FragError::BadUfrag),
+            ("short ufrag", "a=ice-ufrag:abc".into(), BadUfrag),
+            ("long ufrag", format!("a=ice-ufrag:{long}"), BadUfrag),
+            ("ufrag with dash", "a=ice-ufrag:ab-cd".into(), BadUfrag),
+            ("ufrag non-ASCII", "a=ice-ufrag:abcdé".into(), BadUfrag),
+            ("empty ufrag", "a=ice-ufrag:".into(), BadUfrag),
             (
                 "short pwd",
                 "a=ice-pwd:abcdefghijklmnopqrstu".into(),
-                FragError::BadPwd,
+                BadPwd,
             ),
-            ("long pwd", format!("a=ice-pwd:{long}"), FragError::BadPwd),
+            ("long pwd", format!("a=ice-pwd:{long}"), BadPwd),
             (
                 "pwd with space",
                 "a=ice-pwd:abcdefghijk mnopqrstuvwx".into(),
-                FragError::BadPwd,
+                BadPwd,
             ),
             (
                 "ufrag conflict",
-                "a=ice-ufrag:abcd\r\nm=audio 9 UDP 0\r\na=ice-ufrag:efgh".into(),
-                FragError::ConflictingUfrag,
+                "a=ice-ufrag:abcd\nm=audio 9 UDP 0\na=ice-ufrag:efgh".into(),
+                ConflictingUfrag,
             ),
             (
                 "pwd conflict",
                 format!("a=ice-pwd:{PWD}\r\na=ice-pwd:{PWD}x"),
-                FragError::ConflictingPwd,
+                ConflictingPwd,
             ),
             (
                 "two mids",
                 "m=audio 9 UDP 0\r\na=mid:0\r\na=mid:1".into(),
-                FragError::DuplicateMid { line: 3 },
+                DuplicateMid { line: 3 },
             ),
             (
                 "65 sections",
-                "m=audio 9 UDP 0\n".repeat(MAX_MEDIA_SECTIONS + 1),
-                FragError::TooManyMediaSections,
+                format!("{m64}m=video 9 UDP 0"),
+                TooManyMediaSections,
             ),
             (
                 "implicit section plus 64",
-                format!("{CAND}\n{}", "m=audio 9 UDP 0\n".repeat(MAX_MEDIA_SECTIONS)),
-                FragError::TooManyMediaSections,
+                format!("{CAND}\n{m64}"),
+                TooManyMediaSections,
             ),
             (
                 "257 candidates",
                 format!("{CAND}\n").repeat(MAX_CANDIDATES + 1),
-                FragError::TooManyCandidates,
+                TooManyCandidates,
             ),
         ];
         for (name, body, want) in &table {
@@ -549,6 +476,46 @@ mod tests {
 
     fn bad_cand(line: usize, reason: &'static str) -> FragError {
         FragError::BadCandidate { line, reason }
+    }
+
+    #[test]
+    fn candidate_shapes() {
+        // (candidate attribute, None if accepted or the start of the reason)
+        let table: &[(&str, Option<&str>)] = &[
+            ("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", None),
+            (
+                "candidate:a+/Z 256 UDP 0 ::1 0 typ relay raddr 0.0.0.0 rport 0",
+                None,
+            ),
+            (
+                "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ",
+                Some("fewer"),
+            ),
+            ("candidate", Some("fewer")),
+            ("candidate:1 rtp udp 1 h 5000 typ host", Some("component")),
+            ("candidate:1 0 udp 1 h 5000 typ host", Some("component")),
+            ("candidate:1 257 udp 1 h 5000 typ host", Some("component")),
+            ("candidate:1 1 udp -1 h 5000 typ host", Some("priority")),
+            (
+                "candidate:1 1 udp 4294967296 h 5000 typ host",
+                Some("priority"),
+            ),
+            ("candidate:1 1 udp 1 h 65536 typ host", Some("port")),
+            ("candidate:1 1 udp 1 h http typ host", Some("port")),
+            ("candidate:1 1 udp 1 h 5000 type host", Some("seventh")),
+            ("candidate:a-b 1 udp 1 h 5000 typ host", Some("foundation")),
+            (
+                "candidate:123456789012345678901234567890123 1 udp 1 h 5 typ host",
+                Some("foundation"),
+            ),
+        ];
+        for (value, want) in table {
+            match (check_candidate(value), want) {
+                (Ok(()), None) => {}
+                (Err(reason), Some(prefix)) if reason.starts_with(prefix) => {}
+                (got, _) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

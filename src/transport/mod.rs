@@ -9,6 +9,8 @@ mod keyframe_tap;
 mod peer;
 pub mod sdp;
 
+/// Also used by Parley's test peers, to see the keyframe requests Parley relays.
+pub use keyframe_tap::KeyframeTap;
 pub use peer::{Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState};
 
 use rtc::crypto::{self, SignatureScheme};
@@ -58,17 +60,32 @@ pub struct TransportContext {
     certificate: RTCCertificate,
     /// The shared media socket's local address.
     pub local_addr: SocketAddr,
-    /// Addresses put in host candidates (with `local_addr`'s port).
+    /// Addresses put in host candidates.
     pub advertised: Vec<IpAddr>,
+    /// Port put in host candidates.
+    pub advertised_port: u16,
     /// How long without ICE consent before a connection fails.
     pub consent_timeout: Duration,
 }
 
 impl TransportContext {
+    /// The address every connection's ICE agent knows as its local candidate. The socket may
+    /// be bound to a wildcard or sit behind a port mapping, so datagrams are presented to the
+    /// agent as arriving here: the first advertised address with the advertised port.
+    pub fn candidate_addr(&self) -> SocketAddr {
+        let ip = self
+            .advertised
+            .first()
+            .copied()
+            .unwrap_or(self.local_addr.ip());
+        SocketAddr::new(ip, self.advertised_port)
+    }
+
     /// Makes the server's ECDSA P-256 certificate and records where media is served.
     pub fn new(
         local_addr: SocketAddr,
         advertised: Vec<IpAddr>,
+        advertised_port: Option<u16>,
         consent_timeout: Duration,
     ) -> Result<Self, TransportError> {
         let provider =
@@ -82,6 +99,7 @@ impl TransportContext {
             certificate,
             local_addr,
             advertised,
+            advertised_port: advertised_port.unwrap_or(local_addr.port()),
             consent_timeout,
         })
     }

@@ -342,7 +342,7 @@ impl Peer {
             .build(now)?;
         Ok(Peer {
             pc,
-            local_addr: ctx.local_addr,
+            local_addr: ctx.candidate_addr(),
             inbound: Vec::new(),
             inbound_by_track_id: HashMap::new(),
             slots: Vec::new(),
@@ -357,7 +357,7 @@ impl Peer {
                 base_config: CandidateConfig {
                     network: "udp".to_owned(),
                     address: ip.to_string(),
-                    port: ctx.local_addr.port(),
+                    port: ctx.advertised_port,
                     component: 1,
                     ..Default::default()
                 },

@@ -15,11 +15,12 @@
 //!     .wait_for("the keyframe", Duration::from_secs(5), |r| r.iter().any(|p| p.kind == Kind::Video))
 //!     .await?;
 //! ```
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod payload;
 mod peer;
 mod publisher;
+mod relay;
 mod signaling;
 mod viewer;
 
@@ -32,6 +33,7 @@ pub use payload::{
 #[allow(unused_imports)]
 pub use publisher::{publish, PublishOptions, Publisher, VideoCodec};
 #[allow(unused_imports)]
+pub use relay::Relay;
 pub use signaling::{delete, try_delete};
 #[allow(unused_imports)]
 pub use viewer::{play, Kind, PlayOptions, Received, Viewer};

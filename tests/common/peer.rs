@@ -110,8 +110,13 @@ impl Peer {
         mut media_engine: MediaEngine,
         on_track: Option<OnTrack>,
     ) -> Result<Self, HarnessError> {
+        // The tap lets the publisher see keyframe requests (PLI/FIR) the server relays.
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(HarnessError::webrtc("register interceptors"))?;
+            .map_err(HarnessError::webrtc("register interceptors"))?
+            .with(
+                rtc::interceptor::Slot::Custom(14_000),
+                parley::transport::KeyframeTap::default(),
+            );
         let (gathering_tx, gathering) = watch::channel(RTCIceGatheringState::New);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let tasks = Arc::default();

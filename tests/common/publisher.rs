@@ -8,6 +8,8 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -18,8 +20,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{MediaEngine, RTCPeerConnectionState};
 
 /// The publisher's payload types, as OBS (libdatachannel) numbers them.
@@ -113,6 +117,37 @@ pub struct Publisher {
     video: Outbound,
     audio: Outbound,
     peer: Peer,
+    /// Keyframe requests (PLI/FIR) received for the video track so far.
+    keyframe_requests: watch::Receiver<u32>,
+    pli_task: JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.pli_task.abort();
+    }
+}
+
+/// Counts the keyframe requests that arrive for `track`.
+fn count_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+) -> (watch::Receiver<u32>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(0u32);
+    let task = tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                continue;
+            };
+            let asks = packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            });
+            if asks {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    (rx, task)
 }
 
 /// WHIP-publish to `{base}/whip/{room}`: POST a gathered (non-trickle) offer, apply the
@@ -149,10 +184,13 @@ pub async fn publish(
     ] {
         let rtp_codec = RTCRtpCodec {
             rtcp_feedback: if kind == RtpCodecKind::Video {
-                vec![RTCPFeedback {
-                    typ: "ccm".into(),
-                    parameter: "fir".into(),
-                }]
+                [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+                    .into_iter()
+                    .map(|(typ, parameter)| RTCPFeedback {
+                        typ: typ.into(),
+                        parameter: parameter.into(),
+                    })
+                    .collect()
             } else {
                 vec![]
             },
@@ -179,7 +217,10 @@ pub async fn publish(
     let client = reqwest::Client::new();
     let answer = post_offer(&client, url, opts.token.as_deref(), offer_sdp.clone()).await?;
 
+    let (keyframe_requests, pli_task) = count_keyframe_requests(Arc::clone(&video.track));
     let publisher = Publisher {
+        keyframe_requests,
+        pli_task,
         location: answer.location,
         etag: answer.etag,
         offer_sdp,
@@ -327,6 +368,35 @@ impl Publisher {
 
     pub fn video_ssrc(&self) -> u32 {
         self.video.ssrc
+    }
+
+    /// How many keyframe requests (PLI/FIR) the server has sent for the video track.
+    pub fn keyframe_requests(&self) -> u32 {
+        *self.keyframe_requests.borrow()
+    }
+
+    /// Waits until at least `count` keyframe requests have arrived.
+    pub async fn wait_for_keyframe_request(
+        &self,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let mut rx = self.keyframe_requests.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|n| *n >= count).await.map(|_| ())
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(HarnessError::Negotiation(
+                "the keyframe counter stopped".into(),
+            )),
+            Err(_) => Err(HarnessError::Timeout {
+                what: format!("waiting for keyframe request #{count}"),
+                timeout,
+                detail: format!(": {} arrived", self.keyframe_requests()),
+            }),
+        }
     }
 
     pub fn audio_ssrc(&self) -> u32 {

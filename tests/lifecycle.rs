@@ -1,0 +1,135 @@
+//! Sessions end on their own when a peer vanishes or never connects, a viewer's keyframe
+//! request reaches the publisher, and the process stops cleanly on SIGTERM.
+
+mod common;
+
+use common::{
+    play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, PlayOptions, PublishOptions,
+    Relay,
+};
+use parley::config::Config;
+use std::time::{Duration, Instant};
+
+/// Waits until `cond` holds, checking every 50 ms, for at most `limit`.
+async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn peers_that_vanish_are_cleaned_up_by_consent_freshness() {
+    let mut relay = Relay::bind().await.expect("relay");
+    let mut config = Config::loopback();
+    config.public_port = Some(relay.addr.port());
+    config.consent_timeout_secs = 3;
+    let server = parley::start(config).await.expect("server");
+    relay.forward_to(server.media_addr);
+    let base = server.base_url();
+    let publisher = publish(&base, "r", PublishOptions::vp8())
+        .await
+        .expect("publish via relay");
+    let viewer = play(&base, "r", PlayOptions::default())
+        .await
+        .expect("play via relay");
+    publisher
+        .send_video(&vp8_keyframe_payload(1), true, 0)
+        .await
+        .expect("send");
+    viewer
+        .wait_for(
+            "a keyframe through the relay",
+            Duration::from_secs(10),
+            |r| r.iter().any(|p| p.kind == Kind::Video),
+        )
+        .await
+        .expect("media flows through the relay");
+    assert_eq!(server.session_count(), 2);
+    // Both clients vanish: no DELETE, no DTLS close, no more STUN.
+    relay.cut();
+    let cut_at = Instant::now();
+    until(
+        "both sessions to be closed",
+        Duration::from_secs(15),
+        || server.session_count() == 0,
+    )
+    .await;
+    let took = cut_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "closed after {took:?}: too early for consent loss"
+    );
+    viewer.disconnect().await;
+    publisher.disconnect().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn offers_that_never_connect_expire() {
+    let mut config = Config::loopback();
+    config.connect_timeout_secs = 1;
+    let server = parley::start(config).await.expect("server");
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=mid:0\r\na=sendonly\r\n\
+a=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=rtpmap:96 VP8/90000\r\n";
+    let resp = reqwest::Client::new()
+        .post(format!("{}/whip/r", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(sdp)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    assert_eq!(server.session_count(), 1);
+    until(
+        "the unconnected session to expire",
+        Duration::from_secs(5),
+        || server.session_count() == 0,
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_viewer_makes_the_publisher_send_a_keyframe() {
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let base = server.base_url();
+    let publisher = publish(&base, "r", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    // A publisher sends continuously; its track opens with its first packet.
+    let sender = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for n in 0..250u32 {
+            pace.tick().await;
+            let _ = publisher
+                .send_video(&vp8_delta_payload(n), true, n * 3000)
+                .await;
+        }
+    };
+    let check = async {
+        let before = publisher.keyframe_requests();
+        let viewer = play(&base, "r", PlayOptions::default())
+            .await
+            .expect("play");
+        publisher
+            .wait_for_keyframe_request(before + 1, Duration::from_secs(5))
+            .await
+            .expect("the server relays a PLI when a viewer connects");
+        viewer
+    };
+    let viewer = tokio::select! {
+        v = check => v,
+        _ = sender => panic!("no keyframe request while the publisher sent for 5 s"),
+    };
+    viewer.close().await;
+    publisher.close().await;
+    server.shutdown().await;
+}
