@@ -24,7 +24,11 @@ impl Controls {
             return false;
         }
         let n = self.drop_one_in.load(Ordering::Relaxed);
-        n == 0 || self.counter.fetch_add(1, Ordering::Relaxed) % n != 0
+        n == 0
+            || !self
+                .counter
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(n)
     }
 }
 
