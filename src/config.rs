@@ -42,6 +42,10 @@ pub struct Config {
     #[arg(long, env = "PARLEY_PLAY_TOKEN", hide_env_values = true)]
     pub play_token: Option<String>,
 
+    /// Bearer token required by the room API (`/rooms`). Unset: the room API is open.
+    #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// ICE server URL announced to clients in `Link: rel="ice-server"` headers
     /// (e.g. `stun:stun.example.org:3478`). Repeat or separate with commas.
     #[arg(long, env = "PARLEY_ICE_SERVER", value_delimiter = ',')]
@@ -50,6 +54,11 @@ pub struct Config {
     /// Maximum number of concurrent sessions (WHIP + WHEP); beyond it POST answers 503.
     #[arg(long, env = "PARLEY_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
+
+    /// Maximum number of participants (distinct names with a session) in one room; beyond it
+    /// POST answers 403.
+    #[arg(long, env = "PARLEY_MAX_PARTICIPANTS_PER_ROOM", default_value_t = 500)]
+    pub max_participants_per_room: usize,
 
     /// Largest accepted HTTP request body (SDP offer or fragment), in bytes.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
@@ -74,8 +83,10 @@ impl Config {
             public_port: None,
             publish_token: None,
             play_token: None,
+            admin_token: None,
             ice_server: Vec::new(),
             max_sessions: 2000,
+            max_participants_per_room: 500,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,
             connect_timeout_secs: 15,

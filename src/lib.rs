@@ -125,7 +125,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.public_port,
         config.consent_timeout(),
     )?;
-    let (engine, engine_task) = engine::spawn(ctx, config.connect_timeout(), socket);
+    let (engine, engine_task) = engine::spawn(
+        ctx,
+        engine::EngineConfig {
+            connect_timeout: config.connect_timeout(),
+            max_participants_per_room: config.max_participants_per_room,
+        },
+        socket,
+    );
     let state = http::AppState {
         engine: engine.clone(),
         config: Arc::new(config),

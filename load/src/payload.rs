@@ -173,7 +173,9 @@ fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
 /// SPS and PPS (Constrained Baseline 3.1) plus an unspecified NAL (type 30) with the stamp,
 /// in one STAP-A.
 fn h264_parameter_sets(spec: &FrameSpec) -> Vec<u8> {
-    let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10];
+    let sps: &[u8] = &[
+        0x67, 0x42, 0xe0, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10,
+    ];
     let pps: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
     let mut tagged = vec![0x1e];
     stamp(spec, true).encode_into(&mut tagged);
@@ -276,7 +278,11 @@ mod tests {
     #[test]
     fn vp8_keyframe_is_recognisable_and_sized() {
         let packets = video_frame(&spec(VideoCodec::Vp8, true, 20_000));
-        assert!(packets.len() >= 19 && packets.len() <= 20, "{}", packets.len());
+        assert!(
+            packets.len() >= 19 && packets.len() <= 20,
+            "{}",
+            packets.len()
+        );
         assert!(packets.iter().all(|p| p.len() <= 1100));
         let total: usize = packets.iter().map(Vec::len).sum();
         assert!((20_000..21_000).contains(&total), "{total}");

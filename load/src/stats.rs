@@ -210,6 +210,9 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1));
         let mut s = vec![9, 1, 5, 3];
         let d = Distribution::of(&mut s);
-        assert_eq!((d.count, d.p50, d.p99, d.max), (4, Some(3), Some(9), Some(9)));
+        assert_eq!(
+            (d.count, d.p50, d.p99, d.max),
+            (4, Some(3), Some(9), Some(9))
+        );
     }
 }

@@ -7,11 +7,17 @@
 //! Per datagram: demultiplex to a session, feed its peer, then drain what that produced:
 //! RTP from a publisher fans out to the slots bound to that track (see `forward::slot`).
 
+mod api;
+mod assign;
 mod demux;
 mod event_loop;
+mod events;
+mod lifecycle;
 mod room;
 mod session;
 
+pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
+pub use events::RoomEvent;
 pub use room::SessionKey;
 pub use session::{EndReason, SessionKind};
 
@@ -67,9 +73,24 @@ pub enum EngineError {
     /// The trickle fragment or restart could not be applied.
     #[error("{0}")]
     BadFragment(String),
+    /// The request is refused by a limit (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such room or participant.
+    #[error("{0}")]
+    NoSuchThing(String),
     /// The engine has stopped.
     #[error("the media engine is shutting down")]
     Stopped,
+}
+
+/// Limits and timeouts the engine applies.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A new session that has not connected by then is closed.
+    pub connect_timeout: std::time::Duration,
+    /// Most participants (distinct names with a session) in one room.
+    pub max_participants_per_room: usize,
 }
 
 impl From<TransportError> for EngineError {
@@ -93,8 +114,25 @@ pub(crate) enum Command {
         kind: SessionKind,
         room: String,
         participant: Option<String>,
+        target: Option<String>,
         offer: String,
         reply: oneshot::Sender<Result<Created, EngineError>>,
+    },
+    Subscribe {
+        id: String,
+        reply: oneshot::Sender<Result<mpsc::Receiver<Arc<str>>, EngineError>>,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<RoomSummary>>,
+    },
+    Room {
+        name: String,
+        reply: oneshot::Sender<Option<RoomView>>,
+    },
+    RemoveParticipant {
+        room: String,
+        participant: String,
+        reply: oneshot::Sender<bool>,
     },
     Trickle {
         id: String,
@@ -137,22 +175,59 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Creates a session for an offer and returns its answer.
+    /// Creates a session for an offer and returns its answer. `target` names the one
+    /// participant a WHEP session plays (None: the room, last-N).
     pub async fn open(
         &self,
         kind: SessionKind,
         room: &str,
         participant: Option<String>,
+        target: Option<String>,
         offer: String,
     ) -> Result<Created, EngineError> {
         self.ask(|reply| Command::Open {
             kind,
             room: room.to_owned(),
             participant,
+            target,
             offer,
             reply,
         })
         .await?
+    }
+
+    /// The room events of a WHEP session: a snapshot of the room, then changes as they happen.
+    pub async fn subscribe(&self, id: &str) -> Result<mpsc::Receiver<Arc<str>>, EngineError> {
+        self.ask(|reply| Command::Subscribe {
+            id: id.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Every room, summarized.
+    pub async fn rooms(&self) -> Result<Vec<RoomSummary>, EngineError> {
+        self.ask(|reply| Command::Rooms { reply }).await
+    }
+
+    /// One room in detail.
+    pub async fn room(&self, name: &str) -> Result<Option<RoomView>, EngineError> {
+        self.ask(|reply| Command::Room {
+            name: name.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Ends every session of a participant in a room; false when it has none.
+    pub async fn remove_participant(&self, room: &str, participant: &str) -> bool {
+        self.ask(|reply| Command::RemoveParticipant {
+            room: room.to_owned(),
+            participant: participant.to_owned(),
+            reply,
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Applies trickled candidates.
@@ -195,12 +270,12 @@ impl EngineHandle {
 /// Starts the engine task on `socket`.
 pub fn spawn(
     ctx: TransportContext,
-    connect_timeout: std::time::Duration,
+    config: EngineConfig,
     socket: UdpSocket,
 ) -> (EngineHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
-    let engine = event_loop::Engine::new(ctx, connect_timeout, socket, registry.clone());
+    let engine = event_loop::Engine::new(ctx, config, socket, registry.clone());
     let task = tokio::spawn(engine.run(rx));
     (EngineHandle { tx, registry }, task)
 }

@@ -1,38 +1,136 @@
-//! Room membership and the choice of which published track feeds which viewer slot.
-//!
-//! A room is a list of publishers (in order of arrival, each with its open tracks) and a list
-//! of viewers. `source_for` is the whole policy: a slot of a kind carries the most recent
-//! publisher's track of that kind, never the viewer's own participant. Pure data, no I/O.
+//! One room's membership: publishers with their tracks, viewers with what they asked to see,
+//! and the room's speaker state. Pure data and lookups; the engine decides what to do.
 
+use crate::forward::speakers::{SpeakerConfig, Speakers};
 use crate::transport::MediaKind;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// Internal session key.
 pub type SessionKey = u64;
+/// A participant's key within its room (stable across its reconnects while it stays).
+pub type ParticipantKey = u64;
 
-/// A publishing participant of a room.
+/// A video or audio track stops counting as a source after this long without packets.
+pub const STALL_AFTER: Duration = Duration::from_millis(1000);
+
+/// A published track.
+#[derive(Debug, Clone)]
+pub struct Track {
+    /// Index in the publisher session's inbound tracks.
+    pub index: usize,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Codec name, e.g. `VP8` or `opus`.
+    pub codec: String,
+    /// The publisher's id of the RFC 6464 audio-level header extension, if negotiated.
+    pub audio_level_id: Option<u8>,
+    /// Last packet seen.
+    pub last_packet: Instant,
+    /// No packets for [`STALL_AFTER`]: not offered to slots.
+    pub stalled: bool,
+}
+
+/// A publishing participant.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     /// Its WHIP session.
     pub session: SessionKey,
     /// Participant name.
     pub participant: String,
-    /// Its open tracks: (index in the session's inbound tracks, kind).
-    pub tracks: Vec<(usize, MediaKind)>,
+    /// Participant key.
+    pub key: ParticipantKey,
+    /// Its open tracks.
+    pub tracks: Vec<Track>,
 }
 
-/// One room: publishers and viewers.
-#[derive(Debug, Default)]
+/// A WHEP session.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// Its session.
+    pub session: SessionKey,
+    /// Participant name.
+    pub participant: String,
+    /// Set when it plays one named participant (`POST /whep/{room}/{participant}`).
+    pub target: Option<String>,
+}
+
+/// One room.
 pub struct Room {
     /// Publishers in order of arrival.
     pub publishers: Vec<Publisher>,
-    /// Viewer sessions with their participant names.
-    pub viewers: Vec<(SessionKey, String)>,
+    /// Viewers in order of arrival.
+    pub viewers: Vec<Viewer>,
+    /// Who speaks, who spoke.
+    pub speakers: Speakers,
+    keys: HashMap<String, ParticipantKey>,
+    next_key: ParticipantKey,
+    /// When the room was created.
+    pub created: Instant,
 }
 
 impl Room {
+    /// An empty room.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            publishers: Vec::new(),
+            viewers: Vec::new(),
+            speakers: Speakers::new(SpeakerConfig::default()),
+            keys: HashMap::new(),
+            next_key: 1,
+            created: now,
+        }
+    }
+
     /// Whether nobody is left.
     pub fn is_empty(&self) -> bool {
         self.publishers.is_empty() && self.viewers.is_empty()
+    }
+
+    /// Names of everyone with a session, sorted.
+    pub fn participants(&self) -> BTreeSet<&str> {
+        self.publishers
+            .iter()
+            .map(|p| p.participant.as_str())
+            .chain(self.viewers.iter().map(|v| v.participant.as_str()))
+            .collect()
+    }
+
+    /// Whether `name` has any session here.
+    pub fn has_participant(&self, name: &str) -> bool {
+        self.publishers.iter().any(|p| p.participant == name)
+            || self.viewers.iter().any(|v| v.participant == name)
+    }
+
+    /// The key of a participant name, made on first use.
+    pub fn key_for(&mut self, name: &str) -> ParticipantKey {
+        if let Some(k) = self.keys.get(name) {
+            return *k;
+        }
+        let k = self.next_key;
+        self.next_key += 1;
+        self.keys.insert(name.to_owned(), k);
+        k
+    }
+
+    /// The key of a participant name, if it has one.
+    pub fn key_of(&self, name: &str) -> Option<ParticipantKey> {
+        self.keys.get(name).copied()
+    }
+
+    /// The name behind a key.
+    pub fn name_of(&self, key: ParticipantKey) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(_, k)| **k == key)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Forgets keys of names that have no session left.
+    pub fn forget_departed(&mut self) {
+        let present: BTreeSet<String> =
+            self.participants().into_iter().map(str::to_owned).collect();
+        self.keys.retain(|name, _| present.contains(name));
     }
 
     /// The publisher session of `participant`, if any.
@@ -43,33 +141,49 @@ impl Room {
             .map(|p| p.session)
     }
 
-    /// Removes a session, publisher or viewer.
-    pub fn remove(&mut self, session: SessionKey) {
-        self.publishers.retain(|p| p.session != session);
-        self.viewers.retain(|(s, _)| *s != session);
+    /// The publisher with session `session`.
+    pub fn publisher_mut(&mut self, session: SessionKey) -> Option<&mut Publisher> {
+        self.publishers.iter_mut().find(|p| p.session == session)
     }
 
-    /// Records that a publisher's track opened.
-    pub fn track_opened(&mut self, session: SessionKey, track: usize, kind: MediaKind) {
-        if let Some(p) = self.publishers.iter_mut().find(|p| p.session == session) {
-            if !p.tracks.iter().any(|(t, _)| *t == track) {
-                p.tracks.push((track, kind));
+    /// The live (not stalled) track of `kind` that participant `key` publishes:
+    /// (publisher session, track index).
+    pub fn source_of(&self, key: ParticipantKey, kind: MediaKind) -> Option<(SessionKey, usize)> {
+        let p = self.publishers.iter().find(|p| p.key == key)?;
+        let t = p.tracks.iter().find(|t| t.kind == kind && !t.stalled)?;
+        Some((p.session, t.index))
+    }
+
+    /// Removes a session, publisher or viewer. Returns the participant's name if it has no
+    /// session left in the room (it left).
+    pub fn remove(&mut self, session: SessionKey) -> Option<String> {
+        let mut name = None;
+        if let Some(i) = self.publishers.iter().position(|p| p.session == session) {
+            let p = self.publishers.remove(i);
+            // A replacement session of the same participant keeps the speaker state.
+            if self.publisher_of(&p.participant).is_none() {
+                self.speakers.remove(p.key);
+            }
+            name = Some(p.participant);
+        }
+        if let Some(i) = self.viewers.iter().position(|v| v.session == session) {
+            name = Some(self.viewers.remove(i).participant);
+        }
+        name.filter(|n| !self.has_participant(n))
+    }
+
+    /// Marks tracks without packets for [`STALL_AFTER`] as stalled and revives those with
+    /// fresh packets. Returns whether anything changed.
+    pub fn update_stalls(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for t in self.publishers.iter_mut().flat_map(|p| p.tracks.iter_mut()) {
+            let stalled = now.saturating_duration_since(t.last_packet) > STALL_AFTER;
+            if stalled != t.stalled {
+                t.stalled = stalled;
+                changed = true;
             }
         }
-    }
-
-    /// The (publisher session, track) that a `kind` slot of `viewer` should carry.
-    pub fn source_for(&self, viewer: &str, kind: MediaKind) -> Option<(SessionKey, usize)> {
-        self.publishers
-            .iter()
-            .rev()
-            .filter(|p| p.participant != viewer)
-            .find_map(|p| {
-                p.tracks
-                    .iter()
-                    .find(|(_, k)| *k == kind)
-                    .map(|(t, _)| (p.session, *t))
-            })
+        changed
     }
 }
 
@@ -77,39 +191,46 @@ impl Room {
 mod tests {
     use super::*;
 
-    fn publisher(session: SessionKey, name: &str, kinds: &[MediaKind]) -> Publisher {
-        Publisher {
-            session,
-            participant: name.into(),
-            tracks: kinds.iter().enumerate().map(|(i, k)| (i, *k)).collect(),
+    fn track(index: usize, kind: MediaKind, now: Instant) -> Track {
+        Track {
+            index,
+            kind,
+            codec: "x".into(),
+            audio_level_id: None,
+            last_packet: now,
+            stalled: false,
         }
     }
 
     #[test]
-    fn slots_carry_the_latest_publisher_but_never_the_viewer_itself() {
-        use MediaKind::*;
-        let mut room = Room::default();
-        assert_eq!(room.source_for("v", Video), None);
-        room.publishers.push(publisher(1, "alice", &[Audio, Video]));
-        room.publishers.push(publisher(2, "bob", &[Audio]));
-        assert_eq!(room.source_for("v", Video), Some((1, 1)));
-        assert_eq!(room.source_for("v", Audio), Some((2, 0)));
-        assert_eq!(room.source_for("bob", Audio), Some((1, 0)));
-        assert_eq!(room.source_for("alice", Video), None);
-        room.remove(2);
-        assert_eq!(room.source_for("v", Audio), Some((1, 0)));
-        room.remove(1);
+    fn membership_and_sources() {
+        let now = Instant::now();
+        let mut room = Room::new(now);
+        let a = room.key_for("alice");
+        assert_eq!(room.key_for("alice"), a);
+        room.publishers.push(Publisher {
+            session: 1,
+            participant: "alice".into(),
+            key: a,
+            tracks: vec![
+                track(0, MediaKind::Audio, now),
+                track(1, MediaKind::Video, now),
+            ],
+        });
+        room.viewers.push(Viewer {
+            session: 2,
+            participant: "alice".into(),
+            target: None,
+        });
+        assert_eq!(room.source_of(a, MediaKind::Video), Some((1, 1)));
+        assert_eq!(room.participants().len(), 1);
+        assert!(!room.update_stalls(now + Duration::from_millis(500)));
+        assert!(room.update_stalls(now + Duration::from_secs(2)));
+        assert_eq!(room.source_of(a, MediaKind::Video), None, "stalled");
+        assert_eq!(room.remove(1), None, "alice still plays");
+        assert_eq!(room.remove(2).as_deref(), Some("alice"));
         assert!(room.is_empty());
-    }
-
-    #[test]
-    fn tracks_open_once() {
-        let mut room = Room::default();
-        room.publishers.push(publisher(1, "a", &[]));
-        room.track_opened(1, 0, MediaKind::Video);
-        room.track_opened(1, 0, MediaKind::Video);
-        room.track_opened(9, 0, MediaKind::Video);
-        assert_eq!(room.publishers[0].tracks.len(), 1);
-        assert_eq!(room.publisher_of("a"), Some(1));
+        room.forget_departed();
+        assert_eq!(room.key_of("alice"), None);
     }
 }

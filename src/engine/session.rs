@@ -1,10 +1,12 @@
 //! One session as the engine keeps it: the peer connection, its room and role, and for a
 //! viewer the forwarder of each slot.
 
-use super::room::SessionKey;
+use super::room::{ParticipantKey, SessionKey};
 use crate::forward::slot::{LegCodec, LegParams, SlotForwarder};
 use crate::transport::{Codec, HeaderExt, Peer};
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// WHIP (publish) or WHEP (play).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,8 +70,16 @@ pub(super) struct Session {
     pub connected: bool,
     /// Viewer: one forwarder per slot, same order as `peer.slots()`.
     pub forwarders: Vec<SlotForwarder>,
+    /// Viewer: the participant each slot is assigned to.
+    pub slot_participants: Vec<Option<ParticipantKey>>,
+    /// Viewer: where its room events go, once it subscribed.
+    pub events: Option<mpsc::Sender<Arc<str>>>,
     /// Publisher: when each inbound track was last asked for a keyframe.
     pub last_keyframe_request: Vec<Option<Instant>>,
+    /// RTP packets and bytes received from this session.
+    pub received: (u64, u64),
+    /// RTP packets and bytes forwarded to this session.
+    pub sent: (u64, u64),
 }
 
 /// Converts one leg's negotiated parameters for the forwarding path.

@@ -11,3 +11,4 @@ pub mod codec;
 pub mod keyframe;
 pub mod munger;
 pub mod slot;
+pub mod speakers;

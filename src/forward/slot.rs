@@ -65,17 +65,28 @@ pub enum Skip {
     Stale,
 }
 
+/// One source as bound to a slot: the maps between its leg and the viewer's.
+#[derive(Debug, Clone)]
+struct Binding {
+    source: u64,
+    pt_map: [u8; 128],
+    ext_map: [u8; 256],
+    clock_rate: u32,
+    video: Option<VideoCodec>,
+}
+
 /// Rewrites one source's packets for one viewer slot.
+///
+/// A video slot switches sources on a keyframe: the new source waits as *pending* while the
+/// current one keeps flowing, and takes over with its first keyframe. Audio switches at once.
 #[derive(Debug)]
 pub struct SlotForwarder {
     ssrc: u32,
     mid: Bytes,
     viewer: LegParams,
-    source: Option<u64>,
-    pt_map: [u8; 128],
-    ext_map: [u8; 256],
-    clock_rate: u32,
-    video: Option<VideoCodec>,
+    mid_ext: Option<u8>,
+    current: Option<Binding>,
+    pending: Option<Binding>,
     waiting_keyframe: bool,
     munger: Munger,
     epoch: Option<Instant>,
@@ -84,36 +95,53 @@ pub struct SlotForwarder {
 impl SlotForwarder {
     /// A forwarder for a viewer slot sending with `ssrc`, whose leg negotiated `viewer`.
     pub fn new(ssrc: u32, mid: &str, viewer: LegParams) -> Self {
+        let mid_ext = viewer
+            .extensions
+            .iter()
+            .find(|(_, u)| u == MID_URI)
+            .map(|(id, _)| *id);
         Self {
             ssrc,
             mid: Bytes::copy_from_slice(mid.as_bytes()),
             viewer,
-            source: None,
-            pt_map: [NO_MAPPING; 128],
-            ext_map: [0; 256],
-            clock_rate: 90_000,
-            video: None,
+            mid_ext,
+            current: None,
+            pending: None,
             waiting_keyframe: false,
             munger: Munger::new(),
             epoch: None,
         }
     }
 
-    /// The source currently bound, as the caller identifies it.
+    /// The source this slot is assigned to (the pending one while a switch waits).
     pub fn source(&self) -> Option<u64> {
-        self.source
+        self.pending
+            .as_ref()
+            .or(self.current.as_ref())
+            .map(|b| b.source)
     }
 
-    /// Whether video is held back until the source sends a keyframe.
+    /// Every source whose packets this slot wants now: the current one and a pending one.
+    pub fn sources(&self) -> impl Iterator<Item = u64> + '_ {
+        self.current
+            .iter()
+            .chain(self.pending.iter())
+            .map(|b| b.source)
+    }
+
+    /// Whether the slot waits for a keyframe from its assigned source.
     pub fn waiting_for_keyframe(&self) -> bool {
-        self.source.is_some() && self.waiting_keyframe
+        self.pending.is_some() || (self.current.is_some() && self.waiting_keyframe)
     }
 
-    /// Binds the slot to a new source whose leg negotiated `publisher`. Returns whether any
-    /// of the source's codecs can be sent on this slot.
-    pub fn bind(&mut self, source: u64, publisher: &LegParams) -> bool {
-        self.source = Some(source);
-        self.pt_map = [NO_MAPPING; 128];
+    fn binding(&self, source: u64, publisher: &LegParams) -> Option<Binding> {
+        let mut b = Binding {
+            source,
+            pt_map: [NO_MAPPING; 128],
+            ext_map: [0; 256],
+            clock_rate: 90_000,
+            video: None,
+        };
         let mut any = false;
         for p in &publisher.codecs {
             let Some(v) = self
@@ -124,53 +152,81 @@ impl SlotForwarder {
             else {
                 continue;
             };
-            if let Some(slot) = self.pt_map.get_mut(usize::from(p.payload_type)) {
+            if let Some(slot) = b.pt_map.get_mut(usize::from(p.payload_type)) {
                 *slot = v.payload_type;
                 any = true;
-                self.clock_rate = p.clock_rate.max(1);
+                b.clock_rate = p.clock_rate.max(1);
             }
         }
-        self.ext_map = [0; 256];
         for (pid, uri) in &publisher.extensions {
             if let Some((vid, _)) = self.viewer.extensions.iter().find(|(_, u)| u == uri) {
-                self.ext_map[usize::from(*pid)] = *vid;
+                b.ext_map[usize::from(*pid)] = *vid;
             }
         }
-        self.video = publisher
+        b.video = publisher
             .codecs
             .iter()
             .find_map(|c| VideoCodec::from_mime(&c.mime));
-        self.waiting_keyframe = self.video.is_some();
-        self.munger.switch_source();
-        any
+        any.then_some(b)
+    }
+
+    /// Assigns the slot to a new source whose leg negotiated `publisher`. Video keeps its
+    /// current source until the new one sends a keyframe; audio switches now. Returns false
+    /// (and leaves the slot as it was) when none of the source's codecs fit this slot.
+    pub fn bind(&mut self, source: u64, publisher: &LegParams) -> bool {
+        let Some(binding) = self.binding(source, publisher) else {
+            return false;
+        };
+        if binding.video.is_some() && self.current.is_some() {
+            self.pending = Some(binding);
+        } else {
+            self.waiting_keyframe = binding.video.is_some();
+            self.current = Some(binding);
+            self.pending = None;
+            self.munger.switch_source();
+        }
+        true
     }
 
     /// Unbinds the slot: it goes idle and keeps its sequence state for the next source.
     pub fn unbind(&mut self) {
-        self.source = None;
+        self.current = None;
+        self.pending = None;
     }
 
     /// The packet this slot sends for `packet` from `source`, or why it sends none.
     pub fn forward(&mut self, source: u64, packet: &Packet, now: Instant) -> Result<Packet, Skip> {
-        if self.source != Some(source) {
-            return Err(Skip::NotBound);
+        if self.pending.as_ref().is_some_and(|b| b.source == source) {
+            let codec = self.pending.as_ref().and_then(|b| b.video);
+            if !codec.is_some_and(|c| is_keyframe_start(c, &packet.payload)) {
+                return Err(Skip::NoKeyframeYet);
+            }
+            self.current = self.pending.take();
+            self.munger.switch_source();
+            self.waiting_keyframe = false;
         }
-        let pt = self
+        let binding = self
+            .current
+            .as_ref()
+            .filter(|b| b.source == source)
+            .ok_or(Skip::NotBound)?;
+        let pt = binding
             .pt_map
             .get(usize::from(packet.header.payload_type))
             .copied()
             .filter(|pt| *pt != NO_MAPPING)
             .ok_or(Skip::NoCodec)?;
         if self.waiting_keyframe {
-            let codec = self.video.ok_or(Skip::NoKeyframeYet)?;
+            let codec = binding.video.ok_or(Skip::NoKeyframeYet)?;
             if !is_keyframe_start(codec, &packet.payload) {
                 return Err(Skip::NoKeyframeYet);
             }
             self.waiting_keyframe = false;
         }
+        let clock_rate = u128::from(binding.clock_rate);
         let epoch = *self.epoch.get_or_insert(now);
         let micros = now.saturating_duration_since(epoch).as_micros();
-        let ticks = (micros * u128::from(self.clock_rate) / 1_000_000) as u64;
+        let ticks = (micros * clock_rate / 1_000_000) as u64;
         let (seq, ts) = match self.munger.rewrite(
             packet.header.ssrc,
             packet.header.sequence_number,
@@ -193,13 +249,11 @@ impl SlotForwarder {
         if !out.header.extension {
             return;
         }
-        let map = &self.ext_map;
-        let mid_id = self
-            .viewer
-            .extensions
-            .iter()
-            .find(|(_, u)| u == MID_URI)
-            .map(|(id, _)| *id);
+        let Some(binding) = self.current.as_ref() else {
+            return;
+        };
+        let map = &binding.ext_map;
+        let mid_id = self.mid_ext;
         out.header.extensions.retain_mut(|e| {
             let id = map[usize::from(e.id)];
             if id == 0 {
@@ -299,12 +353,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_source_continues_the_sequence() {
+    fn a_video_switch_waits_for_the_new_keyframe_and_continues_the_sequence() {
         let t0 = Instant::now();
         let mut f = SlotForwarder::new(9, "0", leg(vec![vp8(96)], &[]));
         f.bind(1, &leg(vec![vp8(96)], &[]));
-        let a = f.forward(1, &packet(5, 65535, 10, 96, true), t0).unwrap();
+        f.forward(1, &packet(5, 65535, 10, 96, true), t0).unwrap();
         f.bind(2, &leg(vec![vp8(100)], &[]));
+        assert_eq!(f.source(), Some(2));
+        assert!(f.waiting_for_keyframe());
+        assert_eq!(f.sources().collect::<Vec<_>>(), vec![1, 2]);
+        // The old source still flows until the new one's keyframe.
+        let a = f.forward(1, &packet(5, 0, 3010, 96, false), t0).unwrap();
+        assert_eq!(
+            f.forward(2, &packet(6, 2, 0, 100, false), t0).unwrap_err(),
+            Skip::NoKeyframeYet
+        );
         let b = f
             .forward(
                 2,
@@ -318,6 +381,45 @@ mod tests {
         );
         assert!(b.header.timestamp.wrapping_sub(a.header.timestamp) as i32 > 0);
         assert_eq!(b.header.ssrc, 9);
+        assert_eq!(
+            f.forward(1, &packet(5, 1, 6010, 96, false), t0)
+                .unwrap_err(),
+            Skip::NotBound,
+            "after the switch the old source is cut off"
+        );
+        assert!(!f.waiting_for_keyframe());
+        assert_eq!(f.sources().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn audio_switches_at_once() {
+        let opus = |pt| LegCodec {
+            payload_type: pt,
+            mime: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: String::new(),
+        };
+        let t0 = Instant::now();
+        let mut f = SlotForwarder::new(3, "0", leg(vec![opus(111)], &[]));
+        assert!(f.bind(1, &leg(vec![opus(111)], &[])));
+        let mut p = packet(5, 10, 960, 111, false);
+        p.payload = Bytes::from_static(b"\xf8opus");
+        let a = f.forward(1, &p, t0).unwrap();
+        assert!(f.bind(2, &leg(vec![opus(109)], &[])));
+        let mut q = packet(7, 500, 77, 109, false);
+        q.payload = Bytes::from_static(b"\xf8opus");
+        let b = f.forward(2, &q, t0 + Duration::from_millis(20)).unwrap();
+        assert_eq!(
+            b.header.sequence_number,
+            a.header.sequence_number.wrapping_add(1)
+        );
+        assert_eq!(f.forward(1, &p, t0).unwrap_err(), Skip::NotBound);
+        assert!(
+            !f.bind(3, &leg(vec![vp8(96)], &[])),
+            "no codec in common: refused"
+        );
+        assert_eq!(f.source(), Some(2));
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl From<EngineError> for ApiError {
         let status = match &e {
             EngineError::BadOffer(_) | EngineError::BadFragment(_) => StatusCode::BAD_REQUEST,
             EngineError::Unserviceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::NotFound => StatusCode::NOT_FOUND,
+            EngineError::NotFound | EngineError::NoSuchThing(_) => StatusCode::NOT_FOUND,
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         };
         let err = Self::new(status, e.to_string());

@@ -6,6 +6,8 @@
 
 mod auth;
 pub mod error;
+mod events;
+mod rooms;
 pub mod sdpfrag;
 mod sessions;
 
@@ -40,6 +42,22 @@ pub fn router(state: AppState) -> Router {
             post(sessions::play)
                 .options(sessions::options)
                 .head(sessions::head),
+        )
+        .route(
+            "/whep/{room}/{participant}",
+            post(sessions::play_participant).options(sessions::options),
+        )
+        .route(
+            "/sessions/{id}/events",
+            get(events::stream)
+                .post(events::create)
+                .options(sessions::options),
+        )
+        .route("/rooms", get(rooms::list))
+        .route("/rooms/{room}", get(rooms::show))
+        .route(
+            "/rooms/{room}/participants/{participant}",
+            axum::routing::delete(rooms::remove_participant),
         )
         .route(
             "/sessions/{id}",

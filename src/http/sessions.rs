@@ -31,7 +31,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if valid_name(name) {
         Ok(())
     } else {
@@ -71,6 +71,7 @@ async fn create(
     state: AppState,
     kind: SessionKind,
     room: String,
+    target: Option<String>,
     query: JoinQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -81,7 +82,7 @@ async fn create(
     };
     auth::require(token, &headers)?;
     check_name("room", &room)?;
-    if let Some(p) = &query.participant {
+    for p in query.participant.iter().chain(target.iter()) {
         check_name("participant", p)?;
     }
     if !content_type_is(&headers, SDP) {
@@ -100,7 +101,7 @@ async fn create(
     }
     let created = state
         .engine
-        .open(kind, &room, query.participant, offer)
+        .open(kind, &room, query.participant, target, offer)
         .await?;
     let location = format!("/sessions/{}", created.id);
     let mut response = (StatusCode::CREATED, created.answer).into_response();
@@ -116,6 +117,16 @@ async fn create(
     for link in ice_server_links(&state) {
         h.append(header::LINK, link);
     }
+    if kind == SessionKind::Whep {
+        let events = format!(
+            "<{location}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
+             events=\"participant_joined,participant_left,track_published,track_unpublished,\
+             slot_assigned,active_speaker\""
+        );
+        if let Ok(v) = HeaderValue::from_str(&events) {
+            h.append(header::LINK, v);
+        }
+    }
     Ok(response)
 }
 
@@ -127,7 +138,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(state, SessionKind::Whip, room, query, headers, body).await
+    create(state, SessionKind::Whip, room, None, query, headers, body).await
 }
 
 /// `POST /whep/{room}`: play.
@@ -138,7 +149,27 @@ pub async fn play(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(state, SessionKind::Whep, room, query, headers, body).await
+    create(state, SessionKind::Whep, room, None, query, headers, body).await
+}
+
+/// `POST /whep/{room}/{participant}`: play one named participant.
+pub async fn play_participant(
+    State(state): State<AppState>,
+    Path((room, participant)): Path<(String, String)>,
+    Query(query): Query<JoinQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    create(
+        state,
+        SessionKind::Whep,
+        room,
+        Some(participant),
+        query,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `HEAD /whep/{room}`: the endpoint exists.
@@ -172,7 +203,7 @@ pub async fn options(State(state): State<AppState>) -> Response {
 }
 
 /// Sessions of either kind are authorized by the token of their kind.
-fn authorize_session(
+pub(super) fn authorize_session(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,

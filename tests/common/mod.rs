@@ -36,7 +36,7 @@ pub use publisher::{publish, PublishOptions, Publisher, VideoCodec};
 pub use relay::Relay;
 pub use signaling::{delete, try_delete};
 #[allow(unused_imports)]
-pub use viewer::{play, Kind, PlayOptions, Received, Viewer};
+pub use viewer::{play, Kind, PlayOptions, Received, SlotInfo, Viewer};
 
 use std::time::Duration;
 

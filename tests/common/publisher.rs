@@ -29,6 +29,7 @@ use webrtc::peer_connection::{MediaEngine, RTCPeerConnectionState};
 /// The publisher's payload types, as OBS (libdatachannel) numbers them.
 const VIDEO_PT: u8 = 96;
 const AUDIO_PT: u8 = 111;
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoCodec {
@@ -84,7 +85,17 @@ struct Outbound {
 
 impl Outbound {
     async fn send(&self, payload: &[u8], marker: bool, timestamp: u32) -> Result<(), HarnessError> {
-        let packet = rtc::rtp::Packet {
+        self.send_with(payload, marker, timestamp, None).await
+    }
+
+    async fn send_with(
+        &self,
+        payload: &[u8],
+        marker: bool,
+        timestamp: u32,
+        extension: Option<(u8, u8)>,
+    ) -> Result<(), HarnessError> {
+        let mut packet = rtc::rtp::Packet {
             header: rtc::rtp::Header {
                 version: 2,
                 marker,
@@ -96,6 +107,12 @@ impl Outbound {
             },
             payload: bytes::Bytes::copy_from_slice(payload),
         };
+        if let Some((id, value)) = extension {
+            packet
+                .header
+                .set_extension(id, bytes::Bytes::copy_from_slice(&[value]))
+                .map_err(|e| HarnessError::Negotiation(format!("audio level: {e}")))?;
+        }
         // Only a queue hand-off: the driver logs (and drops) packets the sender rejects,
         // which is why the SSRC and payload type are checked at publish time.
         self.track
@@ -206,6 +223,16 @@ pub async fn publish(
             )
             .map_err(HarnessError::webrtc("register_codec"))?;
     }
+    // Browsers and OBS send the RFC 6464 audio level; the server picks speakers by it.
+    media_engine
+        .register_header_extension(
+            rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )
+        .map_err(HarnessError::webrtc("register_header_extension"))?;
     let peer = Peer::new(media_engine, None).await?;
 
     // OBS adds audio first, then video; both sendonly.
@@ -353,6 +380,29 @@ impl Publisher {
     }
 
     /// Write one RTP packet on the audio track (marker bit clear).
+    /// An audio packet with an RFC 6464 audio level (0 = loudest, 127 = silence).
+    pub async fn send_audio_level(
+        &self,
+        payload: &[u8],
+        timestamp: u32,
+        level: u8,
+    ) -> Result<(), HarnessError> {
+        let id = self
+            .offer_sdp
+            .lines()
+            .find_map(|l| {
+                let rest = l.trim_end().strip_prefix("a=extmap:")?;
+                let (id, uri) = rest.split_once(' ')?;
+                (uri == AUDIO_LEVEL_URI).then(|| id.split('/').next()?.parse::<u8>().ok())?
+            })
+            .ok_or_else(|| {
+                HarnessError::Negotiation("no audio-level extension in the offer".into())
+            })?;
+        self.audio
+            .send_with(payload, false, timestamp, Some((id, level & 0x7f)))
+            .await
+    }
+
     pub async fn send_audio(&self, payload: &[u8], timestamp: u32) -> Result<(), HarnessError> {
         self.audio.send(payload, false, timestamp).await
     }

@@ -38,11 +38,49 @@ pub struct Received {
     pub fmtp: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PlayOptions {
     pub participant: Option<String>,
     /// Sent as `Authorization: Bearer {token}` on POST and DELETE.
     pub token: Option<String>,
+    /// Recvonly audio m-lines (slots) to offer.
+    pub audio_slots: usize,
+    /// Recvonly video m-lines (slots) to offer.
+    pub video_slots: usize,
+    /// Play one named participant (`POST /whep/{room}/{target}`) instead of the room.
+    pub target: Option<String>,
+}
+
+impl Default for PlayOptions {
+    fn default() -> Self {
+        PlayOptions {
+            participant: None,
+            token: None,
+            audio_slots: 1,
+            video_slots: 1,
+            target: None,
+        }
+    }
+}
+
+impl PlayOptions {
+    /// A participant of a call playing the room with this many audio and video slots.
+    pub fn slots(participant: &str, audio: usize, video: usize) -> Self {
+        PlayOptions {
+            participant: Some(participant.to_owned()),
+            audio_slots: audio,
+            video_slots: video,
+            ..PlayOptions::default()
+        }
+    }
+}
+
+/// One slot of a viewer as the answer describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub mid: String,
+    pub kind: Kind,
+    pub ssrc: u32,
 }
 
 /// Everything received so far, and a signal bumped after each packet.
@@ -93,7 +131,9 @@ pub async fn play(base: &str, room: &str, opts: PlayOptions) -> Result<Viewer, H
         })),
     )
     .await?;
-    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+    let kinds = std::iter::repeat_n(RtpCodecKind::Audio, opts.audio_slots)
+        .chain(std::iter::repeat_n(RtpCodecKind::Video, opts.video_slots));
+    for kind in kinds {
         peer.pc
             .add_transceiver_from_kind(
                 kind,
@@ -107,7 +147,12 @@ pub async fn play(base: &str, room: &str, opts: PlayOptions) -> Result<Viewer, H
     }
 
     let offer_sdp = peer.gathered_offer().await?;
-    let url = endpoint_url(base, "whep", room, opts.participant.as_deref())?;
+    let mut url = endpoint_url(base, "whep", room, opts.participant.as_deref())?;
+    if let Some(target) = &opts.target {
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(target);
+        }
+    }
     let client = reqwest::Client::new();
     let answer = post_offer(&client, url, opts.token.as_deref(), offer_sdp.clone()).await?;
     let viewer = Viewer {
@@ -246,6 +291,29 @@ impl Viewer {
     }
 
     /// Every packet received so far, in arrival order.
+    /// The slots of the answer: m-line id, kind and the SSRC the server sends it with.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        let mut slots = Vec::new();
+        for section in self.answer_sdp.split("\r\nm=").skip(1) {
+            let kind = if section.starts_with("audio") {
+                Kind::Audio
+            } else {
+                Kind::Video
+            };
+            let attr = |name: &str| {
+                section
+                    .lines()
+                    .find_map(|l| l.trim_end().strip_prefix(name).map(str::to_owned))
+            };
+            let mid = attr("a=mid:").unwrap_or_default();
+            let ssrc = attr("a=ssrc:")
+                .and_then(|v| v.split(' ').next().and_then(|s| s.parse().ok()))
+                .unwrap_or(0);
+            slots.push(SlotInfo { mid, kind, ssrc });
+        }
+        slots
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.record.packets().clone()
     }

@@ -1,0 +1,559 @@
+//! The media threads: each owns a share of the client peers and their sockets, and drives
+//! them from one loop (epoll readiness, batched `recvmmsg`, the stacks' timers, publishers'
+//! schedules). The async side talks to a thread only through [`Command`]s.
+//!
+//! The loop sleeps `batch` between rounds so that each wake-up reads many datagrams: delays
+//! are measured with kernel receive timestamps, so batching costs no accuracy.
+
+mod publisher;
+mod viewer;
+
+pub use publisher::{AudioPlan, PublisherPlan, VideoPlan};
+
+use crate::net::{realtime_ns, Receiver};
+use crate::peer::{ClientPeer, PeerEvent, PeerState};
+use crate::stats::SeqCounters;
+use anyhow::{Context, Result};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::time::{clock_gettime, ClockId};
+use publisher::{Outgoing, Schedule};
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use viewer::{classify, Class, ViewerStats};
+
+/// What a new peer does.
+pub enum Job {
+    /// Send media on this plan.
+    Publish(PublisherPlan),
+    /// Receive and measure.
+    View {
+        /// When the offer was POSTed (CLOCK_REALTIME ns).
+        posted_ns: u64,
+        /// Join means the first video keyframe (else the first audio packet).
+        expects_video: bool,
+    },
+}
+
+/// A request to a media thread.
+pub enum Command {
+    /// Take over a negotiated peer and its socket.
+    Add {
+        /// Caller's id for the peer.
+        id: u64,
+        /// The peer (answer applied).
+        peer: ClientPeer,
+        /// Its socket.
+        socket: UdpSocket,
+        /// Its job.
+        job: Job,
+    },
+    /// Close a peer and free its socket.
+    Remove(u64),
+    /// Start collecting delay samples afresh.
+    StartWindow,
+    /// Report every peer's counters (and the delay samples, if `take_delays`).
+    Snapshot {
+        /// Hand over (and clear) the delay samples collected since `StartWindow`.
+        take_delays: bool,
+        /// Where to answer.
+        reply: oneshot::Sender<Snapshot>,
+    },
+}
+
+/// A viewer's counters.
+#[derive(Clone, Debug)]
+pub struct ViewerSnap {
+    /// Connection state.
+    pub state: PeerState,
+    /// POST → first keyframe (or first audio packet), ms.
+    pub join_ms: Option<f64>,
+    /// Continuity over all its streams.
+    pub counters: SeqCounters,
+    /// RTP bytes received.
+    pub bytes: u64,
+    /// Streams seen.
+    pub streams: usize,
+    /// Datagrams the kernel dropped at this viewer's socket.
+    pub socket_drops: u32,
+}
+
+/// A publisher's counters.
+#[derive(Clone, Debug)]
+pub struct PublisherSnap {
+    /// Connection state.
+    pub state: PeerState,
+    /// RTP packets written.
+    pub packets: u64,
+    /// RTP payload bytes written.
+    pub bytes: u64,
+    /// Keyframes sent.
+    pub keyframes: u64,
+    /// Keyframe requests (PLI/FIR) received.
+    pub requests: u64,
+}
+
+/// Everything a media thread (or all of them, merged) measured so far.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Viewers by id.
+    pub viewers: HashMap<u64, ViewerSnap>,
+    /// Publishers by id.
+    pub publishers: HashMap<u64, PublisherSnap>,
+    /// One-way delay samples, µs (only with `take_delays`).
+    pub delays_us: Vec<u32>,
+    /// CPU time of the media threads so far, seconds.
+    pub thread_cpu_secs: f64,
+    /// Datagrams the threads could not send (socket buffer full).
+    pub send_errors: u64,
+}
+
+enum Role {
+    Publisher {
+        schedule: Schedule,
+        packets: u64,
+        bytes: u64,
+    },
+    Viewer(ViewerStats),
+}
+
+struct Entry {
+    id: u64,
+    peer: ClientPeer,
+    socket: UdpSocket,
+    role: Role,
+    next_timeout: Option<Instant>,
+}
+
+/// Handle on the media threads.
+pub struct Engine {
+    shards: Vec<mpsc::Sender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts `threads` media threads that sleep `batch` between rounds and decrypt one RTP
+    /// packet in `sample` per stream once it is running.
+    pub fn start(threads: usize, batch: Duration, sample: u32) -> Result<Engine> {
+        let mut shards = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let mut thread = MediaThread::new(rx, batch, sample)?;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("media-{i}"))
+                    .spawn(move || thread.run())
+                    .context("spawning a media thread")?,
+            );
+            shards.push(tx);
+        }
+        Ok(Engine {
+            shards,
+            threads: handles,
+        })
+    }
+
+    fn shard(&self, id: u64) -> &mpsc::Sender<Command> {
+        &self.shards[(id % self.shards.len() as u64) as usize]
+    }
+
+    /// Hands a negotiated peer to its media thread.
+    pub fn add(&self, id: u64, peer: ClientPeer, socket: UdpSocket, job: Job) {
+        let _ = self.shard(id).send(Command::Add {
+            id,
+            peer,
+            socket,
+            job,
+        });
+    }
+
+    /// Closes a peer.
+    pub fn remove(&self, id: u64) {
+        let _ = self.shard(id).send(Command::Remove(id));
+    }
+
+    /// Starts a measurement window (delay samples).
+    pub fn start_window(&self) {
+        for s in &self.shards {
+            let _ = s.send(Command::StartWindow);
+        }
+    }
+
+    /// Merged counters of all media threads.
+    pub async fn snapshot(&self, take_delays: bool) -> Snapshot {
+        let mut merged = Snapshot::default();
+        for s in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if s.send(Command::Snapshot {
+                take_delays,
+                reply: tx,
+            })
+            .is_err()
+            {
+                continue;
+            }
+            if let Ok(part) = rx.await {
+                merged.viewers.extend(part.viewers);
+                merged.publishers.extend(part.publishers);
+                merged.delays_us.extend(part.delays_us);
+                merged.thread_cpu_secs += part.thread_cpu_secs;
+                merged.send_errors += part.send_errors;
+            }
+        }
+        merged
+    }
+
+    /// Stops the threads (closing their peers) and waits for them.
+    pub fn stop(self) {
+        drop(self.shards);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+struct MediaThread {
+    commands: mpsc::Receiver<Command>,
+    epoll: Epoll,
+    entries: Vec<Option<Box<Entry>>>,
+    by_id: HashMap<u64, usize>,
+    free: Vec<usize>,
+    receiver: Receiver,
+    batch: Duration,
+    sample: u32,
+    collecting: bool,
+    delays_us: Vec<u32>,
+    send_errors: u64,
+    outgoing: Vec<Outgoing>,
+}
+
+fn thread_cpu_secs() -> f64 {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+impl MediaThread {
+    fn new(commands: mpsc::Receiver<Command>, batch: Duration, sample: u32) -> Result<Self> {
+        Ok(MediaThread {
+            commands,
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?,
+            entries: Vec::new(),
+            by_id: HashMap::new(),
+            free: Vec::new(),
+            receiver: Receiver::default(),
+            batch,
+            sample,
+            collecting: false,
+            delays_us: Vec::new(),
+            send_errors: 0,
+            outgoing: Vec::new(),
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let round = Instant::now();
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.command(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.close_all();
+                        return;
+                    }
+                }
+            }
+            // Everything readable now; level-triggered, so a socket with more than one
+            // batch left is simply reported again next round.
+            let n = self.epoll.wait(&mut events, 0u16).unwrap_or(0);
+            for ev in &events[..n] {
+                self.read_socket(ev.data() as usize);
+            }
+            let now = Instant::now();
+            self.run_timers_and_schedules(now);
+            // Sleep until the batch interval is over or something is due.
+            let next = self
+                .next_deadline()
+                .unwrap_or(round + Duration::from_millis(5));
+            let until = (round + self.batch).max(next.min(round + Duration::from_millis(5)));
+            let wait = until.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for e in self.entries.iter().flatten() {
+            let mut consider = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            };
+            consider(e.next_timeout);
+            if let Role::Publisher { schedule, .. } = &e.role {
+                if e.peer.state() == PeerState::Connected {
+                    consider(schedule.next_due());
+                }
+            }
+        }
+        next
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Add {
+                id,
+                peer,
+                socket,
+                job,
+            } => {
+                let now = Instant::now();
+                let role = match job {
+                    Job::Publish(plan) => Role::Publisher {
+                        schedule: Schedule::new(plan, now),
+                        packets: 0,
+                        bytes: 0,
+                    },
+                    Job::View {
+                        posted_ns,
+                        expects_video,
+                    } => Role::Viewer(ViewerStats::new(posted_ns, expects_video, self.sample)),
+                };
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.entries.push(None);
+                    self.entries.len() - 1
+                });
+                if self
+                    .epoll
+                    .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, slot as u64))
+                    .is_err()
+                {
+                    self.free.push(slot);
+                    return;
+                }
+                self.entries[slot] = Some(Box::new(Entry {
+                    id,
+                    peer,
+                    socket,
+                    role,
+                    next_timeout: Some(now),
+                }));
+                self.by_id.insert(id, slot);
+            }
+            Command::Remove(id) => {
+                if let Some(slot) = self.by_id.remove(&id) {
+                    if let Some(mut e) = self.entries[slot].take() {
+                        e.peer.close();
+                        self.flush(&mut e);
+                        let _ = self.epoll.delete(&e.socket);
+                    }
+                    self.free.push(slot);
+                }
+            }
+            Command::StartWindow => {
+                self.delays_us.clear();
+                self.collecting = true;
+            }
+            Command::Snapshot { take_delays, reply } => {
+                let _ = reply.send(self.snapshot(take_delays));
+            }
+        }
+    }
+
+    fn snapshot(&mut self, take_delays: bool) -> Snapshot {
+        let mut s = Snapshot {
+            thread_cpu_secs: thread_cpu_secs(),
+            send_errors: self.send_errors,
+            ..Default::default()
+        };
+        if take_delays {
+            s.delays_us = std::mem::take(&mut self.delays_us);
+            self.collecting = false;
+        }
+        for e in self.entries.iter().flatten() {
+            match &e.role {
+                Role::Viewer(v) => {
+                    s.viewers.insert(
+                        e.id,
+                        ViewerSnap {
+                            state: e.peer.state(),
+                            join_ms: v
+                                .joined_ns
+                                .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
+                            counters: v.counters(),
+                            bytes: v.bytes,
+                            streams: v.streams(),
+                            socket_drops: v.socket_drops,
+                        },
+                    );
+                }
+                Role::Publisher {
+                    schedule,
+                    packets,
+                    bytes,
+                } => {
+                    s.publishers.insert(
+                        e.id,
+                        PublisherSnap {
+                            state: e.peer.state(),
+                            packets: *packets,
+                            bytes: *bytes,
+                            keyframes: schedule.keyframes,
+                            requests: schedule.requests,
+                        },
+                    );
+                }
+            }
+        }
+        s
+    }
+
+    fn read_socket(&mut self, slot: usize) {
+        let Some(mut e) = self.entries.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let now = Instant::now();
+        let (collecting, delays) = (self.collecting, &mut self.delays_us);
+        for _ in 0..8 {
+            let got = self.receiver.recv_batch(&e.socket, |d| {
+                let feed = match (&mut e.role, classify(d.data)) {
+                    (Role::Viewer(v), Class::Rtp { seq, ssrc }) => {
+                        v.on_rtp(seq, ssrc, d.data.len())
+                    }
+                    _ => true,
+                };
+                if !feed {
+                    return;
+                }
+                e.peer.handle_datagram(now, d.from, d.data);
+                while let Some(ev) = e.peer.poll_event() {
+                    on_event(&mut e.role, ev, d.arrival_ns, collecting, delays);
+                }
+            });
+            match got {
+                Ok(info) => {
+                    if let (Role::Viewer(v), Some(drops)) = (&mut e.role, info.drops) {
+                        v.socket_drops = drops;
+                    }
+                    if info.count < crate::net::BATCH {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.flush(&mut e);
+        self.entries[slot] = Some(e);
+    }
+
+    fn run_timers_and_schedules(&mut self, now: Instant) {
+        for slot in 0..self.entries.len() {
+            let due = match &self.entries[slot] {
+                Some(e) => {
+                    e.next_timeout.is_some_and(|t| t <= now)
+                        || matches!(&e.role, Role::Publisher { schedule, .. }
+                            if e.peer.state() == PeerState::Connected
+                                && schedule.next_due().is_none_or(|t| t <= now))
+                }
+                None => false,
+            };
+            if !due {
+                continue;
+            }
+            let Some(mut e) = self.entries[slot].take() else {
+                continue;
+            };
+            let mut touched = false;
+            if e.next_timeout.is_some_and(|t| t <= now) {
+                e.peer.handle_timeout(now);
+                touched = true;
+            }
+            if let Role::Publisher {
+                schedule,
+                packets,
+                bytes,
+            } = &mut e.role
+            {
+                if e.peer.state() == PeerState::Connected
+                    && schedule.next_due().is_none_or(|t| t <= now)
+                {
+                    self.outgoing.clear();
+                    schedule.due(now, realtime_ns(), &mut self.outgoing);
+                    for o in self.outgoing.drain(..) {
+                        let track = if o.video {
+                            &e.peer.video
+                        } else {
+                            &e.peer.audio
+                        };
+                        let Some(t) = track else { continue };
+                        let mut header = o.header(t.ssrc, t.payload_type);
+                        if let (false, Some(id)) = (o.video, t.audio_level_id) {
+                            let level = 0x80 | (30 + (o.seq % 20) as u8);
+                            let _ = header.set_extension(id, bytes::Bytes::from(vec![level]));
+                        }
+                        *bytes += o.payload.len() as u64;
+                        if e.peer.write_rtp(now, o.video, header, o.payload).is_ok() {
+                            *packets += 1;
+                        }
+                    }
+                    touched = true;
+                }
+            }
+            if touched {
+                self.flush(&mut e);
+            }
+            self.entries[slot] = Some(e);
+        }
+    }
+
+    /// Sends what the peer queued, handles its events, files its next timeout.
+    fn flush(&mut self, e: &mut Entry) {
+        let (collecting, delays) = (self.collecting, &mut self.delays_us);
+        while let Some(ev) = e.peer.poll_event() {
+            on_event(&mut e.role, ev, realtime_ns(), collecting, delays);
+        }
+        while let Some((to, data)) = e.peer.poll_transmit() {
+            if e.socket.send_to(&data, to).is_err() {
+                self.send_errors += 1;
+            }
+        }
+        e.next_timeout = e.peer.poll_timeout();
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<u64> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.command(Command::Remove(id));
+        }
+    }
+}
+
+fn on_event(
+    role: &mut Role,
+    ev: PeerEvent,
+    arrival_ns: u64,
+    collecting: bool,
+    delays: &mut Vec<u32>,
+) {
+    match (role, ev) {
+        (Role::Publisher { schedule, .. }, PeerEvent::KeyframeRequest) => {
+            schedule.request_keyframe()
+        }
+        (Role::Viewer(v), PeerEvent::Rtp(packet)) => {
+            if let Some(d) = v.on_decrypted(packet.header.ssrc, &packet.payload, arrival_ns) {
+                if collecting {
+                    delays.push(d);
+                }
+            }
+        }
+        _ => {}
+    }
+}

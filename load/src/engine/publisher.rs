@@ -1,0 +1,288 @@
+//! A synthetic publisher's schedule: which RTP packets are due at an instant.
+//!
+//! Video frames are sent as a burst at the frame rate (as an encoder emits them), with a
+//! keyframe every `keyframe_interval` frames and on request (PLI). Frame sizes average the
+//! target bitrate, keyframes being `keyframe_ratio` times a delta frame. Audio is one Opus
+//! packet every 20 ms. Time is an argument: no clock reads, no I/O.
+
+use crate::payload::{opus_packet, video_frame, FrameSpec, VideoCodec};
+use bytes::Bytes;
+use rtc::rtp::Header;
+use std::time::{Duration, Instant};
+
+/// Video parameters of a publisher.
+#[derive(Clone, Copy, Debug)]
+pub struct VideoPlan {
+    /// Codec.
+    pub codec: VideoCodec,
+    /// Target bitrate, kbit/s.
+    pub kbps: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// A keyframe every this many frames.
+    pub keyframe_interval: u32,
+    /// Keyframe size relative to a delta frame.
+    pub keyframe_ratio: u32,
+    /// Largest RTP payload.
+    pub max_payload: usize,
+}
+
+impl VideoPlan {
+    /// (keyframe bytes, delta-frame bytes) averaging the bitrate over a keyframe interval.
+    pub fn frame_sizes(&self) -> (usize, usize) {
+        let avg = f64::from(self.kbps) * 1000.0 / 8.0 / f64::from(self.fps.max(1));
+        let n = f64::from(self.keyframe_interval.max(1));
+        let ratio = f64::from(self.keyframe_ratio.max(1));
+        let delta = avg * n / (n - 1.0 + ratio);
+        ((delta * ratio) as usize, delta as usize)
+    }
+}
+
+/// Audio parameters of a publisher.
+#[derive(Clone, Copy, Debug)]
+pub struct AudioPlan {
+    /// Opus packet size in bytes (every 20 ms).
+    pub bytes: usize,
+}
+
+/// What a publisher sends.
+#[derive(Clone, Copy, Debug)]
+pub struct PublisherPlan {
+    /// Its index in the run (carried in every stamp).
+    pub stream: u16,
+    /// Video, if any.
+    pub video: Option<VideoPlan>,
+    /// Audio, if any.
+    pub audio: Option<AudioPlan>,
+}
+
+/// One packet to write: on the video track or not, header fields and payload.
+pub struct Outgoing {
+    /// Video track (else audio).
+    pub video: bool,
+    /// Marker bit.
+    pub marker: bool,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Sequence number.
+    pub seq: u16,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// The RTP header, given the track's negotiated fields.
+    pub fn header(&self, ssrc: u32, payload_type: u8) -> Header {
+        Header {
+            version: 2,
+            marker: self.marker,
+            payload_type,
+            sequence_number: self.seq,
+            timestamp: self.timestamp,
+            ssrc,
+            ..Default::default()
+        }
+    }
+}
+
+/// The running schedule of one publisher.
+pub struct Schedule {
+    plan: PublisherPlan,
+    start: Option<Instant>,
+    next_frame: Instant,
+    frame: u32,
+    keyframe_pending: bool,
+    next_audio: Instant,
+    audio_n: u32,
+    video_seq: u16,
+    audio_seq: u16,
+    video_ts: u32,
+    audio_ts: u32,
+    /// Keyframes sent.
+    pub keyframes: u64,
+    /// Keyframe requests received.
+    pub requests: u64,
+}
+
+/// Falling this far behind resets the schedule instead of catching up with a burst.
+const MAX_LAG: Duration = Duration::from_millis(200);
+
+impl Schedule {
+    /// A schedule that starts sending at the first [`Schedule::due`] call.
+    pub fn new(plan: PublisherPlan, now: Instant) -> Self {
+        Schedule {
+            plan,
+            start: None,
+            next_frame: now,
+            frame: 0,
+            keyframe_pending: true,
+            next_audio: now,
+            audio_n: 0,
+            video_seq: rand::random(),
+            audio_seq: rand::random(),
+            video_ts: rand::random(),
+            audio_ts: rand::random(),
+            keyframes: 0,
+            requests: 0,
+        }
+    }
+
+    /// A keyframe was asked for: the next frame is one.
+    pub fn request_keyframe(&mut self) {
+        self.requests += 1;
+        self.keyframe_pending = true;
+    }
+
+    /// The earliest instant something is due (None before the first call to `due`).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.start?;
+        let v = self.plan.video.map(|_| self.next_frame);
+        let a = self.plan.audio.map(|_| self.next_audio);
+        match (v, a) {
+            (Some(v), Some(a)) => Some(v.min(a)),
+            (v, a) => v.or(a),
+        }
+    }
+
+    /// Packets due at `now`; `send_ns` is the send time stamped into them.
+    pub fn due(&mut self, now: Instant, send_ns: u64, out: &mut Vec<Outgoing>) {
+        if self.start.is_none() {
+            self.start = Some(now);
+            self.next_frame = now;
+            self.next_audio = now;
+        }
+        if let Some(v) = self.plan.video {
+            let interval = Duration::from_secs(1) / v.fps.max(1);
+            if now.saturating_duration_since(self.next_frame) > MAX_LAG {
+                self.next_frame = now;
+            }
+            while self.next_frame <= now {
+                self.video_frame(&v, send_ns, out);
+                self.next_frame += interval;
+            }
+        }
+        if let Some(a) = self.plan.audio {
+            let interval = Duration::from_millis(20);
+            if now.saturating_duration_since(self.next_audio) > MAX_LAG {
+                self.next_audio = now;
+            }
+            while self.next_audio <= now {
+                let payload = opus_packet(a.bytes, self.plan.stream, self.audio_n, send_ns);
+                out.push(Outgoing {
+                    video: false,
+                    marker: self.audio_n == 0,
+                    timestamp: self.audio_ts,
+                    seq: self.audio_seq,
+                    payload: Bytes::from(payload),
+                });
+                self.audio_n = self.audio_n.wrapping_add(1);
+                self.audio_seq = self.audio_seq.wrapping_add(1);
+                self.audio_ts = self.audio_ts.wrapping_add(960);
+                self.next_audio += interval;
+            }
+        }
+    }
+
+    fn video_frame(&mut self, v: &VideoPlan, send_ns: u64, out: &mut Vec<Outgoing>) {
+        let keyframe = self.keyframe_pending || self.frame % v.keyframe_interval.max(1) == 0;
+        self.keyframe_pending = false;
+        if keyframe {
+            self.keyframes += 1;
+        }
+        let (key_size, delta_size) = v.frame_sizes();
+        let packets = video_frame(&FrameSpec {
+            codec: v.codec,
+            keyframe,
+            size: if keyframe { key_size } else { delta_size },
+            max_payload: v.max_payload,
+            stream: self.plan.stream,
+            frame: self.frame,
+            send_ns,
+        });
+        let last = packets.len().saturating_sub(1);
+        for (i, p) in packets.into_iter().enumerate() {
+            out.push(Outgoing {
+                video: true,
+                marker: i == last,
+                timestamp: self.video_ts,
+                seq: self.video_seq,
+                payload: Bytes::from(p),
+            });
+            self.video_seq = self.video_seq.wrapping_add(1);
+        }
+        self.frame = self.frame.wrapping_add(1);
+        self.video_ts = self.video_ts.wrapping_add(90_000 / v.fps.max(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Stamp;
+
+    fn plan() -> PublisherPlan {
+        PublisherPlan {
+            stream: 1,
+            video: Some(VideoPlan {
+                codec: VideoCodec::Vp8,
+                kbps: 2500,
+                fps: 30,
+                keyframe_interval: 60,
+                keyframe_ratio: 5,
+                max_payload: 1100,
+            }),
+            audio: Some(AudioPlan { bytes: 120 }),
+        }
+    }
+
+    #[test]
+    fn one_second_averages_the_bitrate() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(plan(), t0);
+        let mut out = Vec::new();
+        // Two seconds in 1 ms steps (one keyframe interval at 30 fps).
+        for ms in 0..2000 {
+            s.due(t0 + Duration::from_millis(ms), 0, &mut out);
+        }
+        let video: Vec<_> = out.iter().filter(|o| o.video).collect();
+        let audio = out.len() - video.len();
+        assert_eq!(audio, 100);
+        let bytes: usize = video.iter().map(|o| o.payload.len()).sum();
+        let kbps = bytes * 8 / 2 / 1000;
+        assert!((2400..2700).contains(&kbps), "{kbps} kbit/s");
+        let keyframes = video
+            .iter()
+            .filter(|o| Stamp::find(&o.payload).is_some_and(|s| s.keyframe_start()))
+            .count();
+        assert_eq!(keyframes, 1, "the first frame only: interval 60 = 2 s");
+        // Sequence numbers are continuous.
+        for pair in video.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn a_request_makes_the_next_frame_a_keyframe() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(plan(), t0);
+        let mut out = Vec::new();
+        s.due(t0, 0, &mut out);
+        out.clear();
+        s.request_keyframe();
+        s.due(t0 + Duration::from_millis(34), 0, &mut out);
+        let first = out.iter().find(|o| o.video).expect("a frame");
+        assert!(Stamp::find(&first.payload).is_some_and(|s| s.keyframe_start()));
+        assert_eq!((s.keyframes, s.requests), (2, 1));
+    }
+
+    #[test]
+    fn a_long_stall_does_not_burst() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(plan(), t0);
+        let mut out = Vec::new();
+        s.due(t0, 0, &mut out);
+        out.clear();
+        s.due(t0 + Duration::from_secs(5), 0, &mut out);
+        assert!(out.iter().filter(|o| !o.video).count() <= 1);
+    }
+}

@@ -1,0 +1,555 @@
+//! Runs a scenario step by step: join the peers (POST offers, hand the negotiated peers to the
+//! media threads), wait for every viewer's first keyframe, measure a steady-state window,
+//! tear down with DELETE, then measure the bare-forwarder ceiling with the step's fan-out
+//! and packet size. Progress goes to stderr; results to [`crate::report`].
+
+use crate::ceiling;
+use crate::cli::LoadArgs;
+use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, VideoPlan};
+use crate::net::{bind_udp, realtime_ns};
+use crate::peer::{ClientPeer, PeerState, Role};
+use crate::procfs::{sample_pid, ProcSample, ServerProbe, UdpCounters};
+use crate::report::{self, Millis, Report, ServerReport, StepReport};
+use crate::signaling::{delete, endpoint_url, post_offer, Endpoint};
+use crate::stats::{Distribution, SeqCounters};
+use anyhow::{anyhow, Context, Result};
+use reqwest::Url;
+use rtc::crypto::{self, SignatureScheme};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Which scenario, with its step list.
+#[derive(Clone, Debug)]
+pub enum Scenario {
+    /// One publisher, N viewers per step.
+    Broadcast { viewers: Vec<usize> },
+    /// N participants (publish video + audio, play K slots) per step.
+    Meeting {
+        participants: Vec<usize>,
+        slots: usize,
+    },
+    /// N audio-only participants (publish Opus, play K audio slots) per step.
+    Audio {
+        participants: Vec<usize>,
+        slots: usize,
+    },
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Broadcast { .. } => "broadcast",
+            Scenario::Meeting { .. } => "meeting",
+            Scenario::Audio { .. } => "audio",
+        }
+    }
+
+    fn steps(&self) -> &[usize] {
+        match self {
+            Scenario::Broadcast { viewers } => viewers,
+            Scenario::Meeting { participants, .. } | Scenario::Audio { participants, .. } => {
+                participants
+            }
+        }
+    }
+}
+
+/// One joined session: our id for the peer and the server's session URL.
+struct Session {
+    id: u64,
+    location: Url,
+}
+
+/// What one join does.
+#[derive(Clone)]
+struct JoinSpec {
+    endpoint: Endpoint,
+    room: String,
+    participant: Option<String>,
+    role: Role,
+    plan: Option<PublisherPlan>,
+}
+
+struct Ctx {
+    args: LoadArgs,
+    engine: Engine,
+    http: reqwest::Client,
+    certificate: RTCCertificate,
+    probe: ServerProbe,
+    next_id: AtomicU64,
+}
+
+fn certificate() -> Result<RTCCertificate> {
+    let provider = crypto::default_provider().map_err(|e| anyhow!("crypto provider: {e}"))?;
+    let params = CertificateParams::new(vec!["parley-load".to_owned()])
+        .map_err(|e| anyhow!("certificate params: {e}"))?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(|e| anyhow!("certificate: {e}"))
+}
+
+fn progress(msg: &str) {
+    eprintln!("[parley-load] {msg}");
+}
+
+async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
+    let socket = bind_udp(ctx.args.bind_ip, ctx.args.rcvbuf)?;
+    let local = socket.local_addr()?;
+    let (mut peer, offer) = ClientPeer::new(&ctx.certificate, spec.role, local, Instant::now())?;
+    let url = endpoint_url(
+        &ctx.args.url,
+        spec.endpoint,
+        &spec.room,
+        spec.participant.as_deref(),
+    )?;
+    let posted_ns = realtime_ns();
+    let answer = post_offer(&ctx.http, &url, ctx.args.token.as_deref(), offer).await?;
+    let session = Session {
+        id: ctx.next_id.fetch_add(1, Ordering::Relaxed),
+        location: answer.location,
+    };
+    if let Err(e) = peer.apply_answer(answer.sdp, Instant::now()) {
+        let _ = delete(&ctx.http, &session.location, ctx.args.token.as_deref()).await;
+        return Err(e);
+    }
+    let job = match (spec.plan, spec.role) {
+        (Some(plan), _) => Job::Publish(plan),
+        (None, Role::Viewer { video, .. }) => Job::View {
+            posted_ns,
+            expects_video: video > 0,
+        },
+        (None, Role::Publisher { .. }) => return Err(anyhow!("a publisher needs a plan")),
+    };
+    ctx.engine.add(session.id, peer, socket, job);
+    Ok(session)
+}
+
+/// Joins all `specs`, `join_concurrency` at a time. Returns the sessions and the errors.
+async fn join_all(ctx: &Arc<Ctx>, specs: Vec<JoinSpec>) -> (Vec<Session>, Vec<String>) {
+    let limit = Arc::new(Semaphore::new(ctx.args.join_concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for spec in specs {
+        let (ctx, limit) = (Arc::clone(ctx), Arc::clone(&limit));
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            join(ctx, spec).await
+        });
+    }
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(s)) => ok.push(s),
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(format!("join task: {e}")),
+        }
+    }
+    (ok, errors)
+}
+
+/// DELETEs the sessions and drops their peers.
+async fn leave_all(ctx: &Arc<Ctx>, sessions: Vec<Session>) -> usize {
+    let limit = Arc::new(Semaphore::new(ctx.args.join_concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for s in sessions {
+        let (ctx, limit) = (Arc::clone(ctx), Arc::clone(&limit));
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let status = delete(&ctx.http, &s.location, ctx.args.token.as_deref()).await;
+            ctx.engine.remove(s.id);
+            matches!(status, Ok(st) if st.is_success())
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = set.join_next().await {
+        if !matches!(r, Ok(true)) {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+fn plan(args: &LoadArgs, stream: u16, video: bool) -> PublisherPlan {
+    PublisherPlan {
+        stream,
+        video: video.then_some(VideoPlan {
+            codec: args.codec,
+            kbps: args.video_kbps,
+            fps: args.fps,
+            keyframe_interval: args.keyframe_interval,
+            keyframe_ratio: args.keyframe_ratio,
+            max_payload: args.max_payload,
+        }),
+        audio: Some(AudioPlan {
+            bytes: args.audio_bytes,
+        }),
+    }
+}
+
+fn publisher_spec(args: &LoadArgs, room: &str, name: &str, stream: u16, video: bool) -> JoinSpec {
+    JoinSpec {
+        endpoint: Endpoint::Whip,
+        room: room.to_owned(),
+        participant: Some(name.to_owned()),
+        role: Role::Publisher {
+            audio: true,
+            video: video.then_some(args.codec),
+        },
+        plan: Some(plan(args, stream, video)),
+    }
+}
+
+fn viewer_spec(room: &str, name: Option<String>, audio: usize, video: usize) -> JoinSpec {
+    JoinSpec {
+        endpoint: Endpoint::Whep,
+        room: room.to_owned(),
+        participant: name,
+        role: Role::Viewer { audio, video },
+        plan: None,
+    }
+}
+
+/// Waits until every publisher in `ids` is connected.
+async fn wait_publishers(ctx: &Ctx, ids: &[u64], timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let snap = ctx.engine.snapshot(false).await;
+        let up = ids
+            .iter()
+            .filter(|id| {
+                snap.publishers
+                    .get(id)
+                    .is_some_and(|p| p.state == PeerState::Connected)
+            })
+            .count();
+        if up == ids.len() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(anyhow!(
+                "{} of {} publishers connected after {timeout:?}",
+                up,
+                ids.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every viewer in `ids` has joined (first keyframe), failed, or the timeout.
+async fn wait_joined(ctx: &Ctx, ids: &[u64]) -> Snapshot {
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let snap = ctx.engine.snapshot(false).await;
+        let (mut joined, mut failed) = (0, 0);
+        for id in ids {
+            match snap.viewers.get(id) {
+                Some(v) if v.join_ms.is_some() => joined += 1,
+                Some(v) if v.state == PeerState::Failed => failed += 1,
+                _ => {}
+            }
+        }
+        let done = joined + failed == ids.len();
+        if done || start.elapsed().as_secs_f64() > ctx.args.join_timeout_secs {
+            progress(&format!(
+                "  {joined}/{} viewers got a keyframe, {failed} failed ({:.1} s)",
+                ids.len(),
+                start.elapsed().as_secs_f64()
+            ));
+            return snap;
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            progress(&format!("  waiting for keyframes: {joined}/{}", ids.len()));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a whole scenario and returns the report.
+pub async fn run(scenario: Scenario, args: LoadArgs) -> Result<Report> {
+    let probe = match (args.server_pid, &args.server_metrics) {
+        (Some(pid), _) => ServerProbe::Pid(pid),
+        (None, Some(url)) => ServerProbe::Metrics(url.clone()),
+        (None, None) => ServerProbe::None,
+    };
+    let ctx = Arc::new(Ctx {
+        engine: Engine::start(
+            args.threads,
+            Duration::from_micros(args.batch_us),
+            args.delay_sample,
+        )?,
+        http: reqwest::Client::new(),
+        certificate: certificate()?,
+        probe,
+        next_id: AtomicU64::new(1),
+        args,
+    });
+    let mut report = Report::new(scenario.name(), &ctx.args);
+    // Broadcast: one publisher for the whole run.
+    let mut broadcaster = Vec::new();
+    if let Scenario::Broadcast { .. } = scenario {
+        let spec = publisher_spec(&ctx.args, &ctx.args.room, "publisher", 0, true);
+        let (s, errors) = join_all(&ctx, vec![spec]).await;
+        if let Some(e) = errors.first() {
+            return Err(anyhow!("the publisher could not join: {e}"));
+        }
+        let ids: Vec<u64> = s.iter().map(|s| s.id).collect();
+        wait_publishers(&ctx, &ids, Duration::from_secs(15)).await?;
+        progress("publisher connected");
+        broadcaster = s;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let baseline = ctx.probe.sample(&ctx.http).await.ok().flatten();
+    for (i, &n) in scenario.steps().iter().enumerate() {
+        progress(&format!(
+            "step {}/{}: {} x{n}",
+            i + 1,
+            scenario.steps().len(),
+            scenario.name()
+        ));
+        match step(&ctx, &scenario, i, n, baseline).await {
+            Ok(r) => {
+                report::print_step(&r);
+                report.steps.push(r);
+            }
+            Err(e) => {
+                progress(&format!("step {} failed: {e:#}", i + 1));
+                report.errors.push(format!("step {}: {e:#}", i + 1));
+            }
+        }
+        if let Some(path) = &ctx.args.json {
+            report.write_json(path)?;
+        }
+    }
+    leave_all(&ctx, broadcaster).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ctx = Arc::into_inner(ctx).context("peers still in use at the end")?;
+    ctx.engine.stop();
+    Ok(report)
+}
+
+async fn step(
+    ctx: &Arc<Ctx>,
+    scenario: &Scenario,
+    index: usize,
+    n: usize,
+    baseline: Option<ProcSample>,
+) -> Result<StepReport> {
+    let args = &ctx.args;
+    let step_room = format!("{}-{}", args.room, index + 1);
+    let (publisher_specs, viewer_specs) = match scenario {
+        Scenario::Broadcast { .. } => (
+            vec![],
+            (0..n)
+                .map(|_| viewer_spec(&args.room, None, 1, 1))
+                .collect::<Vec<_>>(),
+        ),
+        Scenario::Meeting { slots, .. } | Scenario::Audio { slots, .. } => {
+            let video = matches!(scenario, Scenario::Meeting { .. });
+            let names: Vec<String> = (0..n).map(|p| format!("p{p}")).collect();
+            (
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(p, name)| publisher_spec(args, &step_room, name, p as u16 + 1, video))
+                    .collect(),
+                names
+                    .iter()
+                    .map(|name| {
+                        viewer_spec(
+                            &step_room,
+                            Some(name.clone()),
+                            *slots,
+                            if video { *slots } else { 0 },
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let mut errors = Vec::new();
+    let (publishers, e) = join_all(ctx, publisher_specs).await;
+    errors.extend(e);
+    let pub_ids: Vec<u64> = publishers.iter().map(|s| s.id).collect();
+    if !pub_ids.is_empty() {
+        if let Err(e) = wait_publishers(ctx, &pub_ids, Duration::from_secs(30)).await {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    let joining = Instant::now();
+    let (viewers, e) = join_all(ctx, viewer_specs).await;
+    errors.extend(e);
+    progress(&format!(
+        "  {} viewers POSTed in {:.1} s, {} errors",
+        viewers.len(),
+        joining.elapsed().as_secs_f64(),
+        errors.len()
+    ));
+    for e in errors.iter().take(3) {
+        progress(&format!("  error: {e}"));
+    }
+    let viewer_ids: Vec<u64> = viewers.iter().map(|s| s.id).collect();
+    let joined = wait_joined(ctx, &viewer_ids).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
+
+    // The measurement window.
+    let udp0 = UdpCounters::read();
+    let self0 = sample_pid("self")?;
+    let server0 = ctx.probe.sample(&ctx.http).await.ok().flatten();
+    ctx.engine.start_window();
+    let snap0 = ctx.engine.snapshot(false).await;
+    let t0 = Instant::now();
+    let window = Duration::from_secs_f64(args.measure_secs.max(0.5));
+    while t0.elapsed() < window {
+        let left = window.saturating_sub(t0.elapsed());
+        tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+        let s = ctx.engine.snapshot(false).await;
+        let received = received_since(&snap0, &s, &viewer_ids).received;
+        progress(&format!(
+            "  measuring {:.0}/{:.0} s: {:.0} pkt/s forwarded",
+            t0.elapsed().as_secs_f64(),
+            window.as_secs_f64(),
+            received as f64 / t0.elapsed().as_secs_f64()
+        ));
+    }
+    let snap1 = ctx.engine.snapshot(true).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let server1 = ctx.probe.sample(&ctx.http).await.ok().flatten();
+    let self1 = sample_pid("self")?;
+    let udp = UdpCounters::read().since(&udp0);
+
+    let counters = received_since(&snap0, &snap1, &viewer_ids);
+    let bytes: u64 = viewer_ids
+        .iter()
+        .map(|id| {
+            let b1 = snap1.viewers.get(id).map_or(0, |v| v.bytes);
+            let b0 = snap0.viewers.get(id).map_or(0, |v| v.bytes);
+            b1.saturating_sub(b0)
+        })
+        .sum();
+    let socket_drops: u64 = viewer_ids
+        .iter()
+        .map(|id| {
+            let d1 = snap1.viewers.get(id).map_or(0, |v| v.socket_drops);
+            let d0 = snap0.viewers.get(id).map_or(0, |v| v.socket_drops);
+            u64::from(d1.saturating_sub(d0))
+        })
+        .sum();
+    let published: u64 = snap1
+        .publishers
+        .iter()
+        .map(|(id, p)| p.packets - snap0.publishers.get(id).map_or(0, |p0| p0.packets))
+        .sum();
+    let requests: u64 = snap1.publishers.values().map(|p| p.requests).sum();
+    let mut delays = snap1.delays_us.clone();
+    let delay = Distribution::of(&mut delays);
+    let mut join_ms: Vec<u32> = viewer_ids
+        .iter()
+        .filter_map(|id| joined.viewers.get(id)?.join_ms.map(|ms| ms.round() as u32))
+        .collect();
+    let join = Distribution::of(&mut join_ms);
+    let forwarded_pps = counters.received as f64 / secs;
+    let fanout = if published > 0 {
+        counters.received as f64 / published as f64
+    } else {
+        0.0
+    };
+    let avg_packet = if counters.received > 0 {
+        bytes as f64 / counters.received as f64
+    } else {
+        0.0
+    };
+    let server = match (server0, server1) {
+        (Some(a), Some(b)) => {
+            let cpu = b.cpu_secs - a.cpu_secs;
+            let per_viewer = baseline.map(|base| {
+                (b.rss_bytes as f64 - base.rss_bytes as f64) / 1024.0 / n.max(1) as f64
+            });
+            Some(ServerReport {
+                cpu_secs: cpu,
+                cpu_cores: cpu / secs,
+                us_per_packet: (counters.received > 0)
+                    .then(|| cpu * 1e6 / counters.received as f64),
+                rss_mib: b.rss_bytes as f64 / 1048576.0,
+                rss_per_peer_kib: per_viewer,
+            })
+        }
+        _ => None,
+    };
+
+    let failed_deletes = leave_all(ctx, viewers).await + leave_all(ctx, publishers).await;
+    if failed_deletes > 0 {
+        errors.push(format!("{failed_deletes} DELETEs failed"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut r = StepReport {
+        scenario: scenario.name().to_owned(),
+        step: index + 1,
+        peers: n,
+        viewers: viewer_ids.len(),
+        publishers: snap1.publishers.len(),
+        joined: join.count,
+        errors,
+        window_secs: secs,
+        forwarded_pps,
+        published_pps: published as f64 / secs,
+        fanout,
+        avg_packet_bytes: avg_packet,
+        counters,
+        loss_pct: if counters.expected > 0 {
+            counters.lost() as f64 * 100.0 / counters.expected as f64
+        } else {
+            0.0
+        },
+        delay_ms: Millis::from_us(&delay),
+        join_ms: join,
+        keyframe_requests: requests,
+        server,
+        generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
+        media_thread_cores: (snap1.thread_cpu_secs - snap0.thread_cpu_secs) / secs,
+        generator_socket_drops: socket_drops,
+        generator_send_errors: snap1.send_errors - snap0.send_errors,
+        udp,
+        ceiling: Vec::new(),
+    };
+    if args.ceiling_secs > 0.0 && counters.received > 0 {
+        let copies = fanout.round().max(1.0) as usize;
+        // The SRTP datagram: RTP header + payload + GCM tag.
+        let size = (avg_packet.round() as usize + 12 + 16).clamp(48, 1472);
+        for &mode in &args.ceiling.modes {
+            let spec = ceiling::Spec {
+                mode,
+                copies,
+                size,
+                secs: args.ceiling_secs,
+                gso_segments: args.ceiling.gso_segments,
+                ip: args.bind_ip,
+            };
+            progress(&format!("  ceiling {mode:?}: {copies} copies of {size} B"));
+            match tokio::task::spawn_blocking(move || ceiling::measure(spec)).await {
+                Ok(Ok(o)) => r.ceiling.push(o),
+                Ok(Err(e)) => r.errors.push(format!("ceiling {mode:?}: {e:#}")),
+                Err(e) => r.errors.push(format!("ceiling {mode:?}: {e}")),
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Continuity counters of `ids` between two snapshots.
+fn received_since(a: &Snapshot, b: &Snapshot, ids: &[u64]) -> SeqCounters {
+    let mut total = SeqCounters::default();
+    for id in ids {
+        if let Some(v1) = b.viewers.get(id) {
+            let zero = SeqCounters::default();
+            let v0 = a.viewers.get(id).map_or(&zero, |v| &v.counters);
+            total.add(&v1.counters.since(v0));
+        }
+    }
+    total
+}

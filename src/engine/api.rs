@@ -1,0 +1,188 @@
+//! Read-only views of rooms for the room API (`GET /rooms`, `GET /rooms/{room}`). They show
+//! names, tracks, slots and counters, never session ids (a session URL is its capability).
+
+use super::event_loop::Engine;
+use super::session::SessionKind;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One line of `GET /rooms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomSummary {
+    /// Room name.
+    pub name: String,
+    /// Distinct participants.
+    pub participants: usize,
+    /// Publishing participants.
+    pub publishers: usize,
+    /// WHEP sessions.
+    pub viewers: usize,
+    /// Seconds since the room was created.
+    pub age_secs: u64,
+}
+
+/// `GET /rooms/{room}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomView {
+    /// Room name.
+    pub name: String,
+    /// Who speaks now.
+    pub active_speaker: Option<String>,
+    /// Everyone with a session.
+    pub participants: Vec<ParticipantView>,
+    /// Room totals.
+    pub counters: Counters,
+    /// Seconds since the room was created.
+    pub age_secs: u64,
+}
+
+/// Totals of a room.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// RTP payload bytes received from publishers.
+    pub bytes_in: u64,
+    /// RTP packets forwarded to viewers.
+    pub packets_out: u64,
+    /// RTP payload bytes forwarded to viewers.
+    pub bytes_out: u64,
+}
+
+/// One participant of a room.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantView {
+    /// Its name.
+    pub name: String,
+    /// Whether it has a WHIP session.
+    pub publishing: bool,
+    /// Its published tracks.
+    pub tracks: Vec<TrackView>,
+    /// Its sessions' kinds and states, e.g. `{"kind":"whep","connected":true}`.
+    pub sessions: Vec<SessionView>,
+    /// The slots of its WHEP sessions and whom they show.
+    pub slots: Vec<SlotView>,
+}
+
+/// A published track.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackView {
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// Codec name.
+    pub codec: String,
+    /// No packets for a second.
+    pub stalled: bool,
+}
+
+/// A session, without its id.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// `whip` or `whep`.
+    pub kind: &'static str,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// `POST /whep/{room}/{participant}`: the participant it plays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plays: Option<String>,
+}
+
+/// A WHEP slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    /// The slot's m-line id.
+    pub mid: String,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// Who it shows.
+    pub participant: Option<String>,
+}
+
+impl Engine {
+    pub(super) fn room_summaries(&self) -> Vec<RoomSummary> {
+        let now = Instant::now();
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(name, r)| RoomSummary {
+                name: name.clone(),
+                participants: r.participants().len(),
+                publishers: r.publishers.len(),
+                viewers: r.viewers.len(),
+                age_secs: now.saturating_duration_since(r.created).as_secs(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    pub(super) fn room_view(&self, name: &str) -> Option<RoomView> {
+        let room = self.rooms.get(name)?;
+        let mut counters = Counters::default();
+        let mut participants = Vec::new();
+        for who in room.participants() {
+            let mut view = ParticipantView {
+                name: who.to_owned(),
+                publishing: false,
+                tracks: Vec::new(),
+                sessions: Vec::new(),
+                slots: Vec::new(),
+            };
+            if let Some(p) = room.publishers.iter().find(|p| p.participant == who) {
+                view.publishing = true;
+                view.tracks = p
+                    .tracks
+                    .iter()
+                    .map(|t| TrackView {
+                        kind: t.kind.as_str(),
+                        codec: t.codec.clone(),
+                        stalled: t.stalled,
+                    })
+                    .collect();
+            }
+            for s in self
+                .sessions
+                .values()
+                .filter(|s| s.room == name && s.participant == who)
+            {
+                counters.packets_in += s.received.0;
+                counters.bytes_in += s.received.1;
+                counters.packets_out += s.sent.0;
+                counters.bytes_out += s.sent.1;
+                let plays = room
+                    .viewers
+                    .iter()
+                    .find(|v| v.session == s.key)
+                    .and_then(|v| v.target.clone());
+                view.sessions.push(SessionView {
+                    kind: s.kind.as_str(),
+                    connected: s.connected,
+                    plays,
+                });
+                if s.kind == SessionKind::Whep {
+                    for (slot, assigned) in s.peer.slots().iter().zip(&s.slot_participants) {
+                        view.slots.push(SlotView {
+                            mid: slot.mid.clone(),
+                            kind: slot.kind.as_str(),
+                            participant: assigned.and_then(|k| room.name_of(k)).map(str::to_owned),
+                        });
+                    }
+                }
+            }
+            participants.push(view);
+        }
+        Some(RoomView {
+            name: name.to_owned(),
+            active_speaker: room
+                .speakers
+                .active()
+                .and_then(|k| room.name_of(k))
+                .map(str::to_owned),
+            participants,
+            counters,
+            age_secs: Instant::now()
+                .saturating_duration_since(room.created)
+                .as_secs(),
+        })
+    }
+}

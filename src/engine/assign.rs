@@ -1,0 +1,334 @@
+//! Who feeds which slot: the room's policy (last-N by speaker activity, or one named
+//! participant) applied to every viewer, plus keyframe requests and the periodic speaker and
+//! stall checks that can change the answer.
+
+use super::event_loop::Engine;
+use super::events::RoomEvent;
+use super::room::{ParticipantKey, SessionKey, Track};
+use super::session::{leg_params, source_id};
+use crate::forward::slot::LegParams;
+use crate::forward::speakers::assign_slots;
+use crate::transport::MediaKind;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Keyframe requests to one publisher track are at most this frequent.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// What one viewer slot should carry after a reassignment.
+struct Plan {
+    viewer: SessionKey,
+    slot: usize,
+    kind: MediaKind,
+    mid: String,
+    participant: Option<ParticipantKey>,
+    name: Option<String>,
+    source: Option<(SessionKey, usize, LegParams)>,
+}
+
+impl Engine {
+    /// Re-decides every viewer slot's source in a room, applies the changes (keyframe
+    /// requests, events) and rebuilds the room's fan-out lists.
+    pub(super) fn reassign(&mut self, room_name: &str, now: Instant) {
+        let plans = self.plan(room_name, now);
+        let mut keyframes = Vec::new();
+        let mut events = Vec::new();
+        for p in plans {
+            let Some(viewer) = self.sessions.get_mut(&p.viewer) else {
+                continue;
+            };
+            let (Some(forwarder), Some(assigned)) = (
+                viewer.forwarders.get_mut(p.slot),
+                viewer.slot_participants.get_mut(p.slot),
+            ) else {
+                continue;
+            };
+            let wanted = p
+                .source
+                .as_ref()
+                .map(|(session, track, _)| source_id(*session, *track));
+            if forwarder.source() != wanted {
+                match &p.source {
+                    Some((session, track, params)) => {
+                        if forwarder.bind(source_id(*session, *track), params) {
+                            if p.kind == MediaKind::Video {
+                                keyframes.push((*session, *track));
+                            }
+                        } else {
+                            forwarder.unbind();
+                        }
+                    }
+                    None => forwarder.unbind(),
+                }
+            }
+            let participant = forwarder.source().and(p.participant);
+            if *assigned != participant {
+                *assigned = participant;
+                events.push((
+                    p.viewer,
+                    RoomEvent::SlotAssigned {
+                        mid: p.mid,
+                        kind: p.kind.as_str(),
+                        participant: participant.and(p.name),
+                    },
+                ));
+            }
+        }
+        for (viewer, event) in events {
+            self.emit_to(viewer, &event);
+        }
+        self.rebuild_fanout(room_name);
+        for (session, track) in keyframes {
+            self.request_keyframe(session, track, now, true);
+        }
+    }
+
+    /// The desired source of every viewer slot in a room.
+    fn plan(&mut self, room_name: &str, now: Instant) -> Vec<Plan> {
+        let Some(room) = self.rooms.get(room_name) else {
+            return Vec::new();
+        };
+        let mut plans = Vec::new();
+        let mut current = Vec::new();
+        let mut desired = Vec::new();
+        let mut assigned = Vec::new();
+        for viewer in &room.viewers {
+            let Some(session) = self.sessions.get(&viewer.session) else {
+                continue;
+            };
+            let own = room.key_of(&viewer.participant);
+            let target = viewer.target.as_deref().map(|t| room.key_of(t));
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                let slots: Vec<usize> = session
+                    .peer
+                    .slots()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.kind == kind)
+                    .map(|(i, _)| i)
+                    .collect();
+                if slots.is_empty() {
+                    continue;
+                }
+                current.clear();
+                current.extend(slots.iter().map(|i| session.slot_participants[*i]));
+                let eligible =
+                    |k: ParticipantKey| Some(k) != own && room.source_of(k, kind).is_some();
+                match target {
+                    Some(t) => {
+                        desired.clear();
+                        desired.extend(t.filter(|k| room.source_of(*k, kind).is_some()));
+                    }
+                    None if kind == MediaKind::Video => {
+                        room.speakers
+                            .video_order(own, eligible, slots.len(), &mut desired)
+                    }
+                    None => {
+                        let shown: Vec<u64> = current.iter().flatten().copied().collect();
+                        room.speakers.audio_order(
+                            own,
+                            eligible,
+                            &shown,
+                            slots.len(),
+                            now,
+                            &mut desired,
+                        )
+                    }
+                }
+                assign_slots(&current, &desired, &mut assigned);
+                for (i, who) in slots.iter().zip(assigned.iter()) {
+                    let source = who.and_then(|k| {
+                        let (ps, track) = room.source_of(k, kind)?;
+                        let t = self.sessions.get(&ps)?.peer.inbound().get(track)?;
+                        Some((ps, track, leg_params(&t.codecs, &t.extensions)))
+                    });
+                    plans.push(Plan {
+                        viewer: viewer.session,
+                        slot: *i,
+                        kind,
+                        mid: session.peer.slots()[*i].mid.clone(),
+                        participant: *who,
+                        name: who.and_then(|k| room.name_of(k)).map(str::to_owned),
+                        source,
+                    });
+                }
+            }
+        }
+        plans
+    }
+
+    /// Rebuilds the (publisher track → viewer slots) lists of a room from its forwarders.
+    fn rebuild_fanout(&mut self, room_name: &str) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        let mut fanout: HashMap<(SessionKey, usize), Vec<(SessionKey, usize)>> = room
+            .publishers
+            .iter()
+            .flat_map(|p| {
+                p.tracks
+                    .iter()
+                    .map(move |t| ((p.session, t.index), Vec::new()))
+            })
+            .collect();
+        for viewer in &room.viewers {
+            let Some(session) = self.sessions.get(&viewer.session) else {
+                continue;
+            };
+            for (slot, f) in session.forwarders.iter().enumerate() {
+                for sid in f.sources() {
+                    if let Some(list) = fanout.get_mut(&(sid >> 8, (sid & 0xff) as usize)) {
+                        list.push((viewer.session, slot));
+                    }
+                }
+            }
+        }
+        for p in &room.publishers {
+            for t in &p.tracks {
+                self.subscribers.remove(&(p.session, t.index));
+            }
+        }
+        self.subscribers.extend(fanout);
+    }
+
+    /// Asks a publisher for a keyframe, at most every 500 ms per track unless `urgent`.
+    pub(super) fn request_keyframe(
+        &mut self,
+        key: SessionKey,
+        track: usize,
+        now: Instant,
+        urgent: bool,
+    ) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.last_keyframe_request.len() <= track {
+            session.last_keyframe_request.resize(track + 1, None);
+        }
+        let last = &mut session.last_keyframe_request[track];
+        let recent =
+            last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
+        if recent && !urgent {
+            return;
+        }
+        *last = Some(now);
+        session.peer.request_keyframe(now, track);
+        self.mark(key);
+    }
+
+    /// Viewers still waiting for a keyframe ask again (rate-limited per track).
+    pub(super) fn retry_keyframes(&mut self, now: Instant) {
+        let waiting: Vec<u64> = self
+            .sessions
+            .values()
+            .filter(|s| s.connected)
+            .flat_map(|s| s.forwarders.iter().filter(|f| f.waiting_for_keyframe()))
+            .filter_map(|f| f.source())
+            .collect();
+        for sid in waiting {
+            self.request_keyframe(sid >> 8, (sid & 0xff) as usize, now, false);
+        }
+    }
+
+    /// A publisher's track started: it joins the room's sources.
+    pub(super) fn track_opened(&mut self, key: SessionKey, index: usize) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(t) = session.peer.inbound().get(index) else {
+            return;
+        };
+        let codec = t
+            .codecs
+            .first()
+            .map(|c| c.mime.split('/').nth(1).unwrap_or(&c.mime).to_owned())
+            .unwrap_or_default();
+        let track = Track {
+            index,
+            kind: t.kind,
+            codec: codec.clone(),
+            audio_level_id: t
+                .extensions
+                .iter()
+                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .map(|e| e.id),
+            last_packet: Instant::now(),
+            stalled: false,
+        };
+        let (room, participant) = (session.room.clone(), session.participant.clone());
+        let Some(publisher) = self.rooms.get_mut(&room).and_then(|r| r.publisher_mut(key)) else {
+            return;
+        };
+        if publisher.tracks.iter().any(|t| t.index == index) {
+            return;
+        }
+        let kind = track.kind.as_str();
+        publisher.tracks.push(track);
+        self.emit_room(
+            &room,
+            &RoomEvent::TrackPublished {
+                participant,
+                kind,
+                codec,
+            },
+        );
+        self.reassign(&room, Instant::now());
+    }
+
+    /// Per packet of a publisher: freshness of the track, and the speaker's audio level.
+    pub(super) fn observe_track(
+        &mut self,
+        key: SessionKey,
+        index: usize,
+        packet: &rtc::rtp::Packet,
+        now: Instant,
+    ) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&session.room) else {
+            return;
+        };
+        let Some(publisher) = room.publishers.iter_mut().find(|p| p.session == key) else {
+            return;
+        };
+        let pkey = publisher.key;
+        let Some(track) = publisher.tracks.iter_mut().find(|t| t.index == index) else {
+            return;
+        };
+        track.last_packet = now;
+        let Some(id) = track.audio_level_id else {
+            return;
+        };
+        let level = packet
+            .header
+            .extensions
+            .iter()
+            .find(|e| e.id == id)
+            .and_then(|e| e.payload.first())
+            .map(|b| b & 0x7f);
+        if let Some(level) = level {
+            room.speakers.observe(pkey, level, now);
+        }
+    }
+
+    /// Periodic: active speaker changes and stalled tracks may change slot assignments.
+    pub(super) fn rooms_tick(&mut self, now: Instant) {
+        let mut changed = Vec::new();
+        for (name, room) in self.rooms.iter_mut() {
+            let stalls = room.update_stalls(now);
+            let speaker = room.speakers.update(now);
+            if stalls || speaker.is_some() {
+                let who = speaker.and_then(|k| room.name_of(k)).map(str::to_owned);
+                changed.push((name.clone(), speaker.map(|_| who)));
+            }
+        }
+        for (room, speaker) in changed {
+            if let Some(participant) = speaker {
+                self.emit_room(&room, &RoomEvent::ActiveSpeaker { participant });
+            }
+            self.reassign(&room, now);
+        }
+    }
+}

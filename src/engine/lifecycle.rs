@@ -1,0 +1,326 @@
+//! Sessions coming and going: create from an offer, trickle, ICE restart, end.
+
+use super::event_loop::Engine;
+use super::events::RoomEvent;
+use super::room::{Publisher, Room, SessionKey, Viewer};
+use super::session::{leg_params, EndReason, Session, SessionKind};
+use super::{Created, EngineError, SessionInfo};
+use crate::forward::slot::SlotForwarder;
+use crate::http::sdpfrag::SdpFrag;
+use crate::transport::{sdp, MediaKind, Peer, TransportError};
+use rand::distr::{Alphanumeric, SampleString};
+use std::time::Instant;
+
+/// Most slots of one kind a WHEP offer may ask for.
+pub const MAX_SLOTS_PER_KIND: usize = 16;
+
+fn random_token(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+fn new_etag() -> String {
+    format!("\"{}\"", random_token(16))
+}
+
+const NO_CODEC: &str = "no codec in the offer that Parley forwards (Opus; VP8, VP9, H264, AV1)";
+
+impl Engine {
+    pub(super) fn open(
+        &mut self,
+        kind: SessionKind,
+        room: String,
+        participant: Option<String>,
+        target: Option<String>,
+        offer: &str,
+    ) -> Result<Created, EngineError> {
+        let summary = sdp::inspect_offer(offer).map_err(TransportError::from)?;
+        let (most, what) = match kind {
+            SessionKind::Whip => (1, "one"),
+            SessionKind::Whep => (MAX_SLOTS_PER_KIND, "16"),
+        };
+        if summary.audio > most || summary.video > most {
+            return Err(EngineError::Unserviceable(format!(
+                "the offer has {} audio and {} video sections; a {} offer may have at most \
+                 {what} of each",
+                summary.audio,
+                summary.video,
+                kind.as_str().to_uppercase()
+            )));
+        }
+        if summary.audio + summary.video > 1 && !summary.bundled {
+            return Err(EngineError::Unserviceable(
+                "the offer does not BUNDLE its media sections (a=group:BUNDLE); Parley serves \
+                 all media on one transport"
+                    .into(),
+            ));
+        }
+        let participant = participant.unwrap_or_else(|| format!("p-{}", random_token(8)));
+        if let Some(r) = self.rooms.get(&room) {
+            let max = self.config.max_participants_per_room;
+            if !r.has_participant(&participant) && r.participants().len() >= max {
+                return Err(EngineError::Forbidden(format!(
+                    "room {room} is full ({max} participants)"
+                )));
+            }
+        }
+        let now = Instant::now();
+        let ufrag = random_token(16);
+        let pwd = random_token(32);
+        let (peer, answer) = match kind {
+            SessionKind::Whip => Peer::publisher(&self.ctx, offer, (&ufrag, &pwd), now)?,
+            SessionKind::Whep => {
+                Peer::viewer(&self.ctx, offer, (&ufrag, &pwd), &offer_kinds(offer), now)?
+            }
+        };
+        let usable = match kind {
+            SessionKind::Whep => peer.slots().iter().any(|s| !s.codecs.is_empty()),
+            SessionKind::Whip => answer.contains("a=rtpmap:"),
+        };
+        if !usable {
+            return Err(EngineError::Unserviceable(NO_CODEC.into()));
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let public_id = format!("{:032x}", rand::random::<u128>());
+        let etag = new_etag();
+
+        // A new WHIP session of a participant already publishing replaces the old one.
+        if kind == SessionKind::Whip {
+            let old = self
+                .rooms
+                .get(&room)
+                .and_then(|r| r.publisher_of(&participant));
+            if let Some(old) = old {
+                self.end(old, EndReason::Replaced);
+            }
+        }
+
+        let forwarders: Vec<SlotForwarder> = peer
+            .slots()
+            .iter()
+            .map(|s| SlotForwarder::new(s.ssrc, &s.mid, leg_params(&s.codecs, &s.extensions)))
+            .collect();
+        let slot_count = forwarders.len();
+        self.sessions.insert(
+            key,
+            Session {
+                peer,
+                key,
+                public_id: public_id.clone(),
+                kind,
+                room: room.clone(),
+                participant: participant.clone(),
+                created: now,
+                connected: false,
+                forwarders,
+                slot_participants: vec![None; slot_count],
+                events: None,
+                last_keyframe_request: Vec::new(),
+                received: (0, 0),
+                sent: (0, 0),
+            },
+        );
+        self.by_public.insert(public_id.clone(), key);
+        self.demux.add_session(key, &ufrag);
+        self.registry.insert(
+            public_id.clone(),
+            SessionInfo {
+                kind,
+                room: room.clone(),
+                participant: participant.clone(),
+                etag: etag.clone(),
+                remote_ufrag: offer_ufrag(offer),
+            },
+        );
+        let r = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room::new(now));
+        let joined = !r.has_participant(&participant);
+        match kind {
+            SessionKind::Whip => {
+                let pkey = r.key_for(&participant);
+                r.speakers.add(pkey, now);
+                r.publishers.push(Publisher {
+                    session: key,
+                    participant: participant.clone(),
+                    key: pkey,
+                    tracks: Vec::new(),
+                });
+            }
+            SessionKind::Whep => r.viewers.push(Viewer {
+                session: key,
+                participant: participant.clone(),
+                target,
+            }),
+        }
+        if joined {
+            self.emit_room(&room, &RoomEvent::ParticipantJoined { participant });
+        }
+        self.reassign(&room, now);
+        self.mark(key);
+        tracing::info!(
+            room,
+            kind = kind.as_str(),
+            session = public_id,
+            "session created"
+        );
+        Ok(Created {
+            id: public_id,
+            answer,
+            etag,
+        })
+    }
+
+    pub(super) fn trickle(&mut self, id: &str, frag: &SdpFrag) -> Result<(), EngineError> {
+        let key = *self.by_public.get(id).ok_or(EngineError::NotFound)?;
+        let session = self.sessions.get_mut(&key).ok_or(EngineError::NotFound)?;
+        for (mid, candidate) in frag.candidates() {
+            session
+                .peer
+                .add_remote_candidate(candidate, mid)
+                .map_err(|e| EngineError::BadFragment(format!("candidate rejected: {e}")))?;
+        }
+        self.mark(key);
+        Ok(())
+    }
+
+    pub(super) fn restart(
+        &mut self,
+        id: &str,
+        frag: &SdpFrag,
+    ) -> Result<(String, String), EngineError> {
+        let key = *self.by_public.get(id).ok_or(EngineError::NotFound)?;
+        let (Some(ufrag), Some(pwd)) = (frag.ice_ufrag.as_deref(), frag.ice_pwd.as_deref()) else {
+            return Err(EngineError::BadFragment(
+                "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        };
+        let session = self.sessions.get_mut(&key).ok_or(EngineError::NotFound)?;
+        let (local_ufrag, local_pwd) = session
+            .peer
+            .restart_ice(Instant::now(), ufrag, pwd)
+            .map_err(|e| EngineError::BadFragment(format!("ICE restart failed: {e}")))?;
+        for (mid, candidate) in frag.candidates() {
+            let _ = session.peer.add_remote_candidate(candidate, mid);
+        }
+        self.demux.add_session(key, &local_ufrag);
+        let etag = new_etag();
+        if let Some(mut info) = self.registry.get_mut(id) {
+            info.etag = etag.clone();
+            info.remote_ufrag = ufrag.to_owned();
+        }
+        let mut body = format!("a=ice-ufrag:{local_ufrag}\r\na=ice-pwd:{local_pwd}\r\n");
+        for ip in &self.ctx.advertised {
+            body.push_str(&format!(
+                "a=candidate:1 1 udp 2130706431 {ip} {} typ host\r\n",
+                self.ctx.advertised_port
+            ));
+        }
+        body.push_str("a=end-of-candidates\r\n");
+        self.mark(key);
+        Ok((etag, body))
+    }
+
+    /// Ends a session and releases everything it held.
+    pub(super) fn end(&mut self, key: SessionKey, reason: EndReason) {
+        let Some(mut session) = self.sessions.remove(&key) else {
+            return;
+        };
+        session.peer.close();
+        self.sessions.insert(key, session);
+        self.transmit(key);
+        let Some(session) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.by_public.remove(&session.public_id);
+        self.registry.remove(&session.public_id);
+        self.demux.remove_session(key);
+        self.clear_timer(key);
+        self.subscribers.retain(|(p, _), _| *p != key);
+        tracing::info!(
+            room = session.room,
+            participant = session.participant,
+            kind = session.kind.as_str(),
+            session = session.public_id,
+            reason = reason.as_str(),
+            "session ended"
+        );
+        let room = session.room;
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let tracks: Vec<MediaKind> = r
+            .publishers
+            .iter()
+            .find(|p| p.session == key)
+            .map(|p| p.tracks.iter().map(|t| t.kind).collect())
+            .unwrap_or_default();
+        let left = r.remove(key);
+        let empty = r.is_empty();
+        for kind in tracks {
+            self.emit_room(
+                &room,
+                &RoomEvent::TrackUnpublished {
+                    participant: session.participant.clone(),
+                    kind: kind.as_str(),
+                },
+            );
+        }
+        if let Some(participant) = left {
+            self.emit_room(&room, &RoomEvent::ParticipantLeft { participant });
+        }
+        if empty {
+            self.rooms.remove(&room);
+        } else {
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.forget_departed();
+            }
+            self.reassign(&room, Instant::now());
+        }
+    }
+
+    pub(super) fn end_all(&mut self, reason: EndReason) {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.end(key, reason);
+        }
+    }
+
+    /// Ends every session of `participant` in `room`.
+    pub(super) fn remove_participant(&mut self, room: &str, participant: &str) -> bool {
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .values()
+            .filter(|s| s.room == room && s.participant == participant)
+            .map(|s| s.key)
+            .collect();
+        for key in &keys {
+            self.end(*key, EndReason::Removed);
+        }
+        !keys.is_empty()
+    }
+}
+
+/// The kinds of the offer's active m-lines, in order.
+fn offer_kinds(offer: &str) -> Vec<MediaKind> {
+    offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .filter(|m| m.split(' ').nth(1) != Some("0"))
+        .filter_map(|m| match m.split(' ').next() {
+            Some("audio") => Some(MediaKind::Audio),
+            Some("video") => Some(MediaKind::Video),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The offer's first `a=ice-ufrag` value.
+fn offer_ufrag(offer: &str) -> String {
+    offer
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default()
+        .to_owned()
+}
