@@ -86,46 +86,47 @@ impl Receiver {
         socket: &UdpSocket,
         mut on: impl FnMut(Datagram<'_>),
     ) -> std::io::Result<BatchInfo> {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .bufs
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(&mut b[..])])
-            .collect();
-        let results = match recvmmsg(
-            socket.as_raw_fd(),
-            &mut self.headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        ) {
-            Ok(r) => r,
-            Err(nix::errno::Errno::EAGAIN) => return Ok(BatchInfo::default()),
-            Err(e) => return Err(e.into()),
-        };
         let mut info = BatchInfo::default();
         let mut meta = Vec::with_capacity(BATCH);
-        for msg in results {
-            let mut arrival_ns = None;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::ScmTimestampns(ts) => {
-                            arrival_ns =
-                                Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+                .bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            let results = match recvmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(r) => r,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(BatchInfo::default()),
+                Err(e) => return Err(e.into()),
+            };
+            for msg in results {
+                let mut arrival_ns = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        match c {
+                            ControlMessageOwned::ScmTimestampns(ts) => {
+                                arrival_ns =
+                                    Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+                            }
+                            ControlMessageOwned::RxqOvfl(d) => info.drops = Some(d),
+                            _ => {}
                         }
-                        ControlMessageOwned::RxqOvfl(d) => info.drops = Some(d),
-                        _ => {}
                     }
                 }
+                let from = msg.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(*v4))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+                });
+                meta.push((msg.bytes, from, arrival_ns));
             }
-            let from = msg.address.and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| SocketAddr::from(*v4))
-                    .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
-            });
-            meta.push((msg.bytes, from, arrival_ns));
         }
-        drop(iovs);
         let fallback = realtime_ns();
         for (i, (len, from, arrival)) in meta.into_iter().enumerate() {
             info.count += 1;

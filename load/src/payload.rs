@@ -65,6 +65,21 @@ impl Stamp {
         Stamp::decode(&payload[at..])
     }
 
+    /// Overwrites the send time of the stamp in `payload`; false if there is none.
+    pub fn restamp(payload: &mut [u8], send_ns: u64) -> bool {
+        let window = &payload[..payload.len().min(SEARCH_WINDOW)];
+        let Some(at) = window.windows(MAGIC.len()).position(|w| w == MAGIC) else {
+            return false;
+        };
+        match payload.get_mut(at + 8..at + 16) {
+            Some(field) => {
+                field.copy_from_slice(&send_ns.to_be_bytes());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the packet starts a keyframe.
     pub fn keyframe_start(&self) -> bool {
         self.flags & (FLAG_KEYFRAME | FLAG_FRAME_START) == FLAG_KEYFRAME | FLAG_FRAME_START
@@ -164,7 +179,8 @@ fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
                 p.push(0x00); // continuation of partition 0
             }
             stamp(spec, i == 0).encode_into(&mut p);
-            fill(&mut p, (overhead + per).max(p.len()), spec.frame ^ i as u32);
+            let target = (overhead + per).max(p.len());
+            fill(&mut p, target, spec.frame ^ i as u32);
             p
         })
         .collect()
@@ -218,7 +234,8 @@ fn h264_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
             }
         }
         stamp(spec, first_packet).encode_into(&mut p);
-        fill(&mut p, (overhead + per).max(p.len()), spec.frame ^ i as u32);
+        let target = (overhead + per).max(p.len());
+        fill(&mut p, target, spec.frame ^ i as u32);
         out.push(p);
     }
     out
@@ -269,6 +286,10 @@ mod tests {
         buf.extend_from_slice(&[0; 9]);
         assert_eq!(Stamp::find(&buf), Some(s));
         assert!(s.keyframe_start());
+        let mut copy = buf.clone();
+        assert!(Stamp::restamp(&mut copy, 42));
+        assert_eq!(Stamp::find(&copy).map(|s| s.send_ns), Some(42));
+        assert!(!Stamp::restamp(&mut [0u8; 30], 1));
         assert_eq!(Stamp::decode(&buf[4..]), Some(s));
         assert_eq!(Stamp::decode(&buf[5..]), None);
         assert_eq!(Stamp::find(&buf[..10]), None, "truncated stamp");

@@ -58,8 +58,8 @@ pub enum PeerState {
 /// What a peer reports to the media thread.
 #[derive(Debug)]
 pub enum PeerEvent {
-    /// The connection state changed.
-    State(PeerState),
+    /// The connection state changed (read it with [`ClientPeer::state`]).
+    StateChanged,
     /// The server asked a publisher for a keyframe (PLI or FIR).
     KeyframeRequest,
     /// A decrypted RTP packet reached a viewer.
@@ -387,7 +387,7 @@ impl ClientPeer {
                 };
                 if mapped != self.state {
                     self.state = mapped;
-                    return Some(PeerEvent::State(mapped));
+                    return Some(PeerEvent::StateChanged);
                 }
             }
         }

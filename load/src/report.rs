@@ -90,6 +90,8 @@ pub struct StepReport {
     pub join_ms: Distribution,
     /// PLI/FIR the publishers received (whole run so far).
     pub keyframe_requests: u64,
+    /// Keyframes the publishers sent during the window.
+    pub keyframes_sent: u64,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// The generator's own CPU, cores.
@@ -233,7 +235,7 @@ pub fn print_step(s: &StepReport) {
     eprintln!(
         "  published {:.0} pkt/s, fan-out {:.1}, {:.0} B/pkt; lost {} of {} (late {}, gaps {}); \
          delay max {} ms over {} samples; gen media thread {:.2} cores, socket drops {}, \
-         send errors {}; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {}",
+         send errors {}; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {} (run), keyframes sent {} (window)",
         s.published_pps,
         s.fanout,
         s.avg_packet_bytes,
@@ -248,6 +250,7 @@ pub fn print_step(s: &StepReport) {
         s.generator_send_errors,
         s.udp.rcvbuf_errors,
         s.keyframe_requests,
+        s.keyframes_sent,
     );
     for e in s.errors.iter().take(5) {
         eprintln!("  error: {e}");

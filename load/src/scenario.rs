@@ -445,6 +445,11 @@ async fn step(
         .map(|(id, p)| p.packets - snap0.publishers.get(id).map_or(0, |p0| p0.packets))
         .sum();
     let requests: u64 = snap1.publishers.values().map(|p| p.requests).sum();
+    let keyframes: u64 = snap1
+        .publishers
+        .iter()
+        .map(|(id, p)| p.keyframes - snap0.publishers.get(id).map_or(0, |p0| p0.keyframes))
+        .sum();
     let mut delays = snap1.delays_us.clone();
     let delay = Distribution::of(&mut delays);
     let mut join_ms: Vec<u32> = viewer_ids
@@ -509,6 +514,7 @@ async fn step(
         delay_ms: Millis::from_us(&delay),
         join_ms: join,
         keyframe_requests: requests,
+        keyframes_sent: keyframes,
         server,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
         media_thread_cores: (snap1.thread_cpu_secs - snap0.thread_cpu_secs) / secs,

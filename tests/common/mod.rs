@@ -17,6 +17,8 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+mod call;
+mod events;
 mod payload;
 mod peer;
 mod publisher;
@@ -26,6 +28,8 @@ mod viewer;
 
 // Re-exports: each test binary uses a different subset.
 #[allow(unused_imports)]
+pub use call::{Member, SentLog, SILENT, SPEAKING};
+pub use events::{is_event, position, Events};
 pub use payload::{
     h264_idr_payload, h264_non_idr_payload, h264_sps_pps_payload, opus_payload, vp8_delta_payload,
     vp8_keyframe_payload,

@@ -11,6 +11,7 @@ mod viewer;
 pub use publisher::{AudioPlan, PublisherPlan, VideoPlan};
 
 use crate::net::{realtime_ns, Receiver};
+use crate::payload::Stamp;
 use crate::peer::{ClientPeer, PeerEvent, PeerState};
 use crate::stats::SeqCounters;
 use anyhow::{Context, Result};
@@ -75,8 +76,6 @@ pub struct ViewerSnap {
     pub counters: SeqCounters,
     /// RTP bytes received.
     pub bytes: u64,
-    /// Streams seen.
-    pub streams: usize,
     /// Datagrams the kernel dropped at this viewer's socket.
     pub socket_drops: u32,
 }
@@ -88,8 +87,6 @@ pub struct PublisherSnap {
     pub state: PeerState,
     /// RTP packets written.
     pub packets: u64,
-    /// RTP payload bytes written.
-    pub bytes: u64,
     /// Keyframes sent.
     pub keyframes: u64,
     /// Keyframe requests (PLI/FIR) received.
@@ -142,11 +139,14 @@ impl Engine {
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel();
-            let mut thread = MediaThread::new(rx, batch, sample)?;
+            // Built on its own thread: the batched-receive buffers are not `Send`.
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("media-{i}"))
-                    .spawn(move || thread.run())
+                    .spawn(move || match MediaThread::new(rx, batch, sample) {
+                        Ok(mut thread) => thread.run(),
+                        Err(e) => eprintln!("[parley-load] media thread {i}: {e:#}"),
+                    })
                     .context("spawning a media thread")?,
             );
             shards.push(tx);
@@ -390,22 +390,18 @@ impl MediaThread {
                                 .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
                             counters: v.counters(),
                             bytes: v.bytes,
-                            streams: v.streams(),
                             socket_drops: v.socket_drops,
                         },
                     );
                 }
                 Role::Publisher {
-                    schedule,
-                    packets,
-                    bytes,
+                    schedule, packets, ..
                 } => {
                     s.publishers.insert(
                         e.id,
                         PublisherSnap {
                             state: e.peer.state(),
                             packets: *packets,
-                            bytes: *bytes,
                             keyframes: schedule.keyframes,
                             requests: schedule.requests,
                         },
@@ -486,8 +482,8 @@ impl MediaThread {
                     && schedule.next_due().is_none_or(|t| t <= now)
                 {
                     self.outgoing.clear();
-                    schedule.due(now, realtime_ns(), &mut self.outgoing);
-                    for o in self.outgoing.drain(..) {
+                    schedule.due(now, 0, &mut self.outgoing);
+                    for mut o in self.outgoing.drain(..) {
                         let track = if o.video {
                             &e.peer.video
                         } else {
@@ -500,8 +496,19 @@ impl MediaThread {
                             let _ = header.set_extension(id, bytes::Bytes::from(vec![level]));
                         }
                         *bytes += o.payload.len() as u64;
-                        if e.peer.write_rtp(now, o.video, header, o.payload).is_ok() {
+                        // Stamp, encrypt and send each packet in turn, so the stamp is the
+                        // moment the packet leaves, not the start of its frame's burst.
+                        Stamp::restamp(&mut o.payload, realtime_ns());
+                        if e.peer
+                            .write_rtp(now, o.video, header, o.payload.into())
+                            .is_ok()
+                        {
                             *packets += 1;
+                        }
+                        while let Some((to, data)) = e.peer.poll_transmit() {
+                            if e.socket.send_to(&data, to).is_err() {
+                                self.send_errors += 1;
+                            }
                         }
                     }
                     touched = true;

@@ -6,7 +6,6 @@
 //! packet every 20 ms. Time is an argument: no clock reads, no I/O.
 
 use crate::payload::{opus_packet, video_frame, FrameSpec, VideoCodec};
-use bytes::Bytes;
 use rtc::rtp::Header;
 use std::time::{Duration, Instant};
 
@@ -66,8 +65,8 @@ pub struct Outgoing {
     pub timestamp: u32,
     /// Sequence number.
     pub seq: u16,
-    /// Payload.
-    pub payload: Bytes,
+    /// Payload (its stamp's send time is set just before the packet is written).
+    pub payload: Vec<u8>,
 }
 
 impl Outgoing {
@@ -173,7 +172,7 @@ impl Schedule {
                     marker: self.audio_n == 0,
                     timestamp: self.audio_ts,
                     seq: self.audio_seq,
-                    payload: Bytes::from(payload),
+                    payload,
                 });
                 self.audio_n = self.audio_n.wrapping_add(1);
                 self.audio_seq = self.audio_seq.wrapping_add(1);
@@ -206,7 +205,7 @@ impl Schedule {
                 marker: i == last,
                 timestamp: self.video_ts,
                 seq: self.video_seq,
-                payload: Bytes::from(p),
+                payload: p,
             });
             self.video_seq = self.video_seq.wrapping_add(1);
         }

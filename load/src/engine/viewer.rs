@@ -128,11 +128,6 @@ impl ViewerStats {
         }
         total
     }
-
-    /// Number of RTP streams seen.
-    pub fn streams(&self) -> usize {
-        self.streams.len()
-    }
 }
 
 #[cfg(test)]
@@ -203,7 +198,7 @@ mod tests {
         let p = opus_packet(120, 0, 1, 10);
         assert_eq!(v.on_decrypted(9, &p, 2_010), Some(2));
         assert_eq!(v.joined_ns, Some(2_010));
-        assert_eq!(v.streams(), 1);
+        assert_eq!(v.streams.len(), 1);
         assert_eq!(v.on_decrypted(9, b"no stamp here", 5), None);
     }
 }
