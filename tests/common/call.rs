@@ -14,9 +14,12 @@ use tokio::task::JoinHandle;
 pub const SPEAKING: u8 = 20;
 pub const SILENT: u8 = 127;
 
-/// Every payload sent in a call: who sent it and whether it is a video keyframe.
+/// Who sent a payload, and whether it is a video keyframe.
+type Origin = (String, bool);
+
+/// Every payload sent in a call, with its origin.
 #[derive(Clone, Default)]
-pub struct SentLog(Arc<Mutex<HashMap<Vec<u8>, (String, bool)>>>);
+pub struct SentLog(Arc<Mutex<HashMap<Vec<u8>, Origin>>>);
 
 impl SentLog {
     fn add(&self, payload: &[u8], who: &str, key: bool) {
