@@ -23,6 +23,11 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MEDIA_LISTEN", default_value = "0.0.0.0:8189")]
     pub media_listen: SocketAddr,
 
+    /// Serve `GET /metrics` on this separate address (e.g. an internal interface) instead of
+    /// on the HTTP port.
+    #[arg(long, env = "PARLEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Address(es) advertised in ICE candidates, for NAT and containers. Repeat the flag or
     /// separate with commas. Default: the media address when it is specific, else this host's
     /// loopback and primary addresses.
@@ -79,6 +84,7 @@ impl Config {
         Self {
             http_listen: "127.0.0.1:0".parse().expect("static address"),
             media_listen: "127.0.0.1:0".parse().expect("static address"),
+            metrics_listen: None,
             public_ip: Vec::new(),
             public_port: None,
             publish_token: None,

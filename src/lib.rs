@@ -9,13 +9,14 @@ pub mod config;
 pub mod engine;
 pub mod forward;
 pub mod http;
+pub mod metrics;
 pub mod transport;
 
 use config::Config;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Why the server could not start.
@@ -42,12 +43,13 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// The media socket's address.
     pub media_addr: SocketAddr,
+    /// Where `/metrics` is served when `--metrics-listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Addresses advertised in ICE candidates.
     pub advertised: Vec<IpAddr>,
     engine: engine::EngineHandle,
-    stop_http: Option<oneshot::Sender<()>>,
-    http_task: JoinHandle<()>,
-    engine_task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -61,16 +63,36 @@ impl Server {
         self.engine.registry.len()
     }
 
-    /// Stops accepting requests, ends every session (as DELETE would) and waits for both
-    /// tasks to finish.
-    pub async fn shutdown(mut self) {
+    /// Stops accepting requests, ends every session (as DELETE would) and waits for every
+    /// task to finish.
+    pub async fn shutdown(self) {
         self.engine.shutdown().await;
-        if let Some(stop) = self.stop_http.take() {
-            let _ = stop.send(());
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
         }
-        let _ = self.http_task.await;
-        let _ = self.engine_task.await;
     }
+}
+
+/// Serves `app` on `listener` until `stop` turns true.
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    })
 }
 
 /// The addresses to put in host candidates.
@@ -125,40 +147,47 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.public_port,
         config.consent_timeout(),
     )?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(bind_err("the metrics listener", addr))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (engine, engine_task) = engine::spawn(
         ctx,
         engine::EngineConfig {
             connect_timeout: config.connect_timeout(),
             max_participants_per_room: config.max_participants_per_room,
         },
+        metrics.clone(),
         socket,
     );
     let state = http::AppState {
         engine: engine.clone(),
         config: Arc::new(config),
+        metrics,
     };
-    let app = http::router(state);
-    let (stop_http, stopped) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = vec![engine_task];
+    tasks.push(serve(
+        listener,
+        http::router(state.clone()),
+        stopped.clone(),
+    ));
+    if let Some(listener) = metrics_listener {
+        tasks.push(serve(listener, http::metrics_router(state), stopped));
+    }
     Ok(Server {
         http_addr,
         media_addr,
+        metrics_addr,
         advertised,
         engine,
-        stop_http: Some(stop_http),
-        http_task,
-        engine_task,
+        stop,
+        tasks,
     })
 }

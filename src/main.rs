@@ -20,6 +20,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  advertised media addresses: {:?}", server.advertised);
     println!("  publish (WHIP): http://HOST:{port}/whip/ROOM");
     println!("  play    (WHEP): http://HOST:{port}/whep/ROOM");
+    match server.metrics_addr {
+        Some(addr) => println!("  metrics       : http://{addr}/metrics"),
+        None => println!("  metrics       : http://HOST:{port}/metrics"),
+    }
     wait_for_signal().await;
     println!("stopping: ending sessions");
     server.shutdown().await;

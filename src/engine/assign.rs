@@ -210,9 +210,11 @@ impl Engine {
         let recent =
             last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
         if recent && !urgent {
+            self.tally.keyframe_requests_suppressed += 1;
             return;
         }
         *last = Some(now);
+        self.tally.pli_sent += 1;
         session.peer.request_keyframe(now, track);
         self.mark(key);
     }

@@ -5,18 +5,23 @@ use super::demux::Demux;
 use super::room::{Room, SessionKey};
 use super::session::{source_id, EndReason, Session};
 use super::{Command, EngineConfig, Registry};
+use crate::forward::slot::Skip;
+use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{MediaKind, PeerEvent, PeerState, TransportContext};
 use bytes::BytesMut;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Housekeeping period: speakers, stalls, keyframe retries, connect timeouts.
 const TICK: Duration = Duration::from_millis(250);
-/// Largest datagram read; anything longer is dropped.
+/// Largest datagram accepted; anything longer is dropped and counted.
 const MAX_DATAGRAM: usize = 2048;
+/// RTCP statistics (NACKs, RTT, jitter, loss) are read this often per session.
+const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read in one go before draining the peers they touched.
 const READ_BATCH: usize = 64;
 
@@ -36,16 +41,31 @@ pub(super) struct Engine {
     dirty: Vec<SessionKey>,
     dirty_set: HashSet<SessionKey>,
     pub(super) next_key: SessionKey,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) tally: Tally,
+    /// Arrival times of the packets fanned out since the last drain.
+    batch_received: Vec<Instant>,
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
 }
 
 impl Engine {
     pub(super) fn new(
         ctx: TransportContext,
         config: EngineConfig,
+        metrics: Arc<Metrics>,
         socket: UdpSocket,
         registry: Registry,
     ) -> Self {
         Self {
+            metrics,
+            tally: Tally::default(),
+            batch_received: Vec::new(),
             ctx,
             config,
             socket,
@@ -64,7 +84,8 @@ impl Engine {
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // One byte more than the largest accepted datagram, to tell oversized ones apart.
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -158,7 +179,14 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.tally.udp_in.0 += 1;
+        self.tally.udp_in.1 += data.len() as u64;
+        if data.len() > MAX_DATAGRAM {
+            self.tally.drop(metrics::Drop::Oversized);
+            return;
+        }
         let Some(key) = self.demux.route(from, data) else {
+            self.tally.drop(metrics::Drop::Unroutable);
             tracing::trace!("unroutable datagram from {from}");
             return;
         };
@@ -198,6 +226,60 @@ impl Engine {
         }
         self.rooms_tick(now);
         self.retry_keyframes(now);
+        self.read_rtcp_stats(now);
+        self.flush_metrics();
+    }
+
+    /// Reads each connected session's RTCP statistics every [`RTCP_STATS_EVERY`].
+    fn read_rtcp_stats(&mut self, now: Instant) {
+        for s in self.sessions.values_mut().filter(|s| s.connected) {
+            if s.rtcp_read
+                .is_some_and(|(at, _)| now.saturating_duration_since(at) < RTCP_STATS_EVERY)
+            {
+                continue;
+            }
+            let totals = s.peer.rtcp_totals(now);
+            let (_, (nr, ns, rt)) = s.rtcp_read.unwrap_or((now, (0, 0, 0)));
+            self.tally.nack_received += totals.nack_received.saturating_sub(nr);
+            self.tally.nack_sent += totals.nack_sent.saturating_sub(ns);
+            self.tally.retransmissions += totals.retransmissions.saturating_sub(rt);
+            self.tally.rtt_s.extend(&totals.rtt);
+            self.tally.jitter_s.extend(&totals.jitter);
+            self.tally.loss.extend(&totals.loss);
+            s.rtcp_read = Some((
+                now,
+                (
+                    totals.nack_received,
+                    totals.nack_sent,
+                    totals.retransmissions,
+                ),
+            ));
+        }
+    }
+
+    /// Moves the tally into the Prometheus metrics, with the current levels.
+    pub(super) fn flush_metrics(&mut self) {
+        let mut levels = Levels {
+            rooms: self.rooms.len() as i64,
+            ..Levels::default()
+        };
+        for room in self.rooms.values() {
+            levels.participants += room.participants().len() as i64;
+            for t in room.publishers.iter().flat_map(|p| p.tracks.iter()) {
+                let codec = metrics::CODECS
+                    .iter()
+                    .position(|c| *c == metrics::codec_label(&t.codec))
+                    .unwrap_or(metrics::CODECS.len() - 1);
+                levels.tracks[kind_index(t.kind)][codec] += 1;
+            }
+        }
+        for s in self.sessions.values() {
+            levels.sessions[usize::from(s.kind == super::SessionKind::Whep)] += 1;
+        }
+        for s in self.sessions.values_mut() {
+            self.tally.dropped[metrics::Drop::UnknownSsrc as usize] += s.peer.take_unknown_rtp();
+        }
+        self.metrics.flush(&mut self.tally, &levels);
     }
 
     /// Forgets a session's timer.
@@ -214,8 +296,15 @@ impl Engine {
             return;
         };
         while let Some((to, data)) = session.peer.poll_transmit() {
-            if let Err(e) = self.socket.try_send_to(&data, to) {
-                tracing::trace!("send to {to} dropped: {e}");
+            match self.socket.try_send_to(&data, to) {
+                Ok(n) => {
+                    self.tally.udp_out.0 += 1;
+                    self.tally.udp_out.1 += n as u64;
+                }
+                Err(e) => {
+                    self.tally.drop(metrics::Drop::QueueFull);
+                    tracing::trace!("send to {to} dropped: {e}");
+                }
             }
         }
     }
@@ -243,6 +332,13 @@ impl Engine {
                 self.timers.insert((at, key));
             }
         }
+        if !self.batch_received.is_empty() {
+            let sent = Instant::now();
+            for received in self.batch_received.drain(..) {
+                let us = sent.saturating_duration_since(received).as_secs_f64() * 1e6;
+                self.tally.latency_us.push(us);
+            }
+        }
     }
 
     fn drain_events(&mut self, key: SessionKey) {
@@ -261,6 +357,7 @@ impl Engine {
                 } => self.fan_out(key, track, &packet, received),
                 PeerEvent::TrackOpened(track) => self.track_opened(key, track),
                 PeerEvent::KeyframeRequest { slot } => {
+                    self.tally.keyframe_requests_received += 1;
                     if let Some(sid) = session.forwarders.get(slot).and_then(|f| f.source()) {
                         self.request_keyframe(
                             sid >> 8,
@@ -303,18 +400,33 @@ impl Engine {
         let Some(publisher) = self.sessions.get_mut(&key) else {
             return;
         };
+        let kind = publisher
+            .peer
+            .inbound()
+            .get(track)
+            .map(|t| kind_index(t.kind))
+            .unwrap_or(0);
         publisher.received.0 += 1;
         publisher.received.1 += bytes;
+        if !publisher.media_started {
+            publisher.media_started = true;
+            let setup = now.saturating_duration_since(publisher.created);
+            self.tally.setup_s.push(setup.as_secs_f64());
+        }
+        self.tally.rtp_in[kind] += 1;
+        self.tally.rtp_in_bytes[kind] += bytes;
         self.observe_track(key, track, packet, now);
         let Some(targets) = self.subscribers.get(&(key, track)) else {
             return;
         };
         let sid = source_id(key, track);
+        let mut forwarded = 0u64;
         for &(viewer_key, slot) in targets {
             let Some(viewer) = self.sessions.get_mut(&viewer_key) else {
                 continue;
             };
             if viewer.peer.state() != PeerState::Connected {
+                self.tally.drop(metrics::Drop::NotConnected);
                 continue;
             }
             let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
@@ -325,13 +437,29 @@ impl Engine {
                     if viewer.peer.write_rtp(now, slot, out) {
                         viewer.sent.0 += 1;
                         viewer.sent.1 += bytes;
+                        forwarded += 1;
+                        if !viewer.media_started {
+                            viewer.media_started = true;
+                            let setup = now.saturating_duration_since(viewer.created);
+                            self.tally.setup_s.push(setup.as_secs_f64());
+                        }
                     }
                     if self.dirty_set.insert(viewer_key) {
                         self.dirty.push(viewer_key);
                     }
                 }
-                Err(skip) => tracing::trace!(?skip, "packet not forwarded"),
+                Err(skip) => self.tally.drop(match skip {
+                    Skip::NotBound => metrics::Drop::Stale,
+                    Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
+                    Skip::NoCodec => metrics::Drop::NoCodec,
+                    Skip::Stale => metrics::Drop::Stale,
+                }),
             }
+        }
+        self.tally.rtp_out[kind] += forwarded;
+        self.tally.rtp_out_bytes[kind] += forwarded * bytes;
+        if forwarded > 0 {
+            self.batch_received.push(now);
         }
     }
 }

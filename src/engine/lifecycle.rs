@@ -118,6 +118,8 @@ impl Engine {
                 last_keyframe_request: Vec::new(),
                 received: (0, 0),
                 sent: (0, 0),
+                media_started: false,
+                rtcp_read: None,
             },
         );
         self.by_public.insert(public_id.clone(), key);
@@ -238,6 +240,8 @@ impl Engine {
         self.demux.remove_session(key);
         self.clear_timer(key);
         self.subscribers.retain(|(p, _), _| *p != key);
+        self.metrics
+            .session_ended(session.kind.as_str(), reason.as_str());
         tracing::info!(
             room = session.room,
             participant = session.participant,

@@ -271,11 +271,12 @@ impl EngineHandle {
 pub fn spawn(
     ctx: TransportContext,
     config: EngineConfig,
+    metrics: Arc<crate::metrics::Metrics>,
     socket: UdpSocket,
 ) -> (EngineHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
-    let engine = event_loop::Engine::new(ctx, config, socket, registry.clone());
+    let engine = event_loop::Engine::new(ctx, config, metrics, socket, registry.clone());
     let task = tokio::spawn(engine.run(rx));
     (EngineHandle { tx, registry }, task)
 }

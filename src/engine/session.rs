@@ -80,6 +80,10 @@ pub(super) struct Session {
     pub received: (u64, u64),
     /// RTP packets and bytes forwarded to this session.
     pub sent: (u64, u64),
+    /// Whether media has flowed (for the setup-time histogram).
+    pub media_started: bool,
+    /// When RTCP statistics were last read, and the NACK/retransmission totals then.
+    pub rtcp_read: Option<(Instant, (u64, u64, u64))>,
 }
 
 /// Converts one leg's negotiated parameters for the forwarding path.

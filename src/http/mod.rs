@@ -13,11 +13,15 @@ mod sessions;
 
 use crate::config::Config;
 use crate::engine::EngineHandle;
+use crate::metrics::Metrics;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -26,49 +30,92 @@ pub struct AppState {
     pub engine: EngineHandle,
     /// Server configuration.
     pub config: Arc<Config>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the HTTP application.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let mut app = Router::new().route("/", get(index));
+    if state.config.metrics_listen.is_none() {
+        app = app.route("/metrics", get(metrics));
+    }
+    app.route(
+        "/whip/{room}",
+        post(sessions::publish).options(sessions::options),
+    )
+    .route(
+        "/whep/{room}",
+        post(sessions::play)
+            .options(sessions::options)
+            .head(sessions::head),
+    )
+    .route(
+        "/whep/{room}/{participant}",
+        post(sessions::play_participant).options(sessions::options),
+    )
+    .route(
+        "/sessions/{id}/events",
+        get(events::stream)
+            .post(events::create)
+            .options(sessions::options),
+    )
+    .route("/rooms", get(rooms::list))
+    .route("/rooms/{room}", get(rooms::show))
+    .route(
+        "/rooms/{room}/participants/{participant}",
+        axum::routing::delete(rooms::remove_participant),
+    )
+    .route(
+        "/sessions/{id}",
+        axum::routing::patch(sessions::patch)
+            .delete(sessions::delete)
+            .options(sessions::options),
+    )
+    .fallback(sessions::not_found)
+    .layer(DefaultBodyLimit::max(limit))
+    .layer(axum::middleware::map_response(cors))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+    .with_state(state)
+}
+
+/// The router of `--metrics-listen`: only `/metrics`.
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route(
-            "/whip/{room}",
-            post(sessions::publish).options(sessions::options),
-        )
-        .route(
-            "/whep/{room}",
-            post(sessions::play)
-                .options(sessions::options)
-                .head(sessions::head),
-        )
-        .route(
-            "/whep/{room}/{participant}",
-            post(sessions::play_participant).options(sessions::options),
-        )
-        .route(
-            "/sessions/{id}/events",
-            get(events::stream)
-                .post(events::create)
-                .options(sessions::options),
-        )
-        .route("/rooms", get(rooms::list))
-        .route("/rooms/{room}", get(rooms::show))
-        .route(
-            "/rooms/{room}/participants/{participant}",
-            axum::routing::delete(rooms::remove_participant),
-        )
-        .route(
-            "/sessions/{id}",
-            axum::routing::patch(sessions::patch)
-                .delete(sessions::delete)
-                .options(sessions::options),
-        )
-        .fallback(sessions::not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response(cors))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Counts every request by route template (never the concrete path) and status.
+async fn count(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 async fn index() -> &'static str {

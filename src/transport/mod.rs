@@ -11,7 +11,9 @@ pub mod sdp;
 
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
-pub use peer::{Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState};
+pub use peer::{
+    Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState, RtcpTotals,
+};
 
 use rtc::crypto::{self, SignatureScheme};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};

@@ -127,6 +127,23 @@ pub enum PeerEvent {
     },
 }
 
+/// Cumulative RTCP-derived figures of a connection (from its statistics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RtcpTotals {
+    /// NACKs the remote sent about what Parley sends.
+    pub nack_received: u64,
+    /// NACKs Parley sent about what it receives.
+    pub nack_sent: u64,
+    /// Packets retransmitted after NACKs.
+    pub retransmissions: u64,
+    /// Latest round-trip times (s) from receiver reports, one per stream that has one.
+    pub rtt: Vec<f64>,
+    /// Latest interarrival jitter (s) of received streams.
+    pub jitter: Vec<f64>,
+    /// Latest fraction lost (0..1) reported by the remote, per sent stream.
+    pub loss: Vec<f64>,
+}
+
 /// One peer connection on the shared socket.
 pub struct Peer {
     pc: RTCPeerConnection,
@@ -136,6 +153,7 @@ pub struct Peer {
     slots: Vec<OutboundSlot>,
     events: VecDeque<PeerEvent>,
     state: PeerState,
+    unknown_rtp: u64,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -348,6 +366,7 @@ impl Peer {
             slots: Vec::new(),
             events: VecDeque::new(),
             state: PeerState::Connecting,
+            unknown_rtp: 0,
         })
     }
 
@@ -438,6 +457,7 @@ impl Peer {
                             received: now,
                         });
                     }
+                    self.unknown_rtp += 1;
                     tracing::trace!("RTP for unknown track {track_id}");
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
@@ -607,6 +627,40 @@ impl Peer {
                 .unwrap_or_default()
         };
         Ok((find("a=ice-ufrag:"), find("a=ice-pwd:")))
+    }
+
+    /// RTP packets that matched no track since the last call.
+    pub fn take_unknown_rtp(&mut self) -> u64 {
+        std::mem::take(&mut self.unknown_rtp)
+    }
+
+    /// NACK and retransmission totals, RTT, jitter and loss from the connection's statistics.
+    pub fn rtcp_totals(&mut self, now: Instant) -> RtcpTotals {
+        use rtc::statistics::StatsSelector;
+        let report = self.pc.get_stats(now, StatsSelector::None);
+        let mut t = RtcpTotals::default();
+        for s in report.outbound_rtp_streams() {
+            t.nack_received += u64::from(s.nack_count);
+            t.retransmissions += s.retransmitted_packets_sent;
+        }
+        for s in report.inbound_rtp_streams() {
+            t.nack_sent += u64::from(s.nack_count);
+            let jitter = s.received_rtp_stream_stats.jitter;
+            if jitter.is_finite() && jitter >= 0.0 {
+                t.jitter.push(jitter);
+            }
+        }
+        for e in report.iter() {
+            if let rtc::statistics::report::RTCStatsReportEntry::RemoteInboundRtp(r) = e {
+                if r.round_trip_time_measurements > 0 && r.round_trip_time.is_finite() {
+                    t.rtt.push(r.round_trip_time);
+                }
+                if r.fraction_lost.is_finite() {
+                    t.loss.push(r.fraction_lost.clamp(0.0, 1.0));
+                }
+            }
+        }
+        t
     }
 
     /// When the connection next needs [`Peer::handle_timeout`].

@@ -1,0 +1,551 @@
+//! Prometheus metrics: one `Registry` owned by the server, typed handles, no globals.
+//!
+//! The media engine never touches a Prometheus handle per packet: it counts into a plain
+//! [`Tally`] on its own task and calls [`Metrics::flush`] every tick (250 ms). Labels are
+//! bounded: kind, codec (a fixed set), reason, route, status — never a room, participant,
+//! session or address.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Why a packet or datagram was dropped (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// The socket's send buffer was full.
+    QueueFull = 0,
+    /// A video slot waited for a keyframe.
+    NoKeyframeYet = 1,
+    /// RTP for a track the session does not know.
+    UnknownSsrc = 2,
+    /// A datagram from an address and with content no session claims.
+    Unroutable = 3,
+    /// The viewer's leg has no codec for the payload type.
+    NoCodec = 4,
+    /// A late packet from before a source switch.
+    Stale = 5,
+    /// A datagram larger than any media packet.
+    Oversized = 6,
+    /// The viewer is not connected yet.
+    NotConnected = 7,
+}
+
+const DROP_REASONS: [&str; 8] = [
+    "queue_full",
+    "no_keyframe_yet",
+    "unknown_ssrc",
+    "unroutable",
+    "no_codec",
+    "stale",
+    "oversized",
+    "not_connected",
+];
+
+/// Codec label values; anything else is `other`.
+pub const CODECS: [&str; 6] = ["opus", "vp8", "vp9", "h264", "av1", "other"];
+
+/// The `codec` label for a codec name.
+pub fn codec_label(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    CODECS
+        .iter()
+        .find(|c| **c == lower)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `kind` label index: 0 audio, 1 video.
+pub const KINDS: [&str; 2] = ["audio", "video"];
+
+/// Counts the engine keeps between flushes.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// RTP packets / payload bytes received from publishers, by kind.
+    pub rtp_in: [u64; 2],
+    /// RTP payload bytes received, by kind.
+    pub rtp_in_bytes: [u64; 2],
+    /// RTP packets forwarded to viewers, by kind.
+    pub rtp_out: [u64; 2],
+    /// RTP payload bytes forwarded, by kind.
+    pub rtp_out_bytes: [u64; 2],
+    /// UDP datagrams and bytes received on the media socket.
+    pub udp_in: (u64, u64),
+    /// UDP datagrams and bytes sent.
+    pub udp_out: (u64, u64),
+    /// Drops by reason.
+    pub dropped: [u64; 8],
+    /// Keyframe requests (PLI/FIR) received from viewers.
+    pub keyframe_requests_received: u64,
+    /// PLIs sent to publishers.
+    pub pli_sent: u64,
+    /// Keyframe requests not sent because of the per-track rate limit.
+    pub keyframe_requests_suppressed: u64,
+    /// Forwarding latency samples (µs), datagram in → datagrams out.
+    pub latency_us: Vec<f64>,
+    /// Session setup samples (s), POST → media flowing.
+    pub setup_s: Vec<f64>,
+    /// RTCP-derived counters since the last flush (deltas).
+    pub nack_received: u64,
+    /// NACKs Parley sent to publishers.
+    pub nack_sent: u64,
+    /// Retransmissions sent to viewers.
+    pub retransmissions: u64,
+    /// RTT samples (s) from receiver reports.
+    pub rtt_s: Vec<f64>,
+    /// Jitter samples (s) of publishers' streams.
+    pub jitter_s: Vec<f64>,
+    /// Loss ratio samples (0..1) from receiver reports.
+    pub loss: Vec<f64>,
+}
+
+impl Tally {
+    /// Counts a drop.
+    pub fn drop(&mut self, reason: Drop) {
+        self.dropped[reason as usize] += 1;
+    }
+}
+
+/// Live levels set at flush time.
+#[derive(Debug, Default, Clone)]
+pub struct Levels {
+    /// Rooms.
+    pub rooms: i64,
+    /// Distinct participants over all rooms.
+    pub participants: i64,
+    /// Sessions by kind (whip, whep).
+    pub sessions: [i64; 2],
+    /// Published tracks by (kind, codec index).
+    pub tracks: [[i64; 6]; 2],
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    rooms: IntGauge,
+    participants: IntGauge,
+    sessions: IntGaugeVec,
+    sessions_started: IntCounterVec,
+    sessions_ended: IntCounterVec,
+    tracks: IntGaugeVec,
+    rtp_received: IntCounterVec,
+    rtp_received_bytes: IntCounterVec,
+    rtp_forwarded: IntCounterVec,
+    rtp_forwarded_bytes: IntCounterVec,
+    udp_received: IntCounter,
+    udp_received_bytes: IntCounter,
+    udp_sent: IntCounter,
+    udp_sent_bytes: IntCounter,
+    dropped: IntCounterVec,
+    nacks_received: IntCounter,
+    nacks_sent: IntCounter,
+    retransmissions: IntCounter,
+    keyframe_requests_received: IntCounter,
+    plis_sent: IntCounter,
+    keyframe_requests_suppressed: IntCounter,
+    forwarding_latency: Histogram,
+    setup: Histogram,
+    rtt: Histogram,
+    jitter: Histogram,
+    loss: Histogram,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric (and the process collector) in a new registry. Every label
+    /// combination is created up front, so series counts are fixed from the start.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let _ = r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        let kinds = ["whip", "whep"];
+        let reasons = [
+            "deleted",
+            "ice_failed",
+            "timeout",
+            "replaced",
+            "removed",
+            "shutdown",
+        ];
+        let m = Metrics {
+            rooms: gauge(&r, "parley_rooms", "Rooms with at least one session."),
+            participants: gauge(
+                &r,
+                "parley_participants",
+                "Distinct participants over all rooms.",
+            ),
+            sessions: gauge_vec(
+                &r,
+                "parley_sessions",
+                "Live sessions by kind (whip, whep).",
+                &["kind"],
+            ),
+            sessions_started: counter_vec(
+                &r,
+                "parley_sessions_started_total",
+                "Sessions created, by kind.",
+                &["kind"],
+            ),
+            sessions_ended: counter_vec(
+                &r,
+                "parley_sessions_ended_total",
+                "Sessions ended, by kind and reason.",
+                &["kind", "reason"],
+            ),
+            tracks: gauge_vec(
+                &r,
+                "parley_tracks",
+                "Published tracks by kind and codec.",
+                &["kind", "codec"],
+            ),
+            rtp_received: counter_vec(
+                &r,
+                "parley_rtp_received_packets_total",
+                "RTP packets received from publishers, by kind.",
+                &["kind"],
+            ),
+            rtp_received_bytes: counter_vec(
+                &r,
+                "parley_rtp_received_bytes_total",
+                "RTP payload bytes received from publishers, by kind.",
+                &["kind"],
+            ),
+            rtp_forwarded: counter_vec(
+                &r,
+                "parley_rtp_forwarded_packets_total",
+                "RTP packets forwarded to viewers, by kind.",
+                &["kind"],
+            ),
+            rtp_forwarded_bytes: counter_vec(
+                &r,
+                "parley_rtp_forwarded_bytes_total",
+                "RTP payload bytes forwarded to viewers, by kind.",
+                &["kind"],
+            ),
+            udp_received: counter(
+                &r,
+                "parley_udp_received_datagrams_total",
+                "Datagrams received on the media socket.",
+            ),
+            udp_received_bytes: counter(
+                &r,
+                "parley_udp_received_bytes_total",
+                "Bytes received on the media socket.",
+            ),
+            udp_sent: counter(
+                &r,
+                "parley_udp_sent_datagrams_total",
+                "Datagrams sent on the media socket.",
+            ),
+            udp_sent_bytes: counter(
+                &r,
+                "parley_udp_sent_bytes_total",
+                "Bytes sent on the media socket.",
+            ),
+            dropped: counter_vec(
+                &r,
+                "parley_dropped_packets_total",
+                "Packets or datagrams dropped, by reason.",
+                &["reason"],
+            ),
+            nacks_received: counter(
+                &r,
+                "parley_nacks_received_total",
+                "NACKs received from viewers.",
+            ),
+            nacks_sent: counter(&r, "parley_nacks_sent_total", "NACKs sent to publishers."),
+            retransmissions: counter(
+                &r,
+                "parley_retransmissions_sent_total",
+                "Packets retransmitted to viewers after a NACK.",
+            ),
+            keyframe_requests_received: counter(
+                &r,
+                "parley_keyframe_requests_received_total",
+                "PLIs and FIRs received from viewers.",
+            ),
+            plis_sent: counter(&r, "parley_plis_sent_total", "PLIs sent to publishers."),
+            keyframe_requests_suppressed: counter(
+                &r,
+                "parley_keyframe_requests_suppressed_total",
+                "Keyframe requests not sent upstream because of the per-track rate limit.",
+            ),
+            forwarding_latency: histogram(
+                &r,
+                "parley_forwarding_latency_microseconds",
+                "Time from receiving a datagram to sending the packets forwarded from it.",
+                vec![
+                    10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0,
+                ],
+            ),
+            setup: histogram(
+                &r,
+                "parley_session_setup_seconds",
+                "Time from the POST to media flowing (first RTP received or forwarded).",
+                vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            rtt: histogram(
+                &r,
+                "parley_rtt_seconds",
+                "Round-trip time from RTCP receiver reports.",
+                vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+            ),
+            jitter: histogram(
+                &r,
+                "parley_jitter_seconds",
+                "Interarrival jitter of publishers' streams.",
+                vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+            ),
+            loss: histogram(
+                &r,
+                "parley_packet_loss_ratio",
+                "Fraction lost reported in RTCP receiver reports.",
+                vec![0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
+            ),
+            http_requests: counter_vec(
+                &r,
+                "parley_http_requests_total",
+                "HTTP requests by route template and status code.",
+                &["route", "status"],
+            ),
+            http_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "parley_http_request_duration_seconds",
+                        "HTTP request latency by route template.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["route"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            registry: r,
+        };
+        for k in kinds {
+            m.sessions.with_label_values(&[k]);
+            m.sessions_started.with_label_values(&[k]);
+            for reason in reasons {
+                m.sessions_ended.with_label_values(&[k, reason]);
+            }
+        }
+        for k in KINDS {
+            m.rtp_received.with_label_values(&[k]);
+            m.rtp_received_bytes.with_label_values(&[k]);
+            m.rtp_forwarded.with_label_values(&[k]);
+            m.rtp_forwarded_bytes.with_label_values(&[k]);
+            for c in CODECS {
+                m.tracks.with_label_values(&[k, c]);
+            }
+        }
+        for reason in DROP_REASONS {
+            m.dropped.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    /// Counts a started session.
+    pub fn session_started(&self, kind: &str) {
+        self.sessions_started.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts an ended session.
+    pub fn session_ended(&self, kind: &str, reason: &str) {
+        self.sessions_ended.with_label_values(&[kind, reason]).inc();
+    }
+
+    /// Counts one HTTP request.
+    pub fn http_request(&self, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// Moves the engine's counts into the metrics and sets the live levels.
+    pub fn flush(&self, t: &mut Tally, levels: &Levels) {
+        for (i, k) in KINDS.iter().enumerate() {
+            self.rtp_received
+                .with_label_values(&[k])
+                .inc_by(t.rtp_in[i]);
+            self.rtp_received_bytes
+                .with_label_values(&[k])
+                .inc_by(t.rtp_in_bytes[i]);
+            self.rtp_forwarded
+                .with_label_values(&[k])
+                .inc_by(t.rtp_out[i]);
+            self.rtp_forwarded_bytes
+                .with_label_values(&[k])
+                .inc_by(t.rtp_out_bytes[i]);
+            for (j, c) in CODECS.iter().enumerate() {
+                self.tracks
+                    .with_label_values(&[k, c])
+                    .set(levels.tracks[i][j]);
+            }
+        }
+        for (i, reason) in DROP_REASONS.iter().enumerate() {
+            self.dropped
+                .with_label_values(&[reason])
+                .inc_by(t.dropped[i]);
+        }
+        self.udp_received.inc_by(t.udp_in.0);
+        self.udp_received_bytes.inc_by(t.udp_in.1);
+        self.udp_sent.inc_by(t.udp_out.0);
+        self.udp_sent_bytes.inc_by(t.udp_out.1);
+        self.keyframe_requests_received
+            .inc_by(t.keyframe_requests_received);
+        self.plis_sent.inc_by(t.pli_sent);
+        self.keyframe_requests_suppressed
+            .inc_by(t.keyframe_requests_suppressed);
+        self.nacks_received.inc_by(t.nack_received);
+        self.nacks_sent.inc_by(t.nack_sent);
+        self.retransmissions.inc_by(t.retransmissions);
+        for v in t.latency_us.drain(..) {
+            self.forwarding_latency.observe(v);
+        }
+        for v in t.setup_s.drain(..) {
+            self.setup.observe(v);
+        }
+        for v in t.rtt_s.drain(..) {
+            self.rtt.observe(v);
+        }
+        for v in t.jitter_s.drain(..) {
+            self.jitter.observe(v);
+        }
+        for v in t.loss.drain(..) {
+            self.loss.observe(v);
+        }
+        let latency = std::mem::take(&mut t.latency_us);
+        let (setup, rtt, jitter, loss) = (
+            std::mem::take(&mut t.setup_s),
+            std::mem::take(&mut t.rtt_s),
+            std::mem::take(&mut t.jitter_s),
+            std::mem::take(&mut t.loss),
+        );
+        *t = Tally {
+            latency_us: latency,
+            setup_s: setup,
+            rtt_s: rtt,
+            jitter_s: jitter,
+            loss,
+            ..Tally::default()
+        };
+        self.rooms.set(levels.rooms);
+        self.participants.set(levels.participants);
+        self.sessions
+            .with_label_values(&["whip"])
+            .set(levels.sessions[0]);
+        self.sessions
+            .with_label_values(&["whep"])
+            .set(levels.sessions[1]);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Number of series (label combinations) exported.
+    pub fn series_count(&self) -> usize {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.get_metric().len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_do_not_grow_with_rooms_or_sessions() {
+        let m = Metrics::new();
+        let before = m.series_count();
+        let mut t = Tally::default();
+        for session in 0..1000u64 {
+            m.session_started(if session % 2 == 0 { "whip" } else { "whep" });
+            m.session_ended("whep", "deleted");
+            t.rtp_in[(session % 2) as usize] += 10;
+            t.drop(Drop::NoKeyframeYet);
+            t.latency_us.push(session as f64);
+            m.flush(
+                &mut t,
+                &Levels {
+                    rooms: session as i64,
+                    participants: session as i64 * 3,
+                    sessions: [session as i64, session as i64],
+                    tracks: [[1; 6]; 2],
+                },
+            );
+        }
+        for route in ["/whip/{room}", "/whep/{room}"] {
+            m.http_request(route, 201, 0.01);
+        }
+        let after = m.series_count();
+        // Only the two HTTP route/status pairs (and their histograms) were new.
+        let http = 2 + 2;
+        assert_eq!(after, before + http, "series grew with sessions");
+        let text = m.render();
+        assert!(text.contains("parley_rtp_received_packets_total{kind=\"audio\"} 5000"));
+        assert!(!text.contains("room="), "no room label");
+    }
+
+    #[test]
+    fn codecs_map_to_a_fixed_set() {
+        assert_eq!(codec_label("VP8"), "vp8");
+        assert_eq!(codec_label("opus"), "opus");
+        assert_eq!(codec_label("H265"), "other");
+        assert_eq!(codec_label("'; drop"), "other");
+    }
+}
