@@ -24,6 +24,9 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--max-body-bytes",
         "--consent-timeout-secs",
         "--connect-timeout-secs",
+        "--admin-token",
+        "--max-participants-per-room",
+        "--metrics-listen",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         let env = format!(
