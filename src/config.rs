@@ -73,6 +73,21 @@ pub struct Config {
     #[arg(long, env = "PARLEY_CONSENT_TIMEOUT_SECS", default_value_t = 30)]
     pub consent_timeout_secs: u64,
 
+    /// On SIGTERM, seconds to keep live sessions while new ones are refused (503) before
+    /// ending them and exiting.
+    #[arg(long, env = "PARLEY_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// Most POST/PATCH/DELETE requests per second from one client IP (burst: twice that);
+    /// beyond it the answer is 429 with Retry-After. 0 disables the limit.
+    #[arg(long, env = "PARLEY_RATE_LIMIT_PER_IP", default_value_t = 20)]
+    pub rate_limit_per_ip: u32,
+
+    /// Seconds a client may take to send a request's headers and body before the server gives
+    /// up on it (slow clients).
+    #[arg(long, env = "PARLEY_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+
     /// Seconds a new session may take to connect (ICE + DTLS) before it is closed.
     #[arg(long, env = "PARLEY_CONNECT_TIMEOUT_SECS", default_value_t = 15)]
     pub connect_timeout_secs: u64,
@@ -96,6 +111,9 @@ impl Config {
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,
             connect_timeout_secs: 15,
+            drain_timeout_secs: 30,
+            rate_limit_per_ip: 0,
+            request_timeout_secs: 10,
         }
     }
 

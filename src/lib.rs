@@ -14,6 +14,7 @@ pub mod transport;
 
 use config::Config;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -48,6 +49,7 @@ pub struct Server {
     /// Addresses advertised in ICE candidates.
     pub advertised: Vec<IpAddr>,
     engine: engine::EngineHandle,
+    draining: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -63,6 +65,23 @@ impl Server {
         self.engine.registry.len()
     }
 
+    /// Graceful drain: new sessions are refused with 503 + Retry-After while live ones go on,
+    /// until they have all ended or `timeout` passed; then [`Server::shutdown`].
+    pub async fn drain(self, timeout: std::time::Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut check = tokio::time::interval(std::time::Duration::from_millis(100));
+        while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            check.tick().await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting requests, ends every session (as DELETE would) and waits for every
     /// task to finish.
     pub async fn shutdown(self) {
@@ -72,27 +91,6 @@ impl Server {
             let _ = task.await;
         }
     }
-}
-
-/// Serves `app` on `listener` until `stop` turns true.
-fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    })
 }
 
 /// The addresses to put in host candidates.
@@ -166,20 +164,32 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         metrics.clone(),
         socket,
     );
+    let draining = Arc::new(AtomicBool::new(false));
     let state = http::AppState {
         engine: engine.clone(),
         config: Arc::new(config),
         metrics,
+        draining: draining.clone(),
+        limiter: Arc::new(http::RateLimiter::default()),
     };
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![engine_task];
-    tasks.push(serve(
+    let header_timeout = std::time::Duration::from_secs(state.config.request_timeout_secs.max(1));
+    let app = http::router(state.clone());
+    tasks.push(tokio::spawn(http::serve(
         listener,
-        http::router(state.clone()),
+        app,
+        header_timeout,
         stopped.clone(),
-    ));
+    )));
     if let Some(listener) = metrics_listener {
-        tasks.push(serve(listener, http::metrics_router(state), stopped));
+        let app = http::metrics_router(state);
+        tasks.push(tokio::spawn(http::serve(
+            listener,
+            app,
+            header_timeout,
+            stopped,
+        )));
     }
     Ok(Server {
         http_addr,
@@ -187,6 +197,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         metrics_addr,
         advertised,
         engine,
+        draining,
         stop,
         tasks,
     })

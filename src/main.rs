@@ -1,16 +1,21 @@
-//! `parley`: parse the configuration, start the server, stop on SIGTERM or Ctrl-C.
+//! `parley`: parse the configuration, start the server, drain and stop on SIGTERM or Ctrl-C.
 
 use clap::Parser;
 use parley::config::Config;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Config::parse();
+    let drain = Duration::from_secs(config.drain_timeout_secs);
+    // Listen for signals before announcing anything, so an early SIGTERM is handled too.
+    let mut signals = Signals::new()?;
     let server = parley::start(config).await?;
     let port = server.http_addr.port();
     println!(
@@ -18,37 +23,62 @@ async fn main() -> anyhow::Result<()> {
         server.http_addr, server.media_addr
     );
     println!("  advertised media addresses: {:?}", server.advertised);
+    println!("  web page      : http://HOST:{port}/");
     println!("  publish (WHIP): http://HOST:{port}/whip/ROOM");
     println!("  play    (WHEP): http://HOST:{port}/whep/ROOM");
     match server.metrics_addr {
         Some(addr) => println!("  metrics       : http://{addr}/metrics"),
         None => println!("  metrics       : http://HOST:{port}/metrics"),
     }
-    wait_for_signal().await;
-    println!("stopping: ending sessions");
-    server.shutdown().await;
+    signals.next().await;
+    say(&format!(
+        "stopping: refusing new sessions, draining {} live session(s) for up to {}s",
+        server.session_count(),
+        drain.as_secs()
+    ));
+    tokio::select! {
+        _ = server.drain(drain) => {}
+        _ = signals.next() => say("second signal: stopping now"),
+    }
+    say("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Prints a line; a closed stdout must not turn a clean stop into a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// SIGTERM and Ctrl-C (SIGINT).
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,8 +1,11 @@
 //! The `parley` binary as a user runs it: `--help` documents every flag, and SIGTERM ends
 //! sessions and exits 0.
 
+mod common;
+
+use common::{play, publish, vp8_delta_payload, vp8_keyframe_payload, PlayOptions, PublishOptions};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_parley");
@@ -27,6 +30,9 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--admin-token",
         "--max-participants-per-room",
         "--metrics-listen",
+        "--drain-timeout-secs",
+        "--rate-limit-per-ip",
+        "--request-timeout-secs",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         let env = format!(
@@ -39,8 +45,8 @@ fn help_documents_every_flag_and_its_environment_variable() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_ends_sessions_and_exits_zero() {
+/// Starts the binary with `args` and returns it with its HTTP address and stdout.
+fn start(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
     let mut child = Command::new(BIN)
         .args([
             "--http-listen",
@@ -48,7 +54,7 @@ async fn sigterm_ends_sessions_and_exits_zero() {
             "--media-listen",
             "127.0.0.1:0",
         ])
-        .env("RUST_LOG", "info")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -62,40 +68,124 @@ async fn sigterm_ends_sessions_and_exits_zero() {
         .nth(5)
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
-    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=mid:0\r\na=sendonly\r\n\
-a=ice-ufrag:Abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\n\
-a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
-a=rtpmap:96 VP8/90000\r\n";
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/whip/room"))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    (child, addr, stdout)
+}
 
+/// Kills the child if the test fails before it exits.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_live_call_then_exits_zero() {
+    let (child, addr, mut stdout) = start(&["--drain-timeout-secs", "3"]);
+    let mut child = Reap(child);
+    let base = format!("http://{addr}");
+    let publisher = publish(&base, "call", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    let viewer = play(&base, "call", PlayOptions::default())
+        .await
+        .expect("play");
+    let sender = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for n in 0..1000u32 {
+            pace.tick().await;
+            let payload = if n % 10 == 0 {
+                vp8_keyframe_payload(n)
+            } else {
+                vp8_delta_payload(n)
+            };
+            let _ = publisher.send_video(&payload, true, n * 1800).await;
+        }
+    };
+    let check = async {
+        viewer
+            .wait_for("media before SIGTERM", Duration::from_secs(10), |r| {
+                r.len() >= 10
+            })
+            .await
+            .expect("media flows");
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        let line = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).expect("a line") > 0, "stdout ended");
+            if line.starts_with("stopping") {
+                break line;
+            }
+        };
+        assert!(line.contains("draining 2 live session"), "{line:?}");
+        // While draining: new sessions are refused, live ones go on.
+        let refused = reqwest::Client::new()
+            .post(format!("{base}/whip/other"))
+            .header("content-type", "application/sdp")
+            .body("v=0\r\n")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refused.headers().contains_key("retry-after"));
+        let before = viewer.received().len();
+        viewer
+            .wait_for("media while draining", Duration::from_secs(2), |r| {
+                r.len() >= before + 20
+            })
+            .await
+            .expect("the call goes on while draining");
+        // After the drain timeout the server ends the sessions and exits 0.
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no exit after the drain"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "exit status {status}");
+        let waited = start.elapsed();
+        assert!(
+            waited > Duration::from_millis(1500),
+            "it drained for ~3 s, not {waited:?}"
+        );
+    };
+    tokio::select! {
+        _ = check => {}
+        _ = sender => panic!("the sender finished first"),
+    }
+    let rest: Vec<String> = stdout.lines().map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    viewer.disconnect().await;
+    publisher.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_server_with_no_sessions_stops_at_once_on_sigterm() {
+    let (child, _, _stdout) = start(&[]);
+    let mut child = Reap(child);
+    let start = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(kill.success());
-    let start = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             break status;
         }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("parley did not exit within 10 s of SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(start.elapsed() < Duration::from_secs(5), "no exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status.success(), "exit status {status}");
-    let rest: Vec<String> = stdout.lines().map_while(Result::ok).collect();
-    assert!(
-        rest.iter().any(|l| l.contains("stopping")),
-        "it said it was stopping: {rest:?}"
-    );
+    assert!(status.success());
 }

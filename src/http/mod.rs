@@ -7,9 +7,15 @@
 mod auth;
 pub mod error;
 mod events;
+mod limit;
+mod page;
 mod rooms;
 pub mod sdpfrag;
+mod serve;
 mod sessions;
+
+pub use limit::RateLimiter;
+pub use serve::serve;
 
 use crate::config::Config;
 use crate::engine::EngineHandle;
@@ -32,12 +38,16 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Set on SIGTERM: new sessions are refused.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Per-client-IP request limit.
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// Builds the HTTP application.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    let mut app = Router::new().route("/", get(index));
+    let mut app = Router::new().merge(page::routes());
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(metrics));
     }
@@ -74,6 +84,14 @@ pub fn router(state: AppState) -> Router {
             .options(sessions::options),
     )
     .fallback(sessions::not_found)
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        rate_limit,
+    ))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        std::time::Duration::from_secs(state.config.request_timeout_secs.max(1)),
+    ))
     .layer(DefaultBodyLimit::max(limit))
     .layer(axum::middleware::map_response(cors))
     .layer(axum::middleware::from_fn_with_state(state.clone(), count))
@@ -97,6 +115,33 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
+/// POST, PATCH and DELETE are rate-limited per client IP.
+async fn rate_limit(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let limited = matches!(
+        *request.method(),
+        Method::POST | Method::PATCH | Method::DELETE
+    );
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let (true, Some(ip)) = (limited, peer) {
+        if let Err(e) = state
+            .limiter
+            .check(ip, state.config.rate_limit_per_ip, Instant::now())
+        {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Counts every request by route template (never the concrete path) and status.
 async fn count(
     State(state): State<AppState>,
@@ -116,10 +161,6 @@ async fn count(
         start.elapsed().as_secs_f64(),
     );
     response
-}
-
-async fn index() -> &'static str {
-    "Parley is running.\nPublish with WHIP: POST /whip/{room}\nPlay with WHEP: POST /whep/{room}\n"
 }
 
 /// Every answer may be read by a page of any origin (WHIP/WHEP clients run in browsers).

@@ -92,6 +92,13 @@ async fn create(
         ));
     }
     let offer = body_text(&body, "SDP offer")?;
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down; try again on another server",
+        )
+        .with_header(header::RETRY_AFTER, "30"));
+    }
     if state.engine.registry.len() >= state.config.max_sessions {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,535 @@
+// Parley's page: three views (publish, watch, call) behind hash URLs that can be shared:
+//   #/publish/ROOM?participant=NAME&codec=VP8&source=camera
+//   #/watch/ROOM[/PARTICIPANT]
+//   #/call/ROOM?name=NAME&slots=4
+// The URL follows the form. Media goes through webrtc.js; this file owns the DOM.
+
+import { Session, HttpError, UserError, capture, preferCodec, sendableCodecs, roomEvents, StatsMeter } from './webrtc.js';
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const role = (section, name) => $(`[data-role="${name}"]`, section);
+
+// ---------------------------------------------------------------- messages
+
+function say(text, kind = 'error') {
+  const box = $('#message');
+  box.textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = !text;
+}
+
+// ---------------------------------------------------------------- tokens
+
+/** Bearer tokens per session kind, remembered for this tab. */
+const tokens = {
+  get(kind) {
+    const other = kind === 'whip' ? 'whep' : 'whip';
+    return sessionStorage.getItem(`parley.token.${kind}`) || sessionStorage.getItem(`parley.token.${other}`) || '';
+  },
+  set(kind, value) {
+    sessionStorage.setItem(`parley.token.${kind}`, value);
+  },
+};
+
+/**
+ * Shows the token form after a 401 (`tried`: a token was sent); resolves with what the
+ * person enters, rejects when the run stops.
+ */
+function askToken(kind, error, tried, run) {
+  const form = $('#token');
+  const what = kind === 'whip' ? 'publishing' : 'playing';
+  const why = tried ? `The server did not accept the token for ${what}` : `${what[0].toUpperCase()}${what.slice(1)} on this server needs a token`;
+  $('#token-why').textContent = `${why} (${error.message}). Enter the token the server was started with:`;
+  form.hidden = false;
+  say('');
+  const input = $('#token-value');
+  input.value = '';
+  input.focus();
+  return new Promise((resolve, reject) => {
+    const submit = (e) => {
+      e.preventDefault();
+      finish();
+      resolve(input.value.trim());
+    };
+    const finish = () => {
+      form.hidden = true;
+      form.removeEventListener('submit', submit);
+    };
+    form.addEventListener('submit', submit);
+    run.defer(() => {
+      finish();
+      reject(new Stopped());
+    });
+  });
+}
+
+// ---------------------------------------------------------------- runs
+
+class Stopped extends Error {}
+
+/** One publish/watch/call attempt: what to undo when it ends. */
+class Run {
+  constructor(section) {
+    this.section = section;
+    this.cleanups = [];
+    this.stopped = false;
+    this.sessions = {};
+  }
+
+  defer(fn) {
+    if (this.stopped) fn();
+    else this.cleanups.push(fn);
+  }
+
+  every(ms, fn) {
+    const timer = setInterval(() => fn().catch(() => {}), ms);
+    this.defer(() => clearInterval(timer));
+  }
+
+  check() {
+    if (this.stopped) throw new Stopped();
+  }
+
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const fn of this.cleanups.reverse()) {
+      try {
+        fn();
+      } catch (e) {
+        console.warn(e);
+      }
+    }
+    setRunning(this.section, false);
+  }
+}
+
+let current = null;
+
+function setRunning(section, running) {
+  for (const el of section.querySelectorAll('.controls input, .controls select')) el.disabled = running;
+  role(section, 'start').hidden = running;
+  role(section, 'stop').hidden = !running;
+  for (const el of section.querySelectorAll('[data-running]')) el.hidden = !running;
+}
+
+/** Starts `body(run, values)` for a form, showing any failure in words. */
+async function launch(section, body) {
+  stopCurrent();
+  say('');
+  const run = new Run(section);
+  current = run;
+  setRunning(section, true);
+  try {
+    await body(run, formValues(section));
+  } catch (e) {
+    if (e instanceof Stopped || run.stopped) return;
+    console.error(e);
+    run.stop();
+    say(e instanceof HttpError || e instanceof UserError ? e.message : `Something went wrong: ${e.message}`);
+  }
+}
+
+function stopCurrent() {
+  if (current) current.stop();
+  current = null;
+}
+
+/** Opens a WHIP or WHEP session, asking for a token on 401 and trying again. */
+async function connect(run, kind, path, setup) {
+  const status = (text, isError) => {
+    if (run.stopped) return;
+    if (isError) say(text);
+    else if ($('#message').textContent.startsWith('The connection is interrupted')) say('');
+  };
+  const session = new Session(kind, new URL(path, location.href).href, tokens.get(kind), status);
+  run.defer(() => session.close());
+  setup(session.pc);
+  for (;;) {
+    try {
+      await session.start();
+      break;
+    } catch (e) {
+      if (!(e instanceof HttpError && e.status === 401)) throw e;
+      session.token = await askToken(kind, e, !!session.token, run);
+    }
+  }
+  run.check();
+  if (session.token) tokens.set(kind, session.token);
+  run.sessions[kind] = session;
+  return session;
+}
+
+/** Subscribes to a WHEP session's room events for the rest of the run. */
+function follow(run, session, onEvent) {
+  if (!session.eventsUrl) return;
+  run.defer(roomEvents(session.eventsUrl, session.token, onEvent));
+}
+
+// ---------------------------------------------------------------- forms and URLs
+
+const enc = encodeURIComponent;
+
+function formValues(section) {
+  const form = $('form', section);
+  const values = {};
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    values[el.name] = el.type === 'checkbox' ? el.checked : el.value.trim();
+  }
+  return values;
+}
+
+function fillForm(section, values) {
+  const form = $('form', section);
+  for (const [name, value] of Object.entries(values)) {
+    const el = form.elements[name];
+    if (!el || value === undefined || value === null || value === '') continue;
+    if (el.type === 'checkbox') el.checked = value !== '0' && value !== 'false';
+    else el.value = value;
+  }
+}
+
+/** The hash URL for a view's current form. */
+function hashFor(view, v) {
+  const q = new URLSearchParams();
+  switch (view) {
+    case 'publish':
+      if (v.participant) q.set('participant', v.participant);
+      if (v.codec && v.codec !== 'auto') q.set('codec', v.codec);
+      if (v.source !== 'camera') q.set('source', v.source);
+      if (!v.loopback) q.set('loopback', '0');
+      return `#/publish/${enc(v.room)}${q.size ? `?${q}` : ''}`;
+    case 'watch':
+      return `#/watch/${enc(v.room)}${v.participant ? `/${enc(v.participant)}` : ''}`;
+    case 'call':
+      if (v.name) q.set('name', v.name);
+      q.set('slots', v.slots);
+      if (v.codec && v.codec !== 'auto') q.set('codec', v.codec);
+      return `#/call/${enc(v.room)}?${q}`;
+    default:
+      return '#/';
+  }
+}
+
+function parseHash() {
+  const [path, query] = location.hash.replace(/^#\/?/, '').split('?');
+  const [view, ...parts] = path.split('/').filter(Boolean).map(decodeURIComponent);
+  return { view: view || 'home', parts, params: new URLSearchParams(query || '') };
+}
+
+function route() {
+  stopCurrent();
+  say('');
+  $('#token').hidden = true;
+  const { view, parts, params } = parseHash();
+  const known = ['home', 'publish', 'watch', 'call'].includes(view) ? view : 'home';
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== known;
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === known);
+  if (known === 'home') return;
+  const section = $(`#${known}`);
+  const values = Object.fromEntries(params);
+  if (parts[0]) values.room = parts[0];
+  if (known === 'watch' && parts[1]) values.participant = parts[1];
+  if (known === 'call' && !values.name) values.name = localStorage.getItem('parley.name') || `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+  fillForm(section, values);
+  history.replaceState(null, '', hashFor(known, formValues(section)));
+  // Watching asks for nothing, so a shared watch link plays at once.
+  if (known === 'watch' && parts[0]) $('form', section).requestSubmit();
+}
+
+// ---------------------------------------------------------------- statistics
+
+const fmt = {
+  kbps: (v) => (v === null || v === undefined ? '–' : `${Math.round(v)} kbit/s`),
+  ms: (v) => (v === null || v === undefined ? '–' : `${Math.round(v * 1000)} ms`),
+  n: (v) => (v === null || v === undefined ? '–' : String(v)),
+  size: (s) => (s.width ? `${s.width}×${s.height}${s.fps ? ` @${Math.round(s.fps)}` : ''}` : '–'),
+};
+
+/** Renders rows of stream stats as a table into `el`. */
+function renderStats(el, rows) {
+  const table = document.createElement('table');
+  const head = ['', 'codec', 'bitrate', 'packets', 'lost', 'RTT / jitter', 'frames', 'size'];
+  table.append(rowOf('th', head));
+  for (const r of rows) {
+    const delay = r.rtt !== undefined ? fmt.ms(r.rtt) : fmt.ms(r.jitter);
+    table.append(rowOf('td', [r.label, r.codec || '–', fmt.kbps(r.kbps), fmt.n(r.packets), fmt.n(r.lost), delay, fmt.n(r.frames), r.kind === 'video' ? fmt.size(r) : '']));
+  }
+  el.replaceChildren(table);
+}
+
+function rowOf(cell, values) {
+  const tr = document.createElement('tr');
+  for (const v of values) {
+    const c = document.createElement(cell);
+    c.textContent = v;
+    tr.append(c);
+  }
+  return tr;
+}
+
+/** Samples each session once a second and renders its streams. */
+function showStats(run, el, sources) {
+  const meters = sources.map(([label, session]) => [label, new StatsMeter(session.pc)]);
+  run.every(1000, async () => {
+    const rows = [];
+    for (const [label, meter] of meters) {
+      const s = await meter.sample();
+      for (const o of s.outbound) rows.push({ ...o, label: `${label} ${o.kind}`, rtt: o.rtt ?? s.rtt });
+      for (const i of s.inbound) if (i.packets) rows.push({ ...i, label: `${label} ${i.kind}` });
+    }
+    if (!run.stopped) renderStats(el, rows);
+  });
+}
+
+// ---------------------------------------------------------------- publish
+
+async function publish(run, v) {
+  const section = run.section;
+  const stream = await capture(v.source);
+  run.defer(() => stream.getTracks().forEach((t) => t.stop()));
+  run.check();
+  const preview = role(section, 'preview');
+  preview.srcObject = stream;
+  run.defer(() => (preview.srcObject = null));
+  const video = stream.getVideoTracks()[0];
+  if (video) video.addEventListener('ended', () => run.stop());
+
+  const query = v.participant ? `?participant=${enc(v.participant)}` : '';
+  const whip = await connect(run, 'whip', `/whip/${enc(v.room)}${query}`, (pc) => {
+    for (const track of stream.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      if (track.kind === 'video') preferCodec(t, v.codec);
+    }
+  });
+  const watch = `${location.origin}/#/watch/${enc(v.room)}${v.participant ? `/${enc(v.participant)}` : ''}`;
+  const link = role(section, 'watch-link');
+  link.href = link.textContent = watch;
+  link.closest('.share').hidden = false;
+  run.defer(() => (link.closest('.share').hidden = true));
+  const sources = [['sent', whip]];
+
+  if (v.loopback) {
+    // Only video: playing our own microphone back would echo.
+    const target = v.participant ? `/whep/${enc(v.room)}/${enc(v.participant)}` : `/whep/${enc(v.room)}`;
+    let receiver;
+    const whep = await connect(run, 'whep', target, (pc) => {
+      receiver = pc.addTransceiver('video', { direction: 'recvonly' }).receiver;
+    });
+    const tile = role(section, 'loopback-tile');
+    const player = role(section, 'loopback');
+    player.srcObject = new MediaStream([receiver.track]);
+    tile.hidden = false;
+    run.defer(() => {
+      tile.hidden = true;
+      player.srcObject = null;
+    });
+    sources.push(['back', whep]);
+  }
+  showStats(run, role(section, 'stats'), sources);
+  run.defer(() => role(section, 'stats').replaceChildren());
+}
+
+// ---------------------------------------------------------------- watch
+
+async function watch(run, v) {
+  const section = run.section;
+  const player = role(section, 'player');
+  const caption = role(section, 'caption');
+  const unmute = role(section, 'unmute');
+  const target = v.participant ? `/whep/${enc(v.room)}/${enc(v.participant)}` : `/whep/${enc(v.room)}`;
+  const tracks = [];
+  caption.textContent = 'Connecting…';
+  const whep = await connect(run, 'whep', target, (pc) => {
+    tracks.push(pc.addTransceiver('audio', { direction: 'recvonly' }).receiver.track);
+    tracks.push(pc.addTransceiver('video', { direction: 'recvonly' }).receiver.track);
+  });
+  player.srcObject = new MediaStream(tracks);
+  player.muted = true;
+  unmute.hidden = false;
+  unmute.textContent = 'Unmute';
+  unmute.onclick = () => {
+    player.muted = !player.muted;
+    unmute.textContent = player.muted ? 'Unmute' : 'Mute';
+  };
+  const waiting = `Waiting for ${v.participant || 'someone'} to publish in room ${v.room}…`;
+  caption.textContent = waiting;
+  run.defer(() => {
+    player.srcObject = null;
+    unmute.hidden = true;
+    caption.textContent = 'Not playing';
+  });
+  follow(run, whep, (e) => {
+    if (e.type === 'slot_assigned' && e.kind === 'video') {
+      caption.textContent = e.participant ? `Playing ${e.participant} from room ${v.room}` : waiting;
+      section.dataset.showing = e.participant || '';
+    }
+  });
+  showStats(run, role(section, 'stats'), [['received', whep]]);
+  run.defer(() => role(section, 'stats').replaceChildren());
+}
+
+// ---------------------------------------------------------------- call
+
+function makeTile(label) {
+  const fig = document.createElement('figure');
+  fig.className = 'tile';
+  const video = document.createElement('video');
+  video.autoplay = video.playsInline = video.muted = true;
+  const caption = document.createElement('figcaption');
+  caption.textContent = label;
+  const info = document.createElement('span');
+  info.className = 'info';
+  fig.append(video, caption, info);
+  return fig;
+}
+
+async function call(run, v) {
+  const section = run.section;
+  const grid = role(section, 'grid');
+  localStorage.setItem('parley.name', v.name);
+  const slots = Math.max(1, Math.min(16, Number(v.slots) || 4));
+  const stream = await capture('camera');
+  run.defer(() => stream.getTracks().forEach((t) => t.stop()));
+  run.check();
+
+  const own = makeTile(`You (${v.name})`);
+  own.classList.add('own');
+  own.dataset.participant = v.name;
+  $('video', own).srcObject = stream;
+  const empty = document.createElement('p');
+  empty.className = 'empty';
+  empty.textContent = 'Waiting for others to join…';
+  grid.replaceChildren(own, empty);
+  run.defer(() => grid.replaceChildren());
+
+  const mute = role(section, 'mute');
+  mute.hidden = false;
+  mute.textContent = 'Mute microphone';
+  mute.onclick = () => {
+    for (const t of stream.getAudioTracks()) t.enabled = !t.enabled;
+    const muted = !stream.getAudioTracks().some((t) => t.enabled);
+    mute.textContent = muted ? 'Unmute microphone' : 'Mute microphone';
+    own.classList.toggle('muted', muted);
+  };
+  run.defer(() => (mute.hidden = true));
+
+  const name = `?participant=${enc(v.name)}`;
+  const whip = await connect(run, 'whip', `/whip/${enc(v.room)}${name}`, (pc) => {
+    for (const track of stream.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      if (track.kind === 'video') preferCodec(t, v.codec);
+    }
+  });
+
+  // One recvonly audio and one recvonly video m-line per slot; Parley fills them with the
+  // others' tracks and says who is in which slot with slot_assigned events.
+  const audio = [];
+  const video = [];
+  const whep = await connect(run, 'whep', `/whep/${enc(v.room)}${name}`, (pc) => {
+    for (let i = 0; i < slots; i++) audio.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
+    for (let i = 0; i < slots; i++) video.push(pc.addTransceiver('video', { direction: 'recvonly' }));
+  });
+  const tiles = new Map(); // mid -> tile
+  const trackTiles = new Map(); // receiver track id -> tile
+  for (const t of video) {
+    const tile = makeTile('');
+    tile.classList.add('idle');
+    tile.dataset.mid = t.mid;
+    $('video', tile).srcObject = new MediaStream([t.receiver.track]);
+    tiles.set(t.mid, tile);
+    trackTiles.set(t.receiver.track.id, tile);
+    grid.append(tile);
+  }
+  for (const t of audio) {
+    const el = document.createElement('audio');
+    el.autoplay = true;
+    el.srcObject = new MediaStream([t.receiver.track]);
+    grid.append(el);
+  }
+
+  const invite = role(section, 'invite-link');
+  invite.href = invite.textContent = `${location.origin}/#/call/${enc(v.room)}?slots=${slots}`;
+  invite.closest('.share').hidden = false;
+  run.defer(() => (invite.closest('.share').hidden = true));
+  const roster = role(section, 'roster');
+  const people = new Set();
+  let speaker = null;
+  const showRoster = () => {
+    roster.textContent = `In the room: ${[...people].join(', ') || 'nobody yet'}`;
+  };
+  const highlight = () => {
+    for (const tile of grid.querySelectorAll('.tile')) {
+      tile.classList.toggle('speaking', !!speaker && tile.dataset.participant === speaker);
+    }
+  };
+  const log = [];
+  run.events = log;
+  follow(run, whep, (e) => {
+    log.push(e);
+    if (e.type === 'participant_joined') people.add(e.participant);
+    else if (e.type === 'participant_left') people.delete(e.participant);
+    else if (e.type === 'active_speaker') speaker = e.participant;
+    else if (e.type === 'slot_assigned' && e.kind === 'video' && tiles.has(e.mid)) {
+      const tile = tiles.get(e.mid);
+      tile.dataset.participant = e.participant || '';
+      $('figcaption', tile).textContent = e.participant || '';
+      tile.classList.toggle('idle', !e.participant);
+      empty.hidden = [...tiles.values()].some((t) => !t.classList.contains('idle'));
+    }
+    showRoster();
+    highlight();
+  });
+
+  // Per-tile figures, and the full table under "Statistics".
+  const sent = new StatsMeter(whip.pc);
+  const received = new StatsMeter(whep.pc);
+  run.every(1000, async () => {
+    const [s, r] = await Promise.all([sent.sample(), received.sample()]);
+    const out = s.outbound.find((o) => o.kind === 'video');
+    if (out) $('.info', own).textContent = `${fmt.kbps(out.kbps)} · RTT ${fmt.ms(out.rtt ?? s.rtt)}`;
+    for (const i of r.inbound) {
+      const tile = i.kind === 'video' && (tiles.get(i.mid) || trackTiles.get(i.track));
+      if (tile) $('.info', tile).textContent = `${fmt.kbps(i.kbps)} · ${fmt.size(i)} · lost ${fmt.n(i.lost)}`;
+    }
+  });
+  showStats(run, role(section, 'stats'), [['sent', whip], ['received', whep]]);
+  run.defer(() => role(section, 'stats').replaceChildren());
+}
+
+// ---------------------------------------------------------------- wiring
+
+const views = { publish, watch, call };
+
+for (const [name, body] of Object.entries(views)) {
+  const section = $(`#${name}`);
+  const form = $('form', section);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    launch(section, body);
+  });
+  form.addEventListener('input', () => history.replaceState(null, '', hashFor(name, formValues(section))));
+  role(section, 'stop').addEventListener('click', () => {
+    stopCurrent();
+    say('');
+  });
+}
+
+const codecs = sendableCodecs();
+for (const select of document.querySelectorAll('select[name="codec"]')) {
+  for (const c of codecs) select.append(new Option(c, c));
+}
+
+addEventListener('hashchange', route);
+route();
+
+/** For tests and the curious: the sessions and room events of what is running now. */
+window.parley = {
+  get sessions() {
+    return current && !current.stopped ? current.sessions : {};
+  },
+  get events() {
+    return (current && current.events) || [];
+  },
+};

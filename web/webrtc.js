@@ -1,0 +1,325 @@
+// WHIP/WHEP client for Parley's page: one offer/answer over HTTP per session, DELETE on
+// leave, room events over server-sent events, and getStats summaries. No DOM here.
+
+/** An HTTP error with the server's one-line reason. */
+export class HttpError extends Error {
+  constructor(status, reason) {
+    super(`The server answered ${status}: ${reason || 'no reason given'}`);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/** A failure the person can act on, already phrased for them. */
+export class UserError extends Error {}
+
+const EVENTS_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
+
+/** Sessions still open, so that a closing page can DELETE them. */
+const open = new Set();
+
+function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** `Link` header values as [{url, rel}], URLs resolved against `base`. */
+export function parseLinks(header, base) {
+  const links = [];
+  for (const m of (header || '').matchAll(/<([^>]*)>([^,<]*)/g)) {
+    const rel = /rel="?([^";]+)"?/.exec(m[2]);
+    links.push({ url: new URL(m[1], base).href, rel: rel ? rel[1] : '' });
+  }
+  return links;
+}
+
+/** Waits for ICE gathering to finish, at most `ms` (the server is ICE-lite: it needs none). */
+function gathered(pc, ms) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState === 'complete') finish();
+    };
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', done);
+      resolve();
+    };
+    const timer = setTimeout(finish, ms);
+    pc.addEventListener('icegatheringstatechange', done);
+  });
+}
+
+/** The server's candidates from an SDP answer, as "address:port" strings. */
+function candidates(sdp) {
+  const found = new Set();
+  for (const m of sdp.matchAll(/^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ/gim)) {
+    found.add(`${m[1]}:${m[2]}`);
+  }
+  return [...found];
+}
+
+/**
+ * One WHIP or WHEP session: `pc` is set up by the caller (tracks, transceivers), then
+ * `start()` sends the offer. `onState(text, isError)` hears about connection changes.
+ */
+export class Session {
+  constructor(kind, url, token, onState) {
+    this.kind = kind; // 'whip' or 'whep'
+    this.url = url;
+    this.token = token;
+    this.onState = onState || (() => {});
+    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    this.resource = null;
+    this.links = [];
+    this.serverCandidates = [];
+    this.pc.addEventListener('iceconnectionstatechange', () => this.iceChanged());
+    this.pc.addEventListener('connectionstatechange', () => this.connectionChanged());
+  }
+
+  /**
+   * Offers (once), POSTs, applies the answer. Throws HttpError or UserError; after a 401 the
+   * caller may set `token` and call it again with the same offer.
+   */
+  async start() {
+    if (!this.pc.localDescription) {
+      await this.pc.setLocalDescription(await this.pc.createOffer());
+      await gathered(this.pc, 1000);
+    }
+    let res;
+    try {
+      res = await fetch(this.url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', ...authHeaders(this.token) },
+        body: this.pc.localDescription.sdp,
+      });
+    } catch (e) {
+      throw new UserError(`Could not reach the server at ${new URL(this.url).origin} (${e.message}).`);
+    }
+    const text = await res.text();
+    if (res.status !== 201) {
+      throw new HttpError(res.status, text.trim().split('\n')[0]);
+    }
+    const location = res.headers.get('Location');
+    if (!location) throw new UserError('The server answered 201 without a Location header.');
+    this.resource = new URL(location, res.url).href;
+    this.links = parseLinks(res.headers.get('Link'), res.url);
+    this.serverCandidates = candidates(text);
+    open.add(this);
+    if (this.pc.signalingState === 'closed') {
+      // Stopped while the POST was in flight.
+      this.close();
+      return;
+    }
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: text });
+  }
+
+  /** The room events URL from the 201's Link header (WHEP only). */
+  get eventsUrl() {
+    const link = this.links.find((l) => l.rel === EVENTS_REL);
+    return link ? link.url : null;
+  }
+
+  iceChanged() {
+    const state = this.pc.iceConnectionState;
+    if (state === 'failed') {
+      const where = this.serverCandidates.length ? this.serverCandidates.join(', ') : 'its media port';
+      this.onState(
+        `The connection failed (ICE): the browser could not reach the server's media at ${where} over UDP. ` +
+          'Check that this UDP port is open and that the server advertises an address this browser can reach (--public-ip).',
+        true,
+      );
+    } else if (state === 'disconnected') {
+      this.onState('The connection is interrupted; waiting for it to come back…', true);
+    }
+  }
+
+  connectionChanged() {
+    const state = this.pc.connectionState;
+    if (state === 'connected') this.onState('connected', false);
+    else if (state === 'failed' && this.pc.iceConnectionState !== 'failed') {
+      this.onState('The connection failed (DTLS handshake with the server).', true);
+    }
+  }
+
+  /** Ends the session: DELETE (kept alive past page unload) and close the peer connection. */
+  close() {
+    open.delete(this);
+    if (this.resource) {
+      fetch(this.resource, { method: 'DELETE', keepalive: true, headers: authHeaders(this.token) }).catch(() => {});
+      this.resource = null;
+    }
+    this.pc.close();
+  }
+}
+
+// A page that goes away ends its sessions, so the server frees them at once.
+addEventListener('pagehide', () => {
+  for (const s of [...open]) s.close();
+});
+
+/** Prefers `codec` (e.g. "VP8") on a video transceiver, keeping RTX. No-op for "auto". */
+export function preferCodec(transceiver, codec) {
+  if (!codec || codec === 'auto' || !transceiver.setCodecPreferences) return;
+  const all = RTCRtpSender.getCapabilities('video').codecs;
+  const wanted = all.filter((c) => c.mimeType.toLowerCase() === `video/${codec.toLowerCase()}`);
+  if (!wanted.length) throw new UserError(`This browser cannot send ${codec}.`);
+  const rtx = all.filter((c) => c.mimeType.toLowerCase() === 'video/rtx');
+  transceiver.setCodecPreferences([...wanted, ...rtx]);
+}
+
+/** Video codecs this browser can send, among those Parley forwards. */
+export function sendableCodecs() {
+  if (!window.RTCRtpSender || !RTCRtpSender.getCapabilities) return [];
+  const names = RTCRtpSender.getCapabilities('video').codecs.map((c) => c.mimeType.split('/')[1].toUpperCase());
+  return ['VP8', 'H264', 'VP9', 'AV1'].filter((c) => names.includes(c));
+}
+
+/** Camera/microphone or screen, with errors in words. */
+export async function capture(source) {
+  if (!navigator.mediaDevices) {
+    throw new UserError(
+      'This browser allows camera and screen capture only on https:// pages or http://localhost. ' +
+        'Open the page through localhost, or serve Parley behind HTTPS. Watching works anywhere.',
+    );
+  }
+  try {
+    if (source === 'screen') {
+      return await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
+    }
+    return await navigator.mediaDevices.getUserMedia({
+      audio: true,
+      video: { width: { ideal: 1280 }, height: { ideal: 720 } },
+    });
+  } catch (e) {
+    const what = source === 'screen' ? 'Screen sharing' : 'Camera/microphone access';
+    switch (e.name) {
+      case 'NotAllowedError':
+        throw new UserError(`${what} was denied. Allow it in the browser's site settings and try again.`);
+      case 'NotFoundError':
+        throw new UserError('No camera or microphone was found.');
+      case 'NotReadableError':
+        throw new UserError('The camera or microphone is in use by another application, or the system blocked it.');
+      default:
+        throw new UserError(`${what} failed: ${e.name}: ${e.message}`);
+    }
+  }
+}
+
+/** Splits a text/event-stream into events; calls `onEvent(type, data)` for each. */
+function sseParser(onEvent) {
+  let buffer = '';
+  return (chunk) => {
+    buffer += chunk;
+    let end;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
+      let type = 'message';
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith('event:')) type = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length) onEvent(type, data.join('\n'));
+    }
+  };
+}
+
+/**
+ * Subscribes to room events. `onEvent(event)` gets each parsed JSON event. Uses EventSource,
+ * or fetch() streaming when a token must go in the Authorization header. Returns `close()`.
+ */
+export function roomEvents(url, token, onEvent) {
+  const deliver = (data) => {
+    try {
+      onEvent(JSON.parse(data));
+    } catch (e) {
+      console.warn('bad room event', data, e);
+    }
+  };
+  if (!token) {
+    const source = new EventSource(url);
+    for (const type of ['participant_joined', 'participant_left', 'track_published', 'track_unpublished', 'slot_assigned', 'active_speaker']) {
+      source.addEventListener(type, (e) => deliver(e.data));
+    }
+    return () => source.close();
+  }
+  const abort = new AbortController();
+  (async () => {
+    const res = await fetch(url, { headers: { Accept: 'text/event-stream', ...authHeaders(token) }, signal: abort.signal });
+    if (!res.ok || !res.body) throw new HttpError(res.status, (await res.text()).trim());
+    const parse = sseParser((_type, data) => deliver(data));
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      parse(value);
+    }
+  })().catch((e) => {
+    if (e.name !== 'AbortError') console.warn('room events stopped', e);
+  });
+  return () => abort.abort();
+}
+
+/** Remembers the previous getStats sample per session to turn byte counters into bitrates. */
+export class StatsMeter {
+  constructor(pc) {
+    this.pc = pc;
+    this.last = new Map();
+  }
+
+  rate(id, bytes, now) {
+    const prev = this.last.get(id);
+    this.last.set(id, { bytes, now });
+    if (!prev || now <= prev.now) return null;
+    return ((bytes - prev.bytes) * 8) / (now - prev.now); // bits per ms = kbit/s
+  }
+
+  /** One summary object per RTP stream, keyed by kind and mid. */
+  async sample() {
+    const report = await this.pc.getStats();
+    const byId = new Map();
+    report.forEach((s) => byId.set(s.id, s));
+    const codec = (s) => {
+      const c = byId.get(s.codecId);
+      return c ? c.mimeType.split('/')[1] : '';
+    };
+    const out = { outbound: [], inbound: [], rtt: null };
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp') {
+        const remote = [...byId.values()].find((r) => r.type === 'remote-inbound-rtp' && r.localId === s.id);
+        out.outbound.push({
+          kind: s.kind,
+          mid: s.mid,
+          codec: codec(s),
+          kbps: this.rate(s.id, s.bytesSent, s.timestamp),
+          packets: s.packetsSent,
+          lost: remote ? remote.packetsLost : null,
+          rtt: remote && remote.roundTripTime !== undefined ? remote.roundTripTime : null,
+          frames: s.framesEncoded,
+          width: s.frameWidth,
+          height: s.frameHeight,
+          fps: s.framesPerSecond,
+        });
+      } else if (s.type === 'inbound-rtp') {
+        out.inbound.push({
+          kind: s.kind,
+          mid: s.mid,
+          track: s.trackIdentifier,
+          codec: codec(s),
+          kbps: this.rate(s.id, s.bytesReceived, s.timestamp),
+          packets: s.packetsReceived,
+          lost: s.packetsLost,
+          jitter: s.jitter,
+          frames: s.framesDecoded,
+          width: s.frameWidth,
+          height: s.frameHeight,
+          fps: s.framesPerSecond,
+        });
+      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        if (s.currentRoundTripTime !== undefined) out.rtt = s.currentRoundTripTime;
+      }
+    });
+    return out;
+  }
+}
