@@ -150,6 +150,7 @@ pub struct Metrics {
     loss: Histogram,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    alive_tasks: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -365,6 +366,11 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
+            alive_tasks: gauge(
+                &r,
+                "parley_runtime_alive_tasks",
+                "Tasks alive in the server's async runtime (a leak shows here).",
+            ),
             registry: r,
         };
         for k in kinds {
@@ -485,6 +491,9 @@ impl Metrics {
         self.sessions
             .with_label_values(&["whep"])
             .set(levels.sessions[1]);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
