@@ -9,13 +9,14 @@
 
 mod api;
 mod assign;
-mod demux;
+pub mod demux;
 mod event_loop;
 mod events;
 mod lifecycle;
 mod room;
 mod session;
 
+pub use demux::{stun_local_ufrag, Demux};
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
 pub use events::RoomEvent;
 pub use room::SessionKey;
