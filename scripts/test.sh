@@ -7,7 +7,7 @@
 # run goes straight to cargo.
 #
 #   ./scripts/test.sh                 install what is missing, then fmt + clippy + test
-#   ./scripts/test.sh --setup-only    only install (Debian packages + Python venv)
+#   ./scripts/test.sh --setup-only    only install (Debian packages, Python venv, npm packages)
 #   PARLEY_SKIP_SETUP=1 ./scripts/test.sh   skip every install step
 #
 # Extra arguments after `--` go to `cargo test`, e.g. ./scripts/test.sh -- whip
@@ -23,9 +23,9 @@ APT_PACKAGES="ffmpeg prometheus chromium"
 # Versions checked on PyPI for CPython 3.11 (Debian bookworm's python3 is 3.11).
 PY_REQUIREMENTS="aiortc==1.16.0 aiohttp==3.14.5 av==18.1.0"
 
-# Later: playwright-core from npm under target/node, driven against Debian's
-# /usr/bin/chromium (no browser download). Not needed yet.
-# NODE_PACKAGES="playwright-core@1.64.1"
+# npm packages under target/node for the browser tests (tests/browser.rs): playwright-core
+# drives Debian's /usr/bin/chromium (it downloads no browser). Needs Node.js 20 or newer.
+NODE_PACKAGES="playwright-core@1.65.1"
 
 # --- helpers -----------------------------------------------------------------
 
@@ -57,7 +57,7 @@ stage() {
         say "$name failed after $(since "$t0")s (exit $rc)"
         case $name in
             fmt) echo "    fix with: cargo fmt --all" >&2 ;;
-            apt|python) echo "    logs: $LOG_DIR/" >&2 ;;
+            apt|python|node) echo "    logs: $LOG_DIR/" >&2 ;;
         esac
         die "stage '$name' failed (exit $rc)"
     fi
@@ -120,12 +120,40 @@ setup_python() {
     printf '%s' "$PY_REQUIREMENTS" >"$stamp"
 }
 
-# --- setup: npm (placeholder) -------------------------------------------------------
-# setup_node() {
-#     [ -d "$ROOT/target/node/node_modules/playwright-core" ] && return 0
-#     mkdir -p "$ROOT/target/node"
-#     npm install --prefix "$ROOT/target/node" --no-audit --no-fund --silent $NODE_PACKAGES
-# }
+# --- setup: npm ---------------------------------------------------------------------
+
+NODE_DIR="$ROOT/target/node"
+
+setup_node() {
+    local stamp="$NODE_DIR/.parley-packages" major
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || die "node and npm not found: install Node.js 20 or newer"
+        [ -z "${SUDO_MISSING:-}" ] || die "node and npm not found: run as root or install sudo"
+        echo "    installing: nodejs npm (log: $LOG_DIR/apt-node.log)"
+        if ! { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q update &&
+               "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends nodejs npm; } \
+               >"$LOG_DIR/apt-node.log" 2>&1 </dev/null; then
+            tail -n 30 "$LOG_DIR/apt-node.log" >&2
+            return 1
+        fi
+    fi
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$major" -ge 20 ] || die "playwright-core needs Node.js 20 or newer; this is $(node --version)"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$NODE_PACKAGES" ] &&
+       [ -d "$NODE_DIR/node_modules/playwright-core" ]; then
+        echo "    present: $NODE_DIR ($NODE_PACKAGES)"
+        return 0
+    fi
+    echo "    installing $NODE_PACKAGES in $NODE_DIR (log: $LOG_DIR/npm.log)"
+    mkdir -p "$NODE_DIR"
+    # shellcheck disable=SC2086 # NODE_PACKAGES is a space-separated list
+    if ! npm install --prefix "$NODE_DIR" --no-audit --no-fund --save-exact $NODE_PACKAGES \
+           >"$LOG_DIR/npm.log" 2>&1 </dev/null; then
+        tail -n 30 "$LOG_DIR/npm.log" >&2
+        return 1
+    fi
+    printf '%s' "$NODE_PACKAGES" >"$stamp"
+}
 
 # --- checks ------------------------------------------------------------------------
 
@@ -152,7 +180,7 @@ done
 if [ -z "${PARLEY_SKIP_SETUP:-}" ]; then
     stage apt setup_apt
     stage python setup_python
-    # stage node setup_node
+    stage node setup_node
 fi
 
 # The Rust integration tests run the aiortc peer with this interpreter.

@@ -81,8 +81,8 @@ pub struct Tally {
     pub pli_sent: u64,
     /// Keyframe requests not sent because of the per-track rate limit.
     pub keyframe_requests_suppressed: u64,
-    /// Forwarding latency samples (µs), datagram in → datagrams out.
-    pub latency_us: Vec<f64>,
+    /// Forwarding latency samples (s), datagram in → datagrams out.
+    pub latency_s: Vec<f64>,
     /// Session setup samples (s), POST → media flowing.
     pub setup_s: Vec<f64>,
     /// RTCP-derived counters since the last flush (deltas).
@@ -300,7 +300,7 @@ impl Metrics {
             retransmissions: counter(
                 &r,
                 "parley_retransmissions_sent_total",
-                "Packets retransmitted to viewers after a NACK.",
+                "Packets NACKed by viewers that were still in the send buffer (and resent).",
             ),
             keyframe_requests_received: counter(
                 &r,
@@ -315,10 +315,11 @@ impl Metrics {
             ),
             forwarding_latency: histogram(
                 &r,
-                "parley_forwarding_latency_microseconds",
+                "parley_forwarding_latency_seconds",
                 "Time from receiving a datagram to sending the packets forwarded from it.",
                 vec![
-                    10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0,
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025,
                 ],
             ),
             setup: histogram(
@@ -330,13 +331,13 @@ impl Metrics {
             rtt: histogram(
                 &r,
                 "parley_rtt_seconds",
-                "Round-trip time from RTCP receiver reports.",
+                "Round-trip time to viewers, from RTCP receiver reports.",
                 vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
             ),
             jitter: histogram(
                 &r,
                 "parley_jitter_seconds",
-                "Interarrival jitter of publishers' streams.",
+                "Interarrival jitter that viewers report for the streams Parley sends them.",
                 vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
             ),
             loss: histogram(
@@ -453,7 +454,7 @@ impl Metrics {
         self.nacks_received.inc_by(t.nack_received);
         self.nacks_sent.inc_by(t.nack_sent);
         self.retransmissions.inc_by(t.retransmissions);
-        for v in t.latency_us.drain(..) {
+        for v in t.latency_s.drain(..) {
             self.forwarding_latency.observe(v);
         }
         for v in t.setup_s.drain(..) {
@@ -468,7 +469,7 @@ impl Metrics {
         for v in t.loss.drain(..) {
             self.loss.observe(v);
         }
-        let latency = std::mem::take(&mut t.latency_us);
+        let latency = std::mem::take(&mut t.latency_s);
         let (setup, rtt, jitter, loss) = (
             std::mem::take(&mut t.setup_s),
             std::mem::take(&mut t.rtt_s),
@@ -476,7 +477,7 @@ impl Metrics {
             std::mem::take(&mut t.loss),
         );
         *t = Tally {
-            latency_us: latency,
+            latency_s: latency,
             setup_s: setup,
             rtt_s: rtt,
             jitter_s: jitter,
@@ -527,7 +528,7 @@ mod tests {
             m.session_ended("whep", "deleted");
             t.rtp_in[(session % 2) as usize] += 10;
             t.drop(Drop::NoKeyframeYet);
-            t.latency_us.push(session as f64);
+            t.latency_s.push(session as f64);
             m.flush(
                 &mut t,
                 &Levels {

@@ -75,7 +75,10 @@ fn stun(user: String, cut: usize) -> Vec<u8> {
 fn datagram() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..600),
-        ("(known|other|[a-z]{1,8})(:[a-zA-Z0-9]{0,8})?", prop_oneof![Just(0usize), 0usize..30])
+        (
+            "(known|other|[a-z]{1,8})(:[a-zA-Z0-9]{0,8})?",
+            prop_oneof![Just(0usize), 0usize..30]
+        )
             .prop_map(|(user, cut)| stun(user, cut)),
     ]
 }

@@ -118,7 +118,10 @@ async fn sigterm_drains_a_live_call_then_exits_zero() {
         assert!(kill.success());
         let line = loop {
             let mut line = String::new();
-            assert!(stdout.read_line(&mut line).expect("a line") > 0, "stdout ended");
+            assert!(
+                stdout.read_line(&mut line).expect("a line") > 0,
+                "stdout ended"
+            );
             if line.starts_with("stopping") {
                 break line;
             }

@@ -137,9 +137,10 @@ function stopCurrent() {
 
 /** Opens a WHIP or WHEP session, asking for a token on 401 and trying again. */
 async function connect(run, kind, path, setup) {
-  const status = (text, isError) => {
+  const status = (text, level) => {
     if (run.stopped) return;
-    if (isError) say(text);
+    if (level === 'fatal') run.stop();
+    if (level !== 'ok') say(text);
     else if ($('#message').textContent.startsWith('The connection is interrupted')) say('');
   };
   const session = new Session(kind, new URL(path, location.href).href, tokens.get(kind), status);
@@ -468,7 +469,8 @@ async function call(run, v) {
   run.events = log;
   follow(run, whep, (e) => {
     log.push(e);
-    if (e.type === 'participant_joined') people.add(e.participant);
+    if (e.type === 'snapshot') people.clear();
+    else if (e.type === 'participant_joined') people.add(e.participant);
     else if (e.type === 'participant_left') people.delete(e.participant);
     else if (e.type === 'active_speaker') speaker = e.participant;
     else if (e.type === 'slot_assigned' && e.kind === 'video' && tiles.has(e.mid)) {
@@ -522,6 +524,8 @@ for (const select of document.querySelectorAll('select[name="codec"]')) {
 }
 
 addEventListener('hashchange', route);
+// Back from the back-forward cache: the sessions were ended on pagehide, so start over.
+addEventListener('pageshow', (e) => e.persisted && route());
 route();
 
 /** For tests and the curious: the sessions and room events of what is running now. */

@@ -22,14 +22,22 @@ function authHeaders(token) {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-/** `Link` header values as [{url, rel}], URLs resolved against `base`. */
+/** `Link` header values as [{url, rel, params}], URLs resolved against `base`. */
 export function parseLinks(header, base) {
   const links = [];
   for (const m of (header || '').matchAll(/<([^>]*)>([^,<]*)/g)) {
-    const rel = /rel="?([^";]+)"?/.exec(m[2]);
-    links.push({ url: new URL(m[1], base).href, rel: rel ? rel[1] : '' });
+    const params = {};
+    for (const p of m[2].matchAll(/;\s*([\w-]+)="?([^";]*)"?/g)) params[p[1].toLowerCase()] = p[2];
+    links.push({ url: new URL(m[1], base).href, rel: params.rel || '', params });
   }
   return links;
+}
+
+/** RTCIceServer entries from `Link: <stun:...>; rel="ice-server"` (RFC 9725). */
+function iceServers(links) {
+  return links
+    .filter((l) => l.rel === 'ice-server')
+    .map((l) => (l.params.username ? { urls: l.url, username: l.params.username, credential: l.params.credential } : { urls: l.url }));
 }
 
 /** Waits for ICE gathering to finish, at most `ms` (the server is ICE-lite: it needs none). */
@@ -60,7 +68,8 @@ function candidates(sdp) {
 
 /**
  * One WHIP or WHEP session: `pc` is set up by the caller (tracks, transceivers), then
- * `start()` sends the offer. `onState(text, isError)` hears about connection changes.
+ * `start()` sends the offer. `onState(text, level)` hears about connection changes, with
+ * level 'ok' (connected), 'warn' (interrupted) or 'fatal' (failed: the session is over).
  */
 export class Session {
   constructor(kind, url, token, onState) {
@@ -82,6 +91,7 @@ export class Session {
    */
   async start() {
     if (!this.pc.localDescription) {
+      await this.useIceServers();
       await this.pc.setLocalDescription(await this.pc.createOffer());
       await gathered(this.pc, 1000);
     }
@@ -113,6 +123,17 @@ export class Session {
     await this.pc.setRemoteDescription({ type: 'answer', sdp: text });
   }
 
+  /** Asks the endpoint (OPTIONS) for its STUN/TURN servers before gathering candidates. */
+  async useIceServers() {
+    try {
+      const res = await fetch(this.url, { method: 'OPTIONS' });
+      const servers = iceServers(parseLinks(res.headers.get('Link'), res.url));
+      if (servers.length) this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: servers });
+    } catch (e) {
+      console.warn('no ICE servers from OPTIONS', e); // the POST will say what is wrong
+    }
+  }
+
   /** The room events URL from the 201's Link header (WHEP only). */
   get eventsUrl() {
     const link = this.links.find((l) => l.rel === EVENTS_REL);
@@ -121,24 +142,36 @@ export class Session {
 
   iceChanged() {
     const state = this.pc.iceConnectionState;
-    if (state === 'failed') {
-      const where = this.serverCandidates.length ? this.serverCandidates.join(', ') : 'its media port';
-      this.onState(
-        `The connection failed (ICE): the browser could not reach the server's media at ${where} over UDP. ` +
-          'Check that this UDP port is open and that the server advertises an address this browser can reach (--public-ip).',
-        true,
-      );
-    } else if (state === 'disconnected') {
-      this.onState('The connection is interrupted; waiting for it to come back…', true);
+    if (state === 'failed') this.failed('ice');
+    else if (state === 'disconnected') {
+      this.onState('The connection is interrupted; waiting for it to come back…', 'warn');
     }
   }
 
   connectionChanged() {
     const state = this.pc.connectionState;
-    if (state === 'connected') this.onState('connected', false);
-    else if (state === 'failed' && this.pc.iceConnectionState !== 'failed') {
-      this.onState('The connection failed (DTLS handshake with the server).', true);
+    if (state === 'connected') this.onState('connected', 'ok');
+    // Chromium may report the connection failed before the ICE state follows: with ICE up,
+    // the failure is DTLS's.
+    else if (state === 'failed') {
+      this.failed(['connected', 'completed'].includes(this.pc.iceConnectionState) ? 'dtls' : 'ice');
     }
+  }
+
+  /** Says once, in words, why the connection failed. */
+  failed(why) {
+    if (this.reported) return;
+    this.reported = true;
+    if (why === 'dtls') {
+      this.onState('The connection failed (the DTLS handshake with the server did not complete).', 'fatal');
+      return;
+    }
+    const where = this.serverCandidates.length ? this.serverCandidates.join(', ') : 'its media port';
+    this.onState(
+      `The connection failed (ICE): the browser could not reach the server's media at ${where} over UDP. ` +
+        'Check that this UDP port is open and that the server advertises an address this browser can reach (--public-ip).',
+      'fatal',
+    );
   }
 
   /** Ends the session: DELETE (kept alive past page unload) and close the peer connection. */
@@ -226,8 +259,10 @@ function sseParser(onEvent) {
 }
 
 /**
- * Subscribes to room events. `onEvent(event)` gets each parsed JSON event. Uses EventSource,
- * or fetch() streaming when a token must go in the Authorization header. Returns `close()`.
+ * Subscribes to room events. `onEvent(event)` gets each parsed JSON event, and
+ * `{type: 'snapshot'}` whenever the stream (re)starts with a fresh snapshot of the room. Uses
+ * EventSource, or fetch() streaming when a token must go in the Authorization header.
+ * Returns `close()`.
  */
 export function roomEvents(url, token, onEvent) {
   const deliver = (data) => {
@@ -239,6 +274,7 @@ export function roomEvents(url, token, onEvent) {
   };
   if (!token) {
     const source = new EventSource(url);
+    source.addEventListener('open', () => onEvent({ type: 'snapshot' }));
     for (const type of ['participant_joined', 'participant_left', 'track_published', 'track_unpublished', 'slot_assigned', 'active_speaker']) {
       source.addEventListener(type, (e) => deliver(e.data));
     }
@@ -248,6 +284,7 @@ export function roomEvents(url, token, onEvent) {
   (async () => {
     const res = await fetch(url, { headers: { Accept: 'text/event-stream', ...authHeaders(token) }, signal: abort.signal });
     if (!res.ok || !res.body) throw new HttpError(res.status, (await res.text()).trim());
+    onEvent({ type: 'snapshot' });
     const parse = sseParser((_type, data) => deliver(data));
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     for (;;) {

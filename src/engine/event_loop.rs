@@ -238,22 +238,15 @@ impl Engine {
             {
                 continue;
             }
-            let totals = s.peer.rtcp_totals(now);
-            let (_, (nr, ns, rt)) = s.rtcp_read.unwrap_or((now, (0, 0, 0)));
-            self.tally.nack_received += totals.nack_received.saturating_sub(nr);
-            self.tally.nack_sent += totals.nack_sent.saturating_sub(ns);
-            self.tally.retransmissions += totals.retransmissions.saturating_sub(rt);
-            self.tally.rtt_s.extend(&totals.rtt);
-            self.tally.jitter_s.extend(&totals.jitter);
-            self.tally.loss.extend(&totals.loss);
-            s.rtcp_read = Some((
-                now,
-                (
-                    totals.nack_received,
-                    totals.nack_sent,
-                    totals.retransmissions,
-                ),
-            ));
+            let (figures, nack_sent) = s.peer.take_rtcp_figures(now);
+            let (_, (_, sent_before, _)) = s.rtcp_read.unwrap_or((now, (0, 0, 0)));
+            self.tally.nack_received += figures.nacked;
+            self.tally.retransmissions += figures.retransmitted;
+            self.tally.nack_sent += nack_sent.saturating_sub(sent_before);
+            self.tally.rtt_s.extend(&figures.rtt);
+            self.tally.jitter_s.extend(&figures.jitter);
+            self.tally.loss.extend(&figures.loss);
+            s.rtcp_read = Some((now, (0, nack_sent, 0)));
         }
     }
 
@@ -335,8 +328,8 @@ impl Engine {
         if !self.batch_received.is_empty() {
             let sent = Instant::now();
             for received in self.batch_received.drain(..) {
-                let us = sent.saturating_duration_since(received).as_secs_f64() * 1e6;
-                self.tally.latency_us.push(us);
+                let s = sent.saturating_duration_since(received).as_secs_f64();
+                self.tally.latency_s.push(s);
             }
         }
     }

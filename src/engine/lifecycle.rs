@@ -58,8 +58,13 @@ impl Engine {
         if let Some(r) = self.rooms.get(&room) {
             let max = self.config.max_participants_per_room;
             if !r.has_participant(&participant) && r.participants().len() >= max {
+                let noun = if max == 1 {
+                    "participant"
+                } else {
+                    "participants"
+                };
                 return Err(EngineError::Forbidden(format!(
-                    "room {room} is full ({max} participants)"
+                    "room {room} is full ({max} {noun})"
                 )));
             }
         }
@@ -161,6 +166,7 @@ impl Engine {
         }
         self.reassign(&room, now);
         self.mark(key);
+        self.metrics.session_started(kind.as_str());
         tracing::info!(
             room,
             kind = kind.as_str(),

@@ -16,8 +16,8 @@ mod lifecycle;
 mod room;
 mod session;
 
-pub use demux::{stun_local_ufrag, Demux};
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
+pub use demux::{stun_local_ufrag, Demux};
 pub use events::RoomEvent;
 pub use room::SessionKey;
 pub use session::{EndReason, SessionKind};

@@ -65,20 +65,3 @@ pub fn routes() -> Router<AppState> {
         router.route(asset.path, get(move || async move { serve(asset) }))
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_asset_the_page_loads_is_served() {
-        let index = ASSETS[0].body;
-        for asset in &ASSETS[1..] {
-            assert!(
-                index.contains(asset.path) || ASSETS.iter().any(|a| a.body.contains(asset.path)),
-                "{} is embedded but nothing loads it",
-                asset.path
-            );
-        }
-    }
-}

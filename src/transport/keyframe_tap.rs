@@ -1,19 +1,25 @@
-//! An interceptor that lets a viewer's keyframe requests (PLI, FIR) reach Parley.
+//! An interceptor that lets the RTCP Parley acts on or measures reach it.
 //!
 //! The WebRTC stack ends inbound RTCP inside its interceptor chain: reports, NACKs and
 //! congestion feedback are handled per leg. A viewer's PLI or FIR, though, concerns the
-//! publisher's encoder, so Parley must see it to relay a PLI upstream. This interceptor marks
-//! exactly those packets for delivery to the application and passes everything else through.
+//! publisher's encoder, so Parley must see it to relay a PLI upstream; and receiver reports
+//! and NACKs carry the loss, jitter and round-trip figures Parley exports. This interceptor,
+//! the last of the chain, marks those compounds for delivery to the application too (the
+//! interceptors before it have already acted on them) and passes everything through.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-/// Marks inbound RTCP compounds that carry a PLI or FIR with `DeliverToApplication`.
+/// Marks inbound RTCP compounds that carry a PLI, FIR, NACK or reception report with
+/// `DeliverToApplication`.
 #[derive(Default)]
 pub struct KeyframeTap {
     reads: VecDeque<TaggedPacket>,
@@ -28,6 +34,21 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     })
 }
 
+/// Whether Parley wants to see this compound: keyframe requests, NACKs, reception reports.
+pub fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    asks_for_keyframe(packets)
+        || packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<TransportLayerNack>()
+                || any
+                    .downcast_ref::<ReceiverReport>()
+                    .is_some_and(|r| !r.reports.is_empty())
+                || any
+                    .downcast_ref::<SenderReport>()
+                    .is_some_and(|r| !r.reports.is_empty())
+        })
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -37,7 +58,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if asks_for_keyframe(packets) {
+            if wanted(packets) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }

@@ -4,7 +4,8 @@
 //! publisher, outbound slots of a viewer, RTP packets, keyframe requests and datagrams. It is
 //! driven by the media engine: datagrams and timeouts in, datagrams and [`PeerEvent`]s out.
 
-use super::keyframe_tap::{asks_for_keyframe, KeyframeTap};
+use super::keyframe_tap::KeyframeTap;
+use super::rtcp_figures::RtcpFigures;
 use super::sdp;
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
@@ -127,23 +128,6 @@ pub enum PeerEvent {
     },
 }
 
-/// Cumulative RTCP-derived figures of a connection (from its statistics).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RtcpTotals {
-    /// NACKs the remote sent about what Parley sends.
-    pub nack_received: u64,
-    /// NACKs Parley sent about what it receives.
-    pub nack_sent: u64,
-    /// Packets retransmitted after NACKs.
-    pub retransmissions: u64,
-    /// Latest round-trip times (s) from receiver reports, one per stream that has one.
-    pub rtt: Vec<f64>,
-    /// Latest interarrival jitter (s) of received streams.
-    pub jitter: Vec<f64>,
-    /// Latest fraction lost (0..1) reported by the remote, per sent stream.
-    pub loss: Vec<f64>,
-}
-
 /// One peer connection on the shared socket.
 pub struct Peer {
     pc: RTCPeerConnection,
@@ -154,6 +138,9 @@ pub struct Peer {
     events: VecDeque<PeerEvent>,
     state: PeerState,
     unknown_rtp: u64,
+    /// Last sequence number sent per slot (for the retransmission estimate).
+    last_sent_seq: Vec<Option<u16>>,
+    figures: RtcpFigures,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -367,6 +354,8 @@ impl Peer {
             events: VecDeque::new(),
             state: PeerState::Connecting,
             unknown_rtp: 0,
+            last_sent_seq: Vec::new(),
+            figures: RtcpFigures::default(),
         })
     }
 
@@ -461,24 +450,7 @@ impl Peer {
                     tracing::trace!("RTP for unknown track {track_id}");
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
-                    if !asks_for_keyframe(&packets) {
-                        continue;
-                    }
-                    for p in &packets {
-                        let any = p.as_any();
-                        let media_ssrc =
-                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                                Some(pli.media_ssrc)
-                            } else {
-                                any.downcast_ref::<FullIntraRequest>()
-                                    .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
-                            };
-                        if let Some(slot) = media_ssrc
-                            .and_then(|ssrc| self.slots.iter().position(|s| s.ssrc == ssrc))
-                        {
-                            self.events.push_back(PeerEvent::KeyframeRequest { slot });
-                        }
-                    }
+                    self.on_rtcp(&packets);
                     if let Some(e) = self.events.pop_front() {
                         return Some(e);
                     }
@@ -487,6 +459,38 @@ impl Peer {
             }
         }
         None
+    }
+
+    /// Inbound RTCP the tap let through: keyframe requests become events, reports and NACKs
+    /// become figures.
+    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        for p in packets {
+            let any = p.as_any();
+            let asked = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                Some(pli.media_ssrc)
+            } else {
+                any.downcast_ref::<FullIntraRequest>()
+                    .and_then(|fir| fir.fir.first().map(|e| e.ssrc))
+            };
+            if let Some(slot) =
+                asked.and_then(|ssrc| self.slots.iter().position(|s| s.ssrc == ssrc))
+            {
+                self.events.push_back(PeerEvent::KeyframeRequest { slot });
+            }
+        }
+        let slots = &self.slots;
+        let last_sent = &self.last_sent_seq;
+        let lookup = |ssrc: u32| {
+            let i = slots.iter().position(|s| s.ssrc == ssrc)?;
+            let clock = slots[i]
+                .codecs
+                .first()
+                .map(|c| c.clock_rate)
+                .unwrap_or(90_000);
+            Some((clock, last_sent.get(i).copied().flatten()))
+        };
+        self.figures
+            .observe(packets, lookup, std::time::SystemTime::now());
     }
 
     fn on_stack_event(&mut self, event: RTCPeerConnectionEvent) {
@@ -537,9 +541,18 @@ impl Peer {
         let Some(sender) = self.slots.get(slot).map(|s| s.sender) else {
             return false;
         };
+        let seq = packet.header.sequence_number;
         match self.pc.rtp_sender(sender) {
             Some(mut s) => match s.write_rtp(now, packet) {
-                Ok(()) => true,
+                Ok(()) if self.last_sent_seq.len() > slot => {
+                    self.last_sent_seq[slot] = Some(seq);
+                    true
+                }
+                Ok(()) => {
+                    self.last_sent_seq.resize(slot + 1, None);
+                    self.last_sent_seq[slot] = Some(seq);
+                    true
+                }
                 Err(e) => {
                     tracing::debug!("slot {slot}: RTP not sent: {e}");
                     false
@@ -634,33 +647,16 @@ impl Peer {
         std::mem::take(&mut self.unknown_rtp)
     }
 
-    /// NACK and retransmission totals, RTT, jitter and loss from the connection's statistics.
-    pub fn rtcp_totals(&mut self, now: Instant) -> RtcpTotals {
+    /// The RTCP figures gathered since the last call (NACKs, loss, jitter, RTT), plus the
+    /// NACKs this connection sent (from its statistics; cumulative).
+    pub fn take_rtcp_figures(&mut self, now: Instant) -> (RtcpFigures, u64) {
         use rtc::statistics::StatsSelector;
         let report = self.pc.get_stats(now, StatsSelector::None);
-        let mut t = RtcpTotals::default();
-        for s in report.outbound_rtp_streams() {
-            t.nack_received += u64::from(s.nack_count);
-            t.retransmissions += s.retransmitted_packets_sent;
-        }
-        for s in report.inbound_rtp_streams() {
-            t.nack_sent += u64::from(s.nack_count);
-            let jitter = s.received_rtp_stream_stats.jitter;
-            if jitter.is_finite() && jitter >= 0.0 {
-                t.jitter.push(jitter);
-            }
-        }
-        for e in report.iter() {
-            if let rtc::statistics::report::RTCStatsReportEntry::RemoteInboundRtp(r) = e {
-                if r.round_trip_time_measurements > 0 && r.round_trip_time.is_finite() {
-                    t.rtt.push(r.round_trip_time);
-                }
-                if r.fraction_lost.is_finite() {
-                    t.loss.push(r.fraction_lost.clamp(0.0, 1.0));
-                }
-            }
-        }
-        t
+        let nack_sent = report
+            .inbound_rtp_streams()
+            .map(|s| u64::from(s.nack_count))
+            .sum();
+        (std::mem::take(&mut self.figures), nack_sent)
     }
 
     /// When the connection next needs [`Peer::handle_timeout`].

@@ -1,0 +1,315 @@
+//! The built-in page (`web/`, served at `/`) in a real browser: Debian's Chromium driven by
+//! npm's playwright-core, with fake camera and microphone, against a server started here.
+//!
+//! Each test runs one script of `tests/browser/` (`node SCRIPT BASE_URL ARTIFACT_DIR ...`),
+//! reads the JSON line it prints, and asserts on it. `./scripts/test.sh` installs
+//! playwright-core under `target/node` and the `chromium` package. Artifacts (the call
+//! screenshot) go to `target/browser-artifacts/`.
+//!
+//! The browsers are not put in a network namespace: the server runs in this process, outside
+//! any namespace the script could enter, and everything listens on 127.0.0.1 anyway.
+
+use parley::config::Config;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Longest a script may run before the test fails (each script also stops itself earlier).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Two CPUs run a browser test at a time at most: the tests of this file take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where npm installed playwright-core, and the Chromium binary; fails with what to run.
+fn prerequisites() -> (PathBuf, PathBuf) {
+    let node_dir = std::env::var_os("PARLEY_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/node"));
+    let chromium = std::env::var_os("PARLEY_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "node is not installed: run ./scripts/test.sh (it installs the test prerequisites)"
+    );
+    assert!(
+        node_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed in {}: run ./scripts/test.sh \
+         (npm install --prefix target/node playwright-core)",
+        node_dir.display()
+    );
+    assert!(
+        chromium.exists(),
+        "Chromium is not installed at {}: run ./scripts/test.sh (apt-get install chromium), \
+         or set PARLEY_CHROMIUM",
+        chromium.display()
+    );
+    (node_dir, chromium)
+}
+
+fn artifact_dir() -> PathBuf {
+    let dir = root().join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+/// Runs `tests/browser/{script}` with the given base URLs and returns its JSON result.
+async fn run_script(script: &str, bases: &[String]) -> Value {
+    let (node_dir, chromium) = prerequisites();
+    let started = Instant::now();
+    let child = tokio::process::Command::new("node")
+        .arg(root().join("tests/browser").join(script))
+        .arg(&bases[0])
+        .arg(artifact_dir())
+        .args(&bases[1..])
+        .env("PARLEY_NODE_DIR", node_dir)
+        .env("PARLEY_CHROMIUM", chromium)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
+        .expect("script output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let result: Value = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "{script} printed no JSON result\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        )
+    });
+    assert!(
+        out.status.success() && result["ok"] == true,
+        "{script} failed: {}\n--- stderr ---\n{stderr}",
+        result["error"].as_str().unwrap_or(line)
+    );
+    println!(
+        "{script} ({:.1} s): {result:#}",
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+/// Waits until the server has no session left (the pages DELETEd theirs).
+async fn wait_for_no_sessions(server: &parley::Server, what: &str) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while server.session_count() > 0 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.session_count(), 0, "{what}");
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_page_and_its_files_are_served() {
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let base = server.base_url();
+    let client = reqwest::Client::new();
+    for (path, kind, needle) in [
+        ("/", "text/html", "/app.js"),
+        ("/app.js", "text/javascript", "./webrtc.js"),
+        ("/webrtc.js", "text/javascript", "keepalive"),
+        ("/style.css", "text/css", ".tile"),
+    ] {
+        let res = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        let ct = h[reqwest::header::CONTENT_TYPE].to_str().unwrap_or("");
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        assert_eq!(h[reqwest::header::CACHE_CONTROL], "no-cache", "{path}");
+        let body = res.text().await.expect("body");
+        assert!(body.contains(needle), "{path} lacks {needle}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_pages_in_a_call_decode_each_other_and_never_themselves() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let result = run_script("call.mjs", &[server.base_url()]).await;
+
+    let pages = result["pages"].as_array().expect("pages");
+    assert_eq!(pages.len(), 2, "{result}");
+    for p in pages {
+        let (me, other) = (&p["name"], &p["other"]);
+        assert_eq!(p["label"], *other, "{me}'s tile is labelled with {other}");
+        assert!(
+            u64_of(&p["frames_later"]) > u64_of(&p["frames_first"]),
+            "{me} keeps decoding {other}: {p}"
+        );
+        assert_eq!(
+            u64_of(&p["frames_elsewhere"]),
+            0,
+            "{me} decodes video only on {other}'s slot: {p}"
+        );
+        assert_eq!(
+            u64_of(&p["own_slot_events"]),
+            0,
+            "{me} is never in its own slots: {p}"
+        );
+        assert_eq!(
+            p["slot_participants_seen"]
+                .as_array()
+                .map(|a| a.iter().filter(|v| !v.is_null()).count()),
+            Some(1),
+            "only {other} ever fills {me}'s slots: {p}"
+        );
+        assert_eq!(
+            p["colour_seen"], p["colour_expected"],
+            "{me} sees {other}'s camera (by its colour), not its own: {p}"
+        );
+        assert_ne!(p["own_colour_seen"], p["colour_seen"], "{p}");
+        // ann talks and bob is silent: both pages highlight ann (her own preview on her page).
+        assert_eq!(p["speaking"], serde_json::json!(["ann"]), "{p}");
+    }
+    assert_eq!(result["server_active_speaker"], "ann", "{result}");
+    assert_eq!(result["speaker"], "ann", "{result}");
+    let energy = |i: usize| pages[i]["audio_energy"].as_f64().unwrap_or(0.0);
+    assert!(energy(1) > 0.01, "bob hears ann: {result}");
+    assert!(energy(0) < 0.001, "ann hears only bob's silence: {result}");
+    let shot = &result["screenshot"];
+    let path = Path::new(shot["path"].as_str().expect("screenshot path"));
+    let bytes = std::fs::metadata(path).expect("call.png saved").len();
+    assert!(
+        bytes > 20_000,
+        "the screenshot is too small to hold video: {shot}"
+    );
+    assert!(
+        u64_of(&shot["colours"]) > 50 && u64_of(&shot["stddev"]) > 10,
+        "the screenshot is not blank: {shot}"
+    );
+    assert_eq!(result["room_after_leave"], "gone", "{result}");
+    wait_for_no_sessions(&server, "Leave DELETEd every session").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watch_page_without_a_camera_plays_a_publish_page() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let result = run_script("watch.mjs", &[server.base_url()]).await;
+
+    assert_eq!(
+        result["home"],
+        serde_json::json!(["Publish", "Watch", "Join a call"]),
+        "{result}"
+    );
+    let loopback = result["loopback"].as_array().expect("loopback");
+    assert!(
+        loopback.iter().any(|l| l["codec"] == "VP8"),
+        "the browser offers VP8: {result}"
+    );
+    for l in loopback {
+        let codec = l["codec"].as_str().unwrap_or_default();
+        let wanted = format!("video/{codec}");
+        assert_eq!(l["sent"], wanted, "the codec choice is what is sent: {l}");
+        assert_eq!(l["received"], wanted, "and what comes back: {l}");
+        assert!(u64_of(&l["frames"]) > 5, "{l}");
+    }
+    let watch = &result["watch"];
+    assert_eq!(
+        watch["mdns_only"], true,
+        "the watch page offered only mDNS candidates, so the server accepted a \
+         peer-reflexive one: {watch}"
+    );
+    assert!(
+        u64_of(&watch["frames_later"]) > u64_of(&watch["frames_first"]),
+        "{watch}"
+    );
+    assert_eq!(watch["colour_seen"], "green", "{watch}");
+    assert_eq!(watch["caption"], "Playing cam from room browser-watch");
+    assert_eq!(watch["unmuted"], true, "{watch}");
+    assert_eq!(result["deleted_on_close"], true, "{result}");
+    assert_eq!(result["room_gone_after_stop"], true, "{result}");
+    wait_for_no_sessions(&server, "the pages DELETEd their sessions").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_are_asked_for_and_errors_are_shown_in_words() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut with_tokens = Config::loopback();
+    with_tokens.publish_token = Some("pub-secret".into());
+    with_tokens.play_token = Some("play-secret".into());
+    let server = parley::start(with_tokens).await.expect("server");
+    // A server that advertises a media port nothing answers on (and a STUN server there),
+    // one participant per room.
+    let dead_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let mut broken = Config::loopback();
+    broken.public_ip = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    broken.public_port = Some(dead_port);
+    broken.max_participants_per_room = 1;
+    let stun = format!("stun:127.0.0.1:{dead_port}");
+    broken.ice_server = vec![stun.clone()];
+    let broken = parley::start(broken).await.expect("broken server");
+
+    let result = run_script("errors.mjs", &[server.base_url(), broken.base_url()]).await;
+    let token = &result["token"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text(&token["asked"]).contains("The server answered 401: a bearer token is required"),
+        "{token}"
+    );
+    assert!(
+        text(&token["rejected"]).contains("401: the bearer token is not valid"),
+        "{token}"
+    );
+    assert!(text(&token["play"]).contains("for playing"), "{token}");
+    assert!(u64_of(&token["loopback_frames"]) > 5, "{token}");
+    assert!(
+        text(&token["watch_caption"]).starts_with("Playing tok"),
+        "{token}"
+    );
+    assert!(
+        text(&result["denied"]).starts_with("Camera/microphone access was denied"),
+        "{result}"
+    );
+    assert!(
+        text(&result["full"]).starts_with("The server answered 403: "),
+        "{result}"
+    );
+    assert_eq!(result["start_shown_again"], true, "{result}");
+    assert_eq!(result["ice_start_shown_again"], true, "{result}");
+    assert_eq!(
+        result["ice_servers"][0]["urls"],
+        serde_json::json!([stun]),
+        "the page uses the server's --ice-server: {result}"
+    );
+    assert!(
+        text(&result["ice"]).starts_with("The connection failed (ICE)"),
+        "{result}"
+    );
+    assert!(
+        text(&result["ice"]).contains(&format!("127.0.0.1:{dead_port}")),
+        "the message names the address the browser could not reach: {result}"
+    );
+    wait_for_no_sessions(&server, "the token pages DELETEd their sessions").await;
+    server.shutdown().await;
+    broken.shutdown().await;
+}
