@@ -93,6 +93,22 @@ impl Server {
     }
 }
 
+/// Socket buffers of the media socket: a burst (a keyframe fanned out to hundreds of viewers,
+/// or many publishers at once) must not overflow the kernel's default ~200 KB while the engine
+/// is busy. The kernel caps the request at `net.core.{r,w}mem_max`.
+const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Binds the non-blocking media socket with large buffers.
+fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// The addresses to put in host candidates.
 fn advertised_ips(config: &Config, media_addr: SocketAddr) -> Vec<IpAddr> {
     if !config.public_ip.is_empty() {
@@ -124,13 +140,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             addr: config.http_listen,
             source,
         })?;
-    let socket = UdpSocket::bind(config.media_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "the media socket",
-            addr: config.media_listen,
-            source,
-        })?;
+    let socket = media_socket(config.media_listen).map_err(|source| StartError::Bind {
+        what: "the media socket",
+        addr: config.media_listen,
+        source,
+    })?;
     let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
     let http_addr = listener
         .local_addr()

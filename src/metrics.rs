@@ -81,8 +81,6 @@ pub struct Tally {
     pub pli_sent: u64,
     /// Keyframe requests not sent because of the per-track rate limit.
     pub keyframe_requests_suppressed: u64,
-    /// Forwarding latency samples (s), datagram in → datagrams out.
-    pub latency_s: Vec<f64>,
     /// Session setup samples (s), POST → media flowing.
     pub setup_s: Vec<f64>,
     /// RTCP-derived counters since the last flush (deltas).
@@ -396,6 +394,12 @@ impl Metrics {
         m
     }
 
+    /// A per-task forwarding-latency histogram (seconds): observing costs a few plain adds;
+    /// [`LocalHistogram::flush`](prometheus::local::LocalHistogram::flush) publishes it.
+    pub fn local_forwarding_latency(&self) -> prometheus::local::LocalHistogram {
+        self.forwarding_latency.local()
+    }
+
     /// Counts a started session.
     pub fn session_started(&self, kind: &str) {
         self.sessions_started.with_label_values(&[kind]).inc();
@@ -454,9 +458,6 @@ impl Metrics {
         self.nacks_received.inc_by(t.nack_received);
         self.nacks_sent.inc_by(t.nack_sent);
         self.retransmissions.inc_by(t.retransmissions);
-        for v in t.latency_s.drain(..) {
-            self.forwarding_latency.observe(v);
-        }
         for v in t.setup_s.drain(..) {
             self.setup.observe(v);
         }
@@ -469,7 +470,6 @@ impl Metrics {
         for v in t.loss.drain(..) {
             self.loss.observe(v);
         }
-        let latency = std::mem::take(&mut t.latency_s);
         let (setup, rtt, jitter, loss) = (
             std::mem::take(&mut t.setup_s),
             std::mem::take(&mut t.rtt_s),
@@ -477,7 +477,6 @@ impl Metrics {
             std::mem::take(&mut t.loss),
         );
         *t = Tally {
-            latency_s: latency,
             setup_s: setup,
             rtt_s: rtt,
             jitter_s: jitter,
@@ -528,7 +527,6 @@ mod tests {
             m.session_ended("whep", "deleted");
             t.rtp_in[(session % 2) as usize] += 10;
             t.drop(Drop::NoKeyframeYet);
-            t.latency_s.push(session as f64);
             m.flush(
                 &mut t,
                 &Levels {

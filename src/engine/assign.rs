@@ -4,6 +4,7 @@
 
 use super::event_loop::Engine;
 use super::events::RoomEvent;
+use super::lifecycle::MAX_SLOTS_PER_KIND;
 use super::room::{ParticipantKey, SessionKey, Track};
 use super::session::{leg_params, source_id};
 use crate::forward::slot::LegParams;
@@ -24,17 +25,49 @@ struct Plan {
     mid: String,
     participant: Option<ParticipantKey>,
     name: Option<String>,
-    source: Option<(SessionKey, usize, LegParams)>,
+    source: Option<(SessionKey, usize)>,
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    usize::from(kind == MediaKind::Video)
 }
 
 impl Engine {
     /// Re-decides every viewer slot's source in a room, applies the changes (keyframe
     /// requests, events) and rebuilds the room's fan-out lists.
     pub(super) fn reassign(&mut self, room_name: &str, now: Instant) {
-        let plans = self.plan(room_name, now);
+        self.reassign_viewers(room_name, None, now);
+    }
+
+    /// Like [`Engine::reassign`], for one viewer only (a viewer joining changes nobody else).
+    pub(super) fn reassign_viewers(
+        &mut self,
+        room_name: &str,
+        only: Option<SessionKey>,
+        now: Instant,
+    ) {
+        let plans = self.plan(room_name, only, now);
         let mut keyframes = Vec::new();
         let mut events = Vec::new();
         for p in plans {
+            let wanted = p.source.map(|(session, track)| source_id(session, track));
+            let current = self
+                .sessions
+                .get(&p.viewer)
+                .and_then(|v| v.forwarders.get(p.slot))
+                .map(|f| f.source());
+            let Some(current) = current else {
+                continue;
+            };
+            // The leg parameters are looked up only for slots that change source.
+            let params: Option<LegParams> = match p.source {
+                Some((session, track)) if current != wanted => self
+                    .sessions
+                    .get(&session)
+                    .and_then(|s| s.peer.inbound().get(track))
+                    .map(|t| leg_params(&t.codecs, &t.extensions)),
+                _ => None,
+            };
             let Some(viewer) = self.sessions.get_mut(&p.viewer) else {
                 continue;
             };
@@ -44,22 +77,18 @@ impl Engine {
             ) else {
                 continue;
             };
-            let wanted = p
-                .source
-                .as_ref()
-                .map(|(session, track, _)| source_id(*session, *track));
-            if forwarder.source() != wanted {
-                match &p.source {
-                    Some((session, track, params)) => {
-                        if forwarder.bind(source_id(*session, *track), params) {
+            if current != wanted {
+                match (p.source, params) {
+                    (Some((session, track)), Some(params)) => {
+                        if forwarder.bind(source_id(session, track), &params) {
                             if p.kind == MediaKind::Video {
-                                keyframes.push((*session, *track));
+                                keyframes.push((session, track));
                             }
                         } else {
                             forwarder.unbind();
                         }
                     }
-                    None => forwarder.unbind(),
+                    _ => forwarder.unbind(),
                 }
             }
             let participant = forwarder.source().and(p.participant);
@@ -84,22 +113,39 @@ impl Engine {
         }
     }
 
-    /// The desired source of every viewer slot in a room.
-    fn plan(&mut self, room_name: &str, now: Instant) -> Vec<Plan> {
+    /// The desired source of every viewer slot in a room (or of one viewer's slots). The
+    /// room's sources and speaker orders are computed once, not per viewer.
+    fn plan(&mut self, room_name: &str, only: Option<SessionKey>, now: Instant) -> Vec<Plan> {
         let Some(room) = self.rooms.get(room_name) else {
             return Vec::new();
         };
+        // Live sources per kind: participant → (publisher session, track).
+        let mut sources: [HashMap<ParticipantKey, (SessionKey, usize)>; 2] = Default::default();
+        for p in &room.publishers {
+            for t in p.tracks.iter().filter(|t| !t.stalled) {
+                sources[kind_index(t.kind)]
+                    .entry(p.key)
+                    .or_insert((p.session, t.index));
+            }
+        }
         let mut plans = Vec::new();
         let mut current = Vec::new();
         let mut desired = Vec::new();
         let mut assigned = Vec::new();
-        for viewer in &room.viewers {
+        let mut video_rank = Vec::new();
+        let mut video_ranked = false;
+        for viewer in room
+            .viewers
+            .iter()
+            .filter(|v| only.is_none_or(|o| o == v.session))
+        {
             let Some(session) = self.sessions.get(&viewer.session) else {
                 continue;
             };
             let own = room.key_of(&viewer.participant);
             let target = viewer.target.as_deref().map(|t| room.key_of(t));
             for kind in [MediaKind::Audio, MediaKind::Video] {
+                let live = &sources[kind_index(kind)];
                 let slots: Vec<usize> = session
                     .peer
                     .slots()
@@ -113,22 +159,39 @@ impl Engine {
                 }
                 current.clear();
                 current.extend(slots.iter().map(|i| session.slot_participants[*i]));
-                let eligible =
-                    |k: ParticipantKey| Some(k) != own && room.source_of(k, kind).is_some();
+                desired.clear();
                 match target {
-                    Some(t) => {
-                        desired.clear();
-                        desired.extend(t.filter(|k| room.source_of(*k, kind).is_some()));
-                    }
+                    Some(t) => desired.extend(t.filter(|k| live.contains_key(k))),
                     None if kind == MediaKind::Video => {
-                        room.speakers
-                            .video_order(own, eligible, slots.len(), &mut desired)
+                        if !video_ranked {
+                            // Long enough for any viewer: the viewer's own key may be in it.
+                            let most = MAX_SLOTS_PER_KIND + 1;
+                            room.speakers.video_order(
+                                None,
+                                |k| live.contains_key(&k),
+                                most,
+                                &mut video_rank,
+                            );
+                            video_ranked = true;
+                        }
+                        desired.extend(
+                            video_rank
+                                .iter()
+                                .copied()
+                                .filter(|k| Some(*k) != own)
+                                .take(slots.len()),
+                        );
+                    }
+                    None if live.len() <= slots.len() + usize::from(own.is_some()) => {
+                        // Room for everyone: no choice to make.
+                        desired.extend(live.keys().copied().filter(|k| Some(*k) != own));
+                        desired.sort_unstable();
                     }
                     None => {
                         let shown: Vec<u64> = current.iter().flatten().copied().collect();
                         room.speakers.audio_order(
                             own,
-                            eligible,
+                            |k| live.contains_key(&k),
                             &shown,
                             slots.len(),
                             now,
@@ -138,11 +201,6 @@ impl Engine {
                 }
                 assign_slots(&current, &desired, &mut assigned);
                 for (i, who) in slots.iter().zip(assigned.iter()) {
-                    let source = who.and_then(|k| {
-                        let (ps, track) = room.source_of(k, kind)?;
-                        let t = self.sessions.get(&ps)?.peer.inbound().get(track)?;
-                        Some((ps, track, leg_params(&t.codecs, &t.extensions)))
-                    });
                     plans.push(Plan {
                         viewer: viewer.session,
                         slot: *i,
@@ -150,7 +208,7 @@ impl Engine {
                         mid: session.peer.slots()[*i].mid.clone(),
                         participant: *who,
                         name: who.and_then(|k| room.name_of(k)).map(str::to_owned),
-                        source,
+                        source: who.and_then(|k| live.get(&k).copied()),
                     });
                 }
             }

@@ -43,6 +43,7 @@ pub(super) struct Engine {
     pub(super) next_key: SessionKey,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Tally,
+    latency: prometheus::local::LocalHistogram,
     /// Arrival times of the packets fanned out since the last drain.
     batch_received: Vec<Instant>,
 }
@@ -63,6 +64,7 @@ impl Engine {
         registry: Registry,
     ) -> Self {
         Self {
+            latency: metrics.local_forwarding_latency(),
             metrics,
             tally: Tally::default(),
             batch_received: Vec::new(),
@@ -273,6 +275,7 @@ impl Engine {
             self.tally.dropped[metrics::Drop::UnknownSsrc as usize] += s.peer.take_unknown_rtp();
         }
         self.metrics.flush(&mut self.tally, &levels);
+        self.latency.flush();
     }
 
     /// Forgets a session's timer.
@@ -329,7 +332,7 @@ impl Engine {
             let sent = Instant::now();
             for received in self.batch_received.drain(..) {
                 let s = sent.saturating_duration_since(received).as_secs_f64();
-                self.tally.latency_s.push(s);
+                self.latency.observe(s);
             }
         }
     }

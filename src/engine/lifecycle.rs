@@ -164,7 +164,11 @@ impl Engine {
         if joined {
             self.emit_room(&room, &RoomEvent::ParticipantJoined { participant });
         }
-        self.reassign(&room, now);
+        match kind {
+            // A new viewer changes nobody else's slots.
+            SessionKind::Whep => self.reassign_viewers(&room, Some(key), now),
+            SessionKind::Whip => self.reassign(&room, now),
+        }
         self.mark(key);
         self.metrics.session_started(kind.as_str());
         tracing::info!(

@@ -146,8 +146,10 @@ impl Room {
         self.publishers.iter_mut().find(|p| p.session == session)
     }
 
-    /// The live (not stalled) track of `kind` that participant `key` publishes:
+    /// The live (not stalled) track of `kind` that participant `key` publishes (tests only;
+    /// the engine builds a map of all sources at once):
     /// (publisher session, track index).
+    #[cfg(test)]
     pub fn source_of(&self, key: ParticipantKey, kind: MediaKind) -> Option<(SessionKey, usize)> {
         let p = self.publishers.iter().find(|p| p.key == key)?;
         let t = p.tracks.iter().find(|t| t.kind == kind && !t.stalled)?;
