@@ -130,6 +130,11 @@ pub struct LoadArgs {
     /// Opus packet size in bytes (one every 20 ms; 120 B is about 48 kbit/s).
     #[arg(long, default_value_t = 120)]
     pub audio_bytes: usize,
+    /// Audio levels: participants take turns of this many seconds as the one loud speaker
+    /// (the others send quiet levels), so a server's active-speaker logic sees a realistic
+    /// meeting.
+    #[arg(long, default_value_t = 5.0)]
+    pub speaker_secs: f64,
     /// Seconds of steady state measured per step.
     #[arg(long, default_value_t = 10.0)]
     pub measure_secs: f64,
@@ -153,11 +158,11 @@ pub struct LoadArgs {
     pub threads: usize,
     /// Microseconds each media thread sleeps between rounds (delays use kernel timestamps,
     /// so batching does not bias them).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     pub batch_us: u64,
     /// After a stream's first keyframe, decrypt one RTP packet in this many for delay
     /// samples (every packet is still counted for loss from its clear header).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub delay_sample: u32,
     /// Seconds of ceiling measurement per step (0 disables): same fan-out and packet size
     /// as the step.

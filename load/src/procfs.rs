@@ -135,6 +135,30 @@ pub fn parse_prometheus(text: &str) -> Result<ProcSample> {
     })
 }
 
+/// Busy CPU time of the whole machine so far, seconds (all cores; from `/proc/stat`).
+pub fn machine_busy_secs() -> Option<f64> {
+    parse_proc_stat_busy(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Busy seconds (all but idle and iowait) of the `cpu` line of `/proc/stat`.
+pub fn parse_proc_stat_busy(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy as f64 / 100.0)
+}
+
 /// The kernel's UDP counters that reveal drops (from `/proc/net/snmp`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UdpCounters {
@@ -225,6 +249,13 @@ mod tests {
                     UdpLite: InDatagrams NoPorts InErrors\nUdpLite: 0 0 0\n";
         let c = parse_snmp_udp(text).expect("parses");
         assert_eq!((c.in_errors, c.rcvbuf_errors, c.sndbuf_errors), (7, 5, 1));
+    }
+
+    #[test]
+    fn proc_stat_busy() {
+        let text = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n";
+        assert!((parse_proc_stat_busy(text).expect("parses") - 1.6).abs() < 1e-9);
+        assert!(parse_proc_stat_busy("intr 1\n").is_none());
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct StepReport {
     pub avg_packet_bytes: f64,
     /// Continuity over all viewers' streams during the window.
     pub counters: SeqCounters,
+    /// Viewers that lost at least one packet in the window.
+    pub viewers_with_loss: usize,
     /// Lost / expected, %.
     pub loss_pct: f64,
     /// Publisher stamp → viewer kernel receive time.
@@ -90,12 +92,17 @@ pub struct StepReport {
     pub join_ms: Distribution,
     /// PLI/FIR the publishers received (whole run so far).
     pub keyframe_requests: u64,
+    /// POSTs the server answered 429/503 (retried after Retry-After) in this step.
+    pub post_retries: u32,
     /// Keyframes the publishers sent during the window.
     pub keyframes_sent: u64,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// The generator's own CPU, cores.
     pub generator_cores: f64,
+    /// The whole machine's busy CPU, cores: what is left after the server and the
+    /// generator is other load (a noisy neighbour makes absolute numbers unreliable).
+    pub machine_cores: Option<f64>,
     /// The media threads' CPU, cores.
     pub media_thread_cores: f64,
     /// Datagrams dropped at the generator's sockets (its own fault, not the server's).
@@ -114,6 +121,13 @@ impl StepReport {
         let sfu = self.server.as_ref()?.us_per_packet?;
         let c = self.ceiling.iter().find(|c| c.mode == mode)?;
         Some(sfu / c.us_per_copy)
+    }
+
+    /// Busy cores on the machine that were neither the server nor the generator.
+    pub fn other_load(&self) -> Option<f64> {
+        let server = self.server.as_ref().map_or(0.0, |s| s.cpu_cores);
+        self.machine_cores
+            .map(|m| (m - server - self.generator_cores).max(0.0))
     }
 
     fn ceiling_us(&self, mode: Mode) -> Option<f64> {
@@ -233,9 +247,9 @@ pub fn print_step(s: &StepReport) {
     eprintln!("{HEADER}");
     eprintln!("{}", row(s));
     eprintln!(
-        "  published {:.0} pkt/s, fan-out {:.1}, {:.0} B/pkt; lost {} of {} (late {}, gaps {}); \
+        "  published {:.0} pkt/s, fan-out {:.1}, {:.0} B/pkt; lost {} of {} (late {}, gaps {}, {} viewers with loss); \
          delay max {} ms over {} samples; gen media thread {:.2} cores, socket drops {}, \
-         send errors {}; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {} (run), keyframes sent {} (window)",
+         send errors {}; machine busy {} cores; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {} (run), keyframes sent {} (window)",
         s.published_pps,
         s.fanout,
         s.avg_packet_bytes,
@@ -243,15 +257,25 @@ pub fn print_step(s: &StepReport) {
         s.counters.expected,
         s.counters.late,
         s.counters.gaps,
+        s.viewers_with_loss,
         opt(s.delay_ms.max, 2),
         s.delay_ms.count,
         s.media_thread_cores,
         s.generator_socket_drops,
         s.generator_send_errors,
+        opt(s.machine_cores, 2),
         s.udp.rcvbuf_errors,
         s.keyframe_requests,
         s.keyframes_sent,
     );
+    if let Some(other) = s.other_load() {
+        if other > 0.3 {
+            eprintln!(
+                "  warning: {other:.2} cores of other load on the machine during the window; \
+                 delays and CPU figures are unreliable (the ratio to the ceiling less so)"
+            );
+        }
+    }
     for e in s.errors.iter().take(5) {
         eprintln!("  error: {e}");
     }

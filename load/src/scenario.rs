@@ -5,10 +5,10 @@
 
 use crate::ceiling;
 use crate::cli::LoadArgs;
-use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, VideoPlan};
-use crate::net::{bind_udp, realtime_ns};
+use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan};
+use crate::net::bind_udp;
 use crate::peer::{ClientPeer, PeerState, Role};
-use crate::procfs::{sample_pid, ProcSample, ServerProbe, UdpCounters};
+use crate::procfs::{machine_busy_secs, sample_pid, ProcSample, ServerProbe, UdpCounters};
 use crate::report::{self, Millis, Report, ServerReport, StepReport};
 use crate::signaling::{delete, endpoint_url, post_offer, Endpoint};
 use crate::stats::{Distribution, SeqCounters};
@@ -62,6 +62,8 @@ impl Scenario {
 struct Session {
     id: u64,
     location: Url,
+    /// POSTs answered 429/503 before the one that succeeded.
+    retries: u32,
 }
 
 /// What one join does.
@@ -105,11 +107,12 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
         &spec.room,
         spec.participant.as_deref(),
     )?;
-    let posted_ns = realtime_ns();
     let answer = post_offer(&ctx.http, &url, ctx.args.token.as_deref(), offer).await?;
+    let posted_ns = answer.posted_ns;
     let session = Session {
         id: ctx.next_id.fetch_add(1, Ordering::Relaxed),
         location: answer.location,
+        retries: answer.retries,
     };
     if let Err(e) = peer.apply_answer(answer.sdp, Instant::now()) {
         let _ = delete(&ctx.http, &session.location, ctx.args.token.as_deref()).await;
@@ -171,7 +174,7 @@ async fn leave_all(ctx: &Arc<Ctx>, sessions: Vec<Session>) -> usize {
     failed
 }
 
-fn plan(args: &LoadArgs, stream: u16, video: bool) -> PublisherPlan {
+fn plan(args: &LoadArgs, stream: u16, video: bool, talk: Talk) -> PublisherPlan {
     PublisherPlan {
         stream,
         video: video.then_some(VideoPlan {
@@ -184,11 +187,25 @@ fn plan(args: &LoadArgs, stream: u16, video: bool) -> PublisherPlan {
         }),
         audio: Some(AudioPlan {
             bytes: args.audio_bytes,
+            talk,
         }),
     }
 }
 
-fn publisher_spec(args: &LoadArgs, room: &str, name: &str, stream: u16, video: bool) -> JoinSpec {
+/// A WHIP publisher; `turn` of `turns` in the audio-level turn-taking.
+fn publisher_spec(
+    args: &LoadArgs,
+    room: &str,
+    name: &str,
+    stream: u16,
+    video: bool,
+    (turn, turns): (u32, u32),
+) -> JoinSpec {
+    let talk = Talk {
+        index: turn,
+        count: turns,
+        turn_secs: args.speaker_secs,
+    };
     JoinSpec {
         endpoint: Endpoint::Whip,
         room: room.to_owned(),
@@ -197,7 +214,7 @@ fn publisher_spec(args: &LoadArgs, room: &str, name: &str, stream: u16, video: b
             audio: true,
             video: video.then_some(args.codec),
         },
-        plan: Some(plan(args, stream, video)),
+        plan: Some(plan(args, stream, video, talk)),
     }
 }
 
@@ -244,12 +261,24 @@ async fn wait_joined(ctx: &Ctx, ids: &[u64]) -> Snapshot {
     let mut last_report = Instant::now();
     loop {
         let snap = ctx.engine.snapshot(false).await;
-        let (mut joined, mut failed) = (0, 0);
+        let (mut joined, mut failed, mut connected, mut silent, mut mute) = (0, 0, 0, 0, 0);
         for id in ids {
-            match snap.viewers.get(id) {
-                Some(v) if v.join_ms.is_some() => joined += 1,
-                Some(v) if v.state == PeerState::Failed => failed += 1,
-                _ => {}
+            let Some(v) = snap.viewers.get(id) else {
+                continue;
+            };
+            if v.join_ms.is_some() {
+                joined += 1;
+            } else if v.state == PeerState::Failed {
+                failed += 1;
+            }
+            if v.state == PeerState::Connected {
+                connected += 1;
+            }
+            if v.rx_datagrams == 0 {
+                silent += 1;
+            }
+            if v.tx_datagrams == 0 {
+                mute += 1;
             }
         }
         let done = joined + failed == ids.len();
@@ -259,6 +288,13 @@ async fn wait_joined(ctx: &Ctx, ids: &[u64]) -> Snapshot {
                 ids.len(),
                 start.elapsed().as_secs_f64()
             ));
+            if !done {
+                progress(&format!(
+                    "  of the others: {} DTLS-connected, {silent} never heard from the server, \
+                     {mute} never sent anything",
+                    connected - joined.min(connected)
+                ));
+            }
             return snap;
         }
         if last_report.elapsed() > Duration::from_secs(2) {
@@ -292,7 +328,7 @@ pub async fn run(scenario: Scenario, args: LoadArgs) -> Result<Report> {
     // Broadcast: one publisher for the whole run.
     let mut broadcaster = Vec::new();
     if let Scenario::Broadcast { .. } = scenario {
-        let spec = publisher_spec(&ctx.args, &ctx.args.room, "publisher", 0, true);
+        let spec = publisher_spec(&ctx.args, &ctx.args.room, "publisher", 0, true, (0, 1));
         let (s, errors) = join_all(&ctx, vec![spec]).await;
         if let Some(e) = errors.first() {
             return Err(anyhow!("the publisher could not join: {e}"));
@@ -355,7 +391,10 @@ async fn step(
                 names
                     .iter()
                     .enumerate()
-                    .map(|(p, name)| publisher_spec(args, &step_room, name, p as u16 + 1, video))
+                    .map(|(p, name)| {
+                        let turn = (p as u32, n as u32);
+                        publisher_spec(args, &step_room, name, p as u16 + 1, video, turn)
+                    })
                     .collect(),
                 names
                     .iter()
@@ -392,6 +431,16 @@ async fn step(
     for e in errors.iter().take(3) {
         progress(&format!("  error: {e}"));
     }
+    let post_retries: u32 = viewers
+        .iter()
+        .chain(publishers.iter())
+        .map(|s| s.retries)
+        .sum();
+    if post_retries > 0 {
+        progress(&format!(
+            "  the server answered 429/503 {post_retries} times (retried after Retry-After)"
+        ));
+    }
     let viewer_ids: Vec<u64> = viewers.iter().map(|s| s.id).collect();
     let joined = wait_joined(ctx, &viewer_ids).await;
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
@@ -399,7 +448,8 @@ async fn step(
     // The measurement window.
     let udp0 = UdpCounters::read();
     let self0 = sample_pid("self")?;
-    let server0 = ctx.probe.sample(&ctx.http).await.ok().flatten();
+    let busy0 = machine_busy_secs();
+    let server0 = probe(ctx, &mut errors).await;
     ctx.engine.start_window();
     let snap0 = ctx.engine.snapshot(false).await;
     let t0 = Instant::now();
@@ -418,11 +468,16 @@ async fn step(
     }
     let snap1 = ctx.engine.snapshot(true).await;
     let secs = t0.elapsed().as_secs_f64();
-    let server1 = ctx.probe.sample(&ctx.http).await.ok().flatten();
+    let server1 = probe(ctx, &mut errors).await;
     let self1 = sample_pid("self")?;
+    let busy1 = machine_busy_secs();
     let udp = UdpCounters::read().since(&udp0);
 
     let counters = received_since(&snap0, &snap1, &viewer_ids);
+    let viewers_with_loss = viewer_ids
+        .iter()
+        .filter(|id| received_since(&snap0, &snap1, &[**id]).lost() > 0)
+        .count();
     let bytes: u64 = viewer_ids
         .iter()
         .map(|id| {
@@ -506,6 +561,7 @@ async fn step(
         fanout,
         avg_packet_bytes: avg_packet,
         counters,
+        viewers_with_loss,
         loss_pct: if counters.expected > 0 {
             counters.lost() as f64 * 100.0 / counters.expected as f64
         } else {
@@ -515,8 +571,10 @@ async fn step(
         join_ms: join,
         keyframe_requests: requests,
         keyframes_sent: keyframes,
+        post_retries,
         server,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
+        machine_cores: busy0.zip(busy1).map(|(a, b)| (b - a) / secs),
         media_thread_cores: (snap1.thread_cpu_secs - snap0.thread_cpu_secs) / secs,
         generator_socket_drops: socket_drops,
         generator_send_errors: snap1.send_errors - snap0.send_errors,
@@ -545,6 +603,17 @@ async fn step(
         }
     }
     Ok(r)
+}
+
+/// Reads the server's CPU and RSS; a failure is recorded, not fatal.
+async fn probe(ctx: &Ctx, errors: &mut Vec<String>) -> Option<ProcSample> {
+    match ctx.probe.sample(&ctx.http).await {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(format!("server probe: {e:#}"));
+            None
+        }
+    }
 }
 
 /// Continuity counters of `ids` between two snapshots.

@@ -1,10 +1,17 @@
 //! WHIP/WHEP over plain HTTP: POST a complete (non-trickle) offer, read the answer and the
 //! session URL, DELETE it. Works with any WHIP/WHEP server: the Location header is resolved
 //! against the POST URL, whatever its shape (`/sessions/{id}`, `/whip/{room}/{id}`, ...).
+//! A `429` or `503` is retried after its `Retry-After` (at most [`MAX_RETRIES`] times), as a
+//! well-behaved client would: every generator peer comes from the same address.
 
+use crate::net::realtime_ns;
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
-use reqwest::{Client, StatusCode, Url};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::{Client, Response, StatusCode, Url};
+use std::time::Duration;
+
+/// Retries of one request answered 429 or 503.
+pub const MAX_RETRIES: u32 = 30;
 
 /// WHIP (publish) or WHEP (play).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +29,25 @@ pub struct Answer {
     pub location: Url,
     /// SDP answer.
     pub sdp: String,
+    /// When the successful POST was sent (CLOCK_REALTIME ns).
+    pub posted_ns: u64,
+    /// POSTs answered 429 or 503 before this one.
+    pub retries: u32,
+}
+
+/// How long a 429/503 asks us to wait (`Retry-After` seconds; 1 s if absent), capped at 5 s.
+fn retry_after(response: &Response) -> Duration {
+    let secs = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(1.0);
+    Duration::from_secs_f64(secs.clamp(0.05, 5.0))
+}
+
+fn busy(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
 }
 
 /// `{base}/{whip|whep}/{room}[?participant=NAME]`.
@@ -54,17 +80,27 @@ pub async fn post_offer(
     token: Option<&str>,
     offer: String,
 ) -> Result<Answer> {
-    let mut request = client
-        .post(url.clone())
-        .header(CONTENT_TYPE, "application/sdp")
-        .body(offer);
-    if let Some(token) = token {
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
+    let mut retries = 0;
+    let (response, posted_ns) = loop {
+        let mut request = client
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(offer.clone());
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let posted_ns = realtime_ns();
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        if busy(response.status()) && retries < MAX_RETRIES {
+            retries += 1;
+            tokio::time::sleep(retry_after(&response)).await;
+            continue;
+        }
+        break (response, posted_ns);
+    };
     let status = response.status();
     let location = response
         .headers()
@@ -88,20 +124,30 @@ pub async fn post_offer(
     Ok(Answer {
         location,
         sdp: body,
+        posted_ns,
+        retries,
     })
 }
 
 /// DELETEs a session; returns the status.
 pub async fn delete(client: &Client, url: &Url, token: Option<&str>) -> Result<StatusCode> {
-    let mut request = client.delete(url.clone());
-    if let Some(token) = token {
-        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    let mut retries = 0;
+    loop {
+        let mut request = client.delete(url.clone());
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("DELETE {url}"))?;
+        if busy(response.status()) && retries < MAX_RETRIES {
+            retries += 1;
+            tokio::time::sleep(retry_after(&response)).await;
+            continue;
+        }
+        return Ok(response.status());
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("DELETE {url}"))?;
-    Ok(response.status())
 }
 
 #[cfg(test)]

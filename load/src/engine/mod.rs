@@ -8,7 +8,7 @@
 mod publisher;
 mod viewer;
 
-pub use publisher::{AudioPlan, PublisherPlan, VideoPlan};
+pub use publisher::{AudioPlan, PublisherPlan, Talk, VideoPlan};
 
 use crate::net::{realtime_ns, Receiver};
 use crate::payload::Stamp;
@@ -45,8 +45,8 @@ pub enum Command {
     Add {
         /// Caller's id for the peer.
         id: u64,
-        /// The peer (answer applied).
-        peer: ClientPeer,
+        /// The peer (answer applied), boxed: it is large and moves through a channel.
+        peer: Box<ClientPeer>,
         /// Its socket.
         socket: UdpSocket,
         /// Its job.
@@ -78,6 +78,10 @@ pub struct ViewerSnap {
     pub bytes: u64,
     /// Datagrams the kernel dropped at this viewer's socket.
     pub socket_drops: u32,
+    /// Datagrams received from the server (any kind).
+    pub rx_datagrams: u64,
+    /// Datagrams sent to the server.
+    pub tx_datagrams: u64,
 }
 
 /// A publisher's counters.
@@ -119,10 +123,12 @@ enum Role {
 
 struct Entry {
     id: u64,
-    peer: ClientPeer,
+    peer: Box<ClientPeer>,
     socket: UdpSocket,
     role: Role,
     next_timeout: Option<Instant>,
+    rx: u64,
+    tx: u64,
 }
 
 /// Handle on the media threads.
@@ -165,7 +171,7 @@ impl Engine {
     pub fn add(&self, id: u64, peer: ClientPeer, socket: UdpSocket, job: Job) {
         let _ = self.shard(id).send(Command::Add {
             id,
-            peer,
+            peer: Box::new(peer),
             socket,
             job,
         });
@@ -256,7 +262,7 @@ impl MediaThread {
     }
 
     fn run(&mut self) {
-        let mut events = vec![EpollEvent::empty(); 256];
+        let mut events = vec![EpollEvent::empty(); 1024];
         loop {
             let round = Instant::now();
             loop {
@@ -345,6 +351,8 @@ impl MediaThread {
                     socket,
                     role,
                     next_timeout: Some(now),
+                    rx: 0,
+                    tx: 0,
                 }));
                 self.by_id.insert(id, slot);
             }
@@ -391,6 +399,8 @@ impl MediaThread {
                             counters: v.counters(),
                             bytes: v.bytes,
                             socket_drops: v.socket_drops,
+                            rx_datagrams: e.rx,
+                            tx_datagrams: e.tx,
                         },
                     );
                 }
@@ -420,6 +430,7 @@ impl MediaThread {
         let (collecting, delays) = (self.collecting, &mut self.delays_us);
         for _ in 0..8 {
             let got = self.receiver.recv_batch(&e.socket, |d| {
+                e.rx += 1;
                 let feed = match (&mut e.role, classify(d.data)) {
                     (Role::Viewer(v), Class::Rtp { seq, ssrc }) => {
                         v.on_rtp(seq, ssrc, d.data.len())
@@ -482,7 +493,7 @@ impl MediaThread {
                     && schedule.next_due().is_none_or(|t| t <= now)
                 {
                     self.outgoing.clear();
-                    schedule.due(now, 0, &mut self.outgoing);
+                    schedule.due(now, realtime_ns(), &mut self.outgoing);
                     for mut o in self.outgoing.drain(..) {
                         let track = if o.video {
                             &e.peer.video
@@ -491,8 +502,7 @@ impl MediaThread {
                         };
                         let Some(t) = track else { continue };
                         let mut header = o.header(t.ssrc, t.payload_type);
-                        if let (false, Some(id)) = (o.video, t.audio_level_id) {
-                            let level = 0x80 | (30 + (o.seq % 20) as u8);
+                        if let (Some(id), Some(level)) = (t.audio_level_id, o.audio_level) {
                             let _ = header.set_extension(id, bytes::Bytes::from(vec![level]));
                         }
                         *bytes += o.payload.len() as u64;
@@ -528,6 +538,7 @@ impl MediaThread {
             on_event(&mut e.role, ev, realtime_ns(), collecting, delays);
         }
         while let Some((to, data)) = e.peer.poll_transmit() {
+            e.tx += 1;
             if e.socket.send_to(&data, to).is_err() {
                 self.send_errors += 1;
             }

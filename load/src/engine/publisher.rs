@@ -42,6 +42,34 @@ impl VideoPlan {
 pub struct AudioPlan {
     /// Opus packet size in bytes (every 20 ms).
     pub bytes: usize,
+    /// Who talks: publisher `index` of `count` is loud during its turn of `turn_secs`
+    /// (turns follow the wall clock, so all publishers of a run agree) and quiet otherwise.
+    pub talk: Talk,
+}
+
+/// One publisher's place in the turn-taking that drives its audio levels.
+#[derive(Clone, Copy, Debug)]
+pub struct Talk {
+    /// This publisher's turn number.
+    pub index: u32,
+    /// Publishers taking turns.
+    pub count: u32,
+    /// Length of a turn.
+    pub turn_secs: f64,
+}
+
+impl Talk {
+    /// Audio level (RFC 6464: V flag and -dBov) of packet `n` at wall-clock time `now_ns`:
+    /// about -28 dBov with voice activity during this publisher's turn, about -95 dBov
+    /// without otherwise.
+    pub fn level(&self, now_ns: u64, n: u32) -> u8 {
+        let turn = (now_ns as f64 / 1e9 / self.turn_secs.max(0.02)) as u64;
+        if turn % u64::from(self.count.max(1)) == u64::from(self.index) {
+            0x80 | (25 + (n % 7) as u8)
+        } else {
+            90 + (n % 10) as u8
+        }
+    }
 }
 
 /// What a publisher sends.
@@ -67,6 +95,8 @@ pub struct Outgoing {
     pub seq: u16,
     /// Payload (its stamp's send time is set just before the packet is written).
     pub payload: Vec<u8>,
+    /// Audio level for the audio-level header extension (audio only).
+    pub audio_level: Option<u8>,
 }
 
 impl Outgoing {
@@ -90,6 +120,10 @@ pub struct Schedule {
     start: Option<Instant>,
     next_frame: Instant,
     frame: u32,
+    /// Offsets this publisher's periodic keyframes from other publishers'.
+    keyframe_phase: u32,
+    /// Offsets this publisher's frame and audio clocks from other publishers'.
+    start_offset: Duration,
     keyframe_pending: bool,
     next_audio: Instant,
     audio_n: u32,
@@ -107,13 +141,19 @@ pub struct Schedule {
 const MAX_LAG: Duration = Duration::from_millis(200);
 
 impl Schedule {
-    /// A schedule that starts sending at the first [`Schedule::due`] call.
+    /// A schedule that starts sending at the first [`Schedule::due`] call. Publishers get
+    /// random frame-clock and keyframe phases, as independent encoders would have, so their
+    /// bursts do not line up.
     pub fn new(plan: PublisherPlan, now: Instant) -> Self {
+        let fps = plan.video.map_or(50, |v| v.fps.max(1));
+        let interval = plan.video.map_or(1, |v| v.keyframe_interval.max(1));
         Schedule {
             plan,
             start: None,
             next_frame: now,
             frame: 0,
+            keyframe_phase: rand::random::<u32>() % interval,
+            start_offset: Duration::from_secs(1) / fps * (rand::random::<u32>() % 1000) / 1000,
             keyframe_pending: true,
             next_audio: now,
             audio_n: 0,
@@ -143,12 +183,13 @@ impl Schedule {
         }
     }
 
-    /// Packets due at `now`; `send_ns` is the send time stamped into them.
+    /// Packets due at `now`; `send_ns` (wall clock) is the send time stamped into them and
+    /// picks the audio level's turn.
     pub fn due(&mut self, now: Instant, send_ns: u64, out: &mut Vec<Outgoing>) {
         if self.start.is_none() {
             self.start = Some(now);
-            self.next_frame = now;
-            self.next_audio = now;
+            self.next_frame = now + self.start_offset;
+            self.next_audio = now + self.start_offset;
         }
         if let Some(v) = self.plan.video {
             let interval = Duration::from_secs(1) / v.fps.max(1);
@@ -173,6 +214,7 @@ impl Schedule {
                     timestamp: self.audio_ts,
                     seq: self.audio_seq,
                     payload,
+                    audio_level: Some(a.talk.level(send_ns, self.audio_n)),
                 });
                 self.audio_n = self.audio_n.wrapping_add(1);
                 self.audio_seq = self.audio_seq.wrapping_add(1);
@@ -183,7 +225,11 @@ impl Schedule {
     }
 
     fn video_frame(&mut self, v: &VideoPlan, send_ns: u64, out: &mut Vec<Outgoing>) {
-        let keyframe = self.keyframe_pending || self.frame % v.keyframe_interval.max(1) == 0;
+        let keyframe = self.keyframe_pending
+            || self
+                .frame
+                .wrapping_add(self.keyframe_phase)
+                .is_multiple_of(v.keyframe_interval.max(1));
         self.keyframe_pending = false;
         if keyframe {
             self.keyframes += 1;
@@ -206,6 +252,7 @@ impl Schedule {
                 timestamp: self.video_ts,
                 seq: self.video_seq,
                 payload: p,
+                audio_level: None,
             });
             self.video_seq = self.video_seq.wrapping_add(1);
         }
@@ -230,30 +277,40 @@ mod tests {
                 keyframe_ratio: 5,
                 max_payload: 1100,
             }),
-            audio: Some(AudioPlan { bytes: 120 }),
+            audio: Some(AudioPlan {
+                bytes: 120,
+                talk: Talk {
+                    index: 1,
+                    count: 3,
+                    turn_secs: 1.0,
+                },
+            }),
         }
     }
 
     #[test]
-    fn one_second_averages_the_bitrate() {
+    fn twenty_seconds_average_the_bitrate() {
         let t0 = Instant::now();
         let mut s = Schedule::new(plan(), t0);
         let mut out = Vec::new();
-        // Two seconds in 1 ms steps (one keyframe interval at 30 fps).
-        for ms in 0..2000 {
+        // Twenty seconds in 1 ms steps (ten keyframe intervals at 30 fps).
+        for ms in 0..20_000 {
             s.due(t0 + Duration::from_millis(ms), 0, &mut out);
         }
         let video: Vec<_> = out.iter().filter(|o| o.video).collect();
         let audio = out.len() - video.len();
-        assert_eq!(audio, 100);
+        assert!((999..=1000).contains(&audio), "{audio}");
         let bytes: usize = video.iter().map(|o| o.payload.len()).sum();
-        let kbps = bytes * 8 / 2 / 1000;
-        assert!((2400..2700).contains(&kbps), "{kbps} kbit/s");
+        let kbps = bytes * 8 / 20 / 1000;
+        assert!((2450..2650).contains(&kbps), "{kbps} kbit/s");
         let keyframes = video
             .iter()
             .filter(|o| Stamp::find(&o.payload).is_some_and(|s| s.keyframe_start()))
             .count();
-        assert_eq!(keyframes, 1, "the first frame only: interval 60 = 2 s");
+        assert!(
+            (10..=11).contains(&keyframes),
+            "the first frame and one every 60 frames: {keyframes}"
+        );
         // Sequence numbers are continuous.
         for pair in video.windows(2) {
             assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
@@ -266,12 +323,34 @@ mod tests {
         let mut s = Schedule::new(plan(), t0);
         let mut out = Vec::new();
         s.due(t0, 0, &mut out);
-        out.clear();
-        s.request_keyframe();
         s.due(t0 + Duration::from_millis(34), 0, &mut out);
+        out.clear();
+        let before = s.keyframes;
+        s.request_keyframe();
+        s.due(t0 + Duration::from_millis(68), 0, &mut out);
         let first = out.iter().find(|o| o.video).expect("a frame");
         assert!(Stamp::find(&first.payload).is_some_and(|s| s.keyframe_start()));
-        assert_eq!((s.keyframes, s.requests), (2, 1));
+        assert_eq!((s.keyframes - before, s.requests), (1, 1));
+    }
+
+    #[test]
+    fn audio_levels_take_turns() {
+        let talk = |index| Talk {
+            index,
+            count: 3,
+            turn_secs: 2.0,
+        };
+        let at = |secs: u64| secs * 1_000_000_000;
+        // Seconds 0-1: turn 0; 2-3: turn 1; 4-5: turn 2; 6-7: turn 0 again.
+        assert!(talk(0).level(at(1), 0) & 0x80 != 0);
+        assert_eq!(talk(1).level(at(1), 0) & 0x80, 0);
+        assert!(talk(1).level(at(3), 5) & 0x80 != 0);
+        assert!(talk(0).level(at(7), 9) & 0x80 != 0);
+        assert!(talk(2).level(at(5), 0) & 0x7f < 40, "loud is a small -dBov");
+        assert!(
+            talk(2).level(at(1), 0) & 0x7f >= 90,
+            "quiet is a large -dBov"
+        );
     }
 
     #[test]

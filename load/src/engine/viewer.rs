@@ -99,7 +99,7 @@ impl ViewerStats {
             return true;
         }
         s.counter = s.counter.wrapping_add(1);
-        s.counter % self.sample == 0
+        s.counter.is_multiple_of(self.sample)
     }
 
     /// Takes a decrypted packet's stamp; returns the one-way delay in µs if it is a sample.
