@@ -2,8 +2,10 @@
 //!
 //! The first datagram of a connection is a STUN binding request whose USERNAME starts with
 //! the ICE ufrag Parley issued to that session; after that the remote address identifies it
-//! (RFC 8445 ICE-lite on one port, as every single-port SFU does). Pure lookup tables and a
-//! STUN attribute scan that never allocates and never panics.
+//! (RFC 8445 ICE-lite on one port, as every single-port SFU does). An address is bound only
+//! once the session's ICE agent has answered it ([`Demux::confirm`]): a STUN request with the
+//! right ufrag but a forged MESSAGE-INTEGRITY binds nothing. Pure lookup tables and a STUN
+//! attribute scan that never allocates and never panics.
 
 use super::room::SessionKey;
 use std::collections::HashMap;
@@ -56,21 +58,30 @@ impl Demux {
         self.by_ufrag.insert(ufrag.to_owned(), session);
     }
 
-    /// The session a datagram from `from` belongs to. A STUN request naming a known ufrag
-    /// binds `from` to that session.
+    /// The session a datagram from `from` belongs to: the one bound to that address, or the
+    /// one a STUN request's ufrag names (which binds nothing yet).
     pub fn route(&mut self, from: SocketAddr, data: &[u8]) -> Option<SessionKey> {
         if let Some(s) = self.by_addr.get(&from) {
             return Some(*s);
         }
         let ufrag = stun_local_ufrag(data)?;
-        let session = *self.by_ufrag.get(ufrag)?;
+        self.by_ufrag.get(ufrag).copied()
+    }
+
+    /// Binds `to` to `session` once the session sends to it: its ICE agent only answers
+    /// checks whose MESSAGE-INTEGRITY it verified, and only sends media where ICE succeeded.
+    pub fn confirm(&mut self, session: SessionKey, to: SocketAddr) {
+        if self.by_addr.contains_key(&to) {
+            return;
+        }
         let addrs = self.addrs.entry(session).or_default();
         if addrs.len() >= MAX_ADDRS_PER_SESSION {
-            return Some(session);
+            // The oldest address makes room: a client that moved keeps working.
+            let old = addrs.remove(0);
+            self.by_addr.remove(&old);
         }
-        addrs.push(from);
-        self.by_addr.insert(from, session);
-        Some(session)
+        addrs.push(to);
+        self.by_addr.insert(to, session);
     }
 
     /// Forgets everything about a session.
@@ -141,6 +152,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_address_list_drops_the_oldest() {
+        let mut d = Demux::default();
+        d.add_session(1, "aaaa");
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        for p in 0..=MAX_ADDRS_PER_SESSION as u16 {
+            d.confirm(1, addr(p));
+        }
+        assert_eq!(d.bound_addresses(), MAX_ADDRS_PER_SESSION);
+        assert_eq!(d.route(addr(0), b"x"), None);
+        assert_eq!(d.route(addr(MAX_ADDRS_PER_SESSION as u16), b"x"), Some(1));
+    }
+
+    #[test]
     fn addresses_stick_after_the_first_binding_and_are_forgotten_with_the_session() {
         let mut d = Demux::default();
         d.add_session(1, "aaaa");
@@ -149,8 +173,15 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         assert_eq!(d.route(a, b"\x80\x60 rtp"), None);
         assert_eq!(d.route(a, &binding("aaaa:x")), Some(1));
+        assert_eq!(
+            d.route(a, b"\x80\x60 rtp"),
+            None,
+            "not bound before the answer"
+        );
+        d.confirm(1, a);
         assert_eq!(d.route(a, b"\x80\x60 rtp"), Some(1));
         assert_eq!(d.route(b, &binding("bbbb:y")), Some(2));
+        d.confirm(2, b);
         assert_eq!(d.route(b, &binding("zzzz:y")), Some(2));
         d.remove_session(1);
         assert_eq!(d.route(a, b"\x80\x60 rtp"), None);

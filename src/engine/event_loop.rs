@@ -292,6 +292,7 @@ impl Engine {
             return;
         };
         while let Some((to, data)) = session.peer.poll_transmit() {
+            self.demux.confirm(key, to);
             match self.socket.try_send_to(&data, to) {
                 Ok(n) => {
                     self.tally.udp_out.0 += 1;

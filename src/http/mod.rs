@@ -115,7 +115,8 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
-/// POST, PATCH and DELETE are rate-limited per client IP.
+/// POST, PATCH and DELETE are rate-limited per client IP; a declared body over the limit
+/// is refused before it is read.
 async fn rate_limit(
     State(state): State<AppState>,
     request: Request,
@@ -123,6 +124,23 @@ async fn rate_limit(
 ) -> axum::response::Response {
     use axum::http::Method;
     use axum::response::IntoResponse;
+    if let Some(len) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > state.config.max_body_bytes as u64 {
+            return error::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than the limit of {} bytes",
+                    state.config.max_body_bytes
+                ),
+            )
+            .into_response();
+        }
+    }
     let limited = matches!(
         *request.method(),
         Method::POST | Method::PATCH | Method::DELETE

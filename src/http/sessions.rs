@@ -24,7 +24,9 @@ pub struct JoinQuery {
 }
 
 fn valid_name(name: &str) -> bool {
+    // `.` and `..` are path steps that clients rewrite away, not names.
     !name.is_empty()
+        && name.bytes().any(|b| b != b'.')
         && name.len() <= MAX_NAME_LEN
         && name
             .bytes()
@@ -310,7 +312,17 @@ mod tests {
         for ok in ["a", "my-room_1.x", &"r".repeat(MAX_NAME_LEN)] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", "a b", "ä", "../x", "a/b", &"r".repeat(MAX_NAME_LEN + 1)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "a b",
+            "ä",
+            "../x",
+            "a/b",
+            &"r".repeat(MAX_NAME_LEN + 1),
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

@@ -461,6 +461,16 @@ impl Peer {
         None
     }
 
+    /// Whether the DTLS handshake completed (and SRTP keys exist).
+    fn dtls_connected(&mut self) -> bool {
+        use rtc::peer_connection::transport::RTCDtlsTransportState;
+        use rtc::statistics::StatsSelector;
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None);
+        report
+            .transport()
+            .is_some_and(|t| t.dtls_state == RTCDtlsTransportState::Connected)
+    }
+
     /// Inbound RTCP the tap let through: keyframe requests become events, reports and NACKs
     /// become figures.
     fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
@@ -497,6 +507,12 @@ impl Peer {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let mapped = match state {
+                    // The stack also reports "connected" when ICE is up and DTLS was closed
+                    // (a bare close_notify before any handshake): only a completed DTLS
+                    // handshake counts.
+                    RTCPeerConnectionState::Connected if !self.dtls_connected() => {
+                        PeerState::Failed
+                    }
                     RTCPeerConnectionState::Connected => PeerState::Connected,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         PeerState::Failed

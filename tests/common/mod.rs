@@ -19,6 +19,12 @@
 
 mod call;
 mod events;
+pub mod hostile_call;
+pub mod hostile_http;
+pub mod hostile_raw;
+pub mod hostile_replay;
+pub mod hostile_storm;
+pub mod hostile_wire;
 mod payload;
 mod peer;
 mod publisher;
