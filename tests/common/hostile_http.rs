@@ -340,7 +340,12 @@ pub fn http_cases(viewer: &str, ufrag: &str, rng: &mut Rng) -> Vec<Case> {
         "room name",
     ));
     // "." and ".." are path steps, not names (clients' URL normalisation rewrites them).
-    cases.push(case("room ..", post_sdp("/whip/..", &good), &[400], "room name"));
+    cases.push(case(
+        "room ..",
+        post_sdp("/whip/..", &good),
+        &[400],
+        "room name",
+    ));
     cases.push(case(
         "room %2e%2e",
         post_sdp("/whip/%2e%2e", &good),
