@@ -1,27 +1,15 @@
 //! Cost of routing one datagram on the shared media socket (`engine::demux`).
 //!
-//! A demux holding 1000 sessions, each bound to one remote address. `known_address`: media
-//! from a bound address (the per-packet case). `stun_binding`: a binding request from an
-//! address the demux has not bound, for a session already at its address cap, so it parses
-//! the request and looks the ufrag up without inserting (the per-new-candidate case).
+//! A demux holding 1000 sessions, each with one confirmed remote address. `known_address`:
+//! media from a bound address (the per-packet case). `stun_binding`: a binding request from an
+//! address not bound yet, routed by its USERNAME (the per-new-candidate case).
 //! `stun_local_ufrag`: the USERNAME scan alone. Run: `cargo bench --bench demux`.
-//!
-//! `engine::demux` is private to the library, so its source is compiled into this bench by
-//! path until the library exposes it (then: `use parley::engine::demux::{..}`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 
-#[allow(dead_code)]
-#[path = "../src/engine/demux.rs"]
-mod demux;
-/// What `demux.rs` reaches as `super::room`.
-mod room {
-    pub use parley::engine::SessionKey;
-}
-
-use demux::{stun_local_ufrag, Demux};
+use parley::engine::demux::{stun_local_ufrag, Demux};
 
 const SESSIONS: u64 = 1000;
 
@@ -59,24 +47,19 @@ fn binding_request(username: &str) -> Vec<u8> {
 fn demux(c: &mut Criterion) {
     let mut d = Demux::default();
     for s in 0..SESSIONS {
-        let ufrag = format!("u{s:07}");
-        d.add_session(s, &ufrag);
-        let bound = d.route(addr(s), &binding_request(&format!("{ufrag}:client")));
-        assert_eq!(bound, Some(s));
-    }
-    // Session 0 reaches its cap of bound addresses; later requests for it bind nothing.
-    for i in 1..16 {
-        d.route(addr(SESSIONS * i), &binding_request("u0000000:client"));
+        d.add_session(s, &format!("u{s:07}"));
+        d.confirm(s, addr(s));
     }
     let rtp = [0x80u8; 1200];
-    let stun = binding_request("u0000000:client");
-    let fresh = addr(SESSIONS * 100);
-    assert_eq!(d.route(fresh, &stun), Some(0));
-    assert_eq!(d.route(fresh, &stun), Some(0), "capped: still unbound");
+    let stun = binding_request("u0000500:client");
+    let (known, fresh) = (addr(SESSIONS / 2), addr(SESSIONS * 10));
+    assert_eq!(d.route(known, &rtp), Some(SESSIONS / 2));
+    assert_eq!(d.route(fresh, &rtp), None, "not bound");
+    assert_eq!(d.route(fresh, &stun), Some(500));
+    assert_eq!(d.route(fresh, &rtp), None, "a request alone binds nothing");
 
     let mut g = c.benchmark_group("demux");
     g.throughput(Throughput::Elements(1));
-    let known = addr(SESSIONS / 2);
     g.bench_function("known_address", |b| {
         b.iter(|| d.route(black_box(known), black_box(&rtp)))
     });
@@ -88,6 +71,7 @@ fn demux(c: &mut Criterion) {
     });
     g.finish();
     d.remove_session(0);
+    assert_eq!(d.route(addr(0), &rtp), None);
 }
 
 criterion_group!(benches, demux);

@@ -15,6 +15,7 @@ use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_V
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
@@ -46,8 +47,8 @@ const PUBLISHER_PT: u8 = 96;
 struct Viewer {
     peer: Peer,
     forwarder: SlotForwarder,
-    /// Kept alive so the server's connection has a live counterpart.
-    _client: RTCPeerConnection,
+    client: RTCPeerConnection,
+    client_addr: SocketAddr,
 }
 
 /// One publisher track fanned out to connected viewers.
@@ -55,6 +56,7 @@ pub struct Fanout {
     viewers: Vec<Viewer>,
     packet: Packet,
     now: Instant,
+    server_addr: SocketAddr,
 }
 
 fn client_certificate() -> Result<RTCCertificate, Error> {
@@ -285,7 +287,8 @@ impl Fanout {
             viewers.push(Viewer {
                 peer,
                 forwarder,
-                _client: client,
+                client,
+                client_addr,
             });
         }
         // A keyframe start (VP8 descriptor S=1, then a key frame header) opens every slot.
@@ -295,6 +298,7 @@ impl Fanout {
             viewers,
             packet: publisher_packet(Bytes::from(key)),
             now,
+            server_addr,
         };
         for v in &mut fanout.viewers {
             let out = v.forwarder.forward(SOURCE, &fanout.packet, now);
@@ -350,27 +354,50 @@ impl Fanout {
     }
 
     /// Drops every datagram the viewers have queued.
-    pub fn drain_all(&mut self) {
+    fn drain_all(&mut self) {
         for v in &mut self.viewers {
             while v.peer.poll_transmit().is_some() {}
         }
     }
 
-    /// One forwarded packet really comes out of each viewer as one SRTP datagram.
+    /// One forwarded packet really reaches each viewer's client: one SRTP datagram that
+    /// decrypts to the rewritten packet.
     fn check_sent(&mut self) -> Result<(), Error> {
         self.advance();
-        let now = self.now;
+        let (now, server_addr) = (self.now, self.server_addr);
         for v in &mut self.viewers {
             let out = v.forwarder.forward(SOURCE, &self.packet, now);
             let out = out.map_err(|skip| format!("packet not forwarded: {skip:?}"))?;
+            let sent = (out.header.ssrc, out.header.sequence_number);
             if !v.peer.write_rtp(now, 0, out) {
                 return Err("write_rtp refused a packet".into());
             }
-            let sizes: Vec<usize> = std::iter::from_fn(|| v.peer.poll_transmit())
-                .map(|(_, d)| d.len())
-                .collect();
-            if sizes.len() != 1 || sizes[0] < 1200 {
-                return Err(format!("expected one SRTP datagram, got sizes {sizes:?}").into());
+            let datagrams: Vec<_> = std::iter::from_fn(|| v.peer.poll_transmit()).collect();
+            if datagrams.len() != 1 {
+                return Err(format!("{} datagrams for one packet", datagrams.len()).into());
+            }
+            for (_, message) in datagrams {
+                let transport = Tuple {
+                    local_addr: v.client_addr,
+                    peer_addr: server_addr,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                };
+                v.client.handle_read(TaggedBytesMut {
+                    now,
+                    transport,
+                    message,
+                })?;
+            }
+            let got = std::iter::from_fn(|| v.client.poll_read()).find_map(|m| match m.message {
+                RTCMessage::RtpPacket(_, p) => Some(p),
+                _ => None,
+            });
+            let got = got.ok_or("the client decrypted no RTP packet")?;
+            let ok = (got.header.ssrc, got.header.sequence_number) == sent
+                && got.payload == self.packet.payload;
+            if !ok {
+                return Err(format!("the client got a different packet: {:?}", got.header).into());
             }
         }
         Ok(())
