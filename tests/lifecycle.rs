@@ -133,3 +133,81 @@ async fn a_new_viewer_makes_the_publisher_send_a_keyframe() {
     publisher.close().await;
     server.shutdown().await;
 }
+
+/// The value of an unlabelled counter in a `/metrics` text.
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn video_lost_on_the_way_to_a_viewer_is_resent_after_its_nack() {
+    let mut relay = Relay::bind().await.expect("relay");
+    let mut config = Config::loopback();
+    config.public_port = Some(relay.addr.port());
+    let server = parley::start(config).await.expect("server");
+    relay.forward_to(server.media_addr);
+    let base = server.base_url();
+    let publisher = publish(&base, "r", PublishOptions::vp8())
+        .await
+        .expect("publish via relay");
+    let viewer = play(&base, "r", PlayOptions::default())
+        .await
+        .expect("play via relay");
+    publisher
+        .send_video(&vp8_keyframe_payload(0), true, 0)
+        .await
+        .expect("send");
+    viewer
+        .wait_for("a keyframe", Duration::from_secs(10), |r| {
+            r.iter().any(|p| p.kind == Kind::Video)
+        })
+        .await
+        .expect("media flows through the relay");
+
+    // One datagram in 10 from the server to the clients is lost: the viewer's NACKs must
+    // bring back every video packet.
+    relay.drop_toward_clients(10);
+    const SENT: u32 = 300;
+    let mut pace = tokio::time::interval(Duration::from_millis(5));
+    for n in 1..=SENT {
+        pace.tick().await;
+        publisher
+            .send_video(&vp8_delta_payload(n), true, n * 3000)
+            .await
+            .expect("send");
+    }
+    let complete = |r: &[common::Received]| {
+        let mut seqs: Vec<u16> = r
+            .iter()
+            .filter(|p| p.kind == Kind::Video)
+            .map(|p| p.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len() as u32 > SENT && seqs.windows(2).all(|w| w[1] == w[0] + 1)
+    };
+    let result = viewer
+        .wait_for(
+            "every video packet, lost ones resent",
+            Duration::from_secs(10),
+            complete,
+        )
+        .await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let resent = counter(&metrics, "parley_retransmissions_sent_total");
+    if let Err(e) = result {
+        let got = viewer.received_of(Kind::Video).len();
+        panic!("{e}: {got} video packets received, {resent} resent");
+    }
+    assert!(resent >= 1.0, "the server counted {resent} retransmissions");
+    viewer.close().await;
+    publisher.close().await;
+    server.shutdown().await;
+}

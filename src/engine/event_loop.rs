@@ -1,11 +1,13 @@
 //! The engine's state and its event loop: commands from HTTP, datagrams from the shared
 //! socket, and timers, all handled on one task so no state is shared or locked.
 
+use super::batch::SendBatch;
 use super::demux::Demux;
 use super::room::{Room, SessionKey};
 use super::session::{source_id, EndReason, Session};
 use super::{Command, EngineConfig, Registry};
-use crate::forward::slot::Skip;
+use crate::forward::cache::PacketCache;
+use crate::forward::slot::{write_packet, Skip};
 use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{MediaKind, PeerEvent, PeerState, TransportContext};
 use bytes::BytesMut;
@@ -24,6 +26,8 @@ const MAX_DATAGRAM: usize = 2048;
 const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read in one go before draining the peers they touched.
 const READ_BATCH: usize = 64;
+/// Lost packets resent for one NACK at most (a bound on what one request can cost).
+const MAX_RESEND_PER_NACK: usize = 64;
 
 pub(super) struct Engine {
     pub(super) ctx: TransportContext,
@@ -46,6 +50,12 @@ pub(super) struct Engine {
     latency: prometheus::local::LocalHistogram,
     /// Arrival times of the packets fanned out since the last drain.
     batch_received: Vec<Instant>,
+    /// Sealed media waiting for the end of the input batch.
+    outgoing: SendBatch,
+    /// The header being rewritten for one slot (reused: the fan-out does not allocate).
+    scratch: rtc::rtp::Header,
+    /// Recent packets of each published video track (by source id), for NACKs.
+    pub(super) caches: HashMap<u64, PacketCache>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -68,6 +78,9 @@ impl Engine {
             metrics,
             tally: Tally::default(),
             batch_received: Vec::new(),
+            outgoing: SendBatch::default(),
+            scratch: rtc::rtp::Header::default(),
+            caches: HashMap::new(),
             ctx,
             config,
             socket,
@@ -226,6 +239,12 @@ impl Engine {
         for key in expired {
             self.end(key, EndReason::Timeout);
         }
+        for s in self.sessions.values_mut().filter(|s| s.connected) {
+            s.peer.on_tick(now);
+            if s.kind == super::SessionKind::Whep {
+                self.dirty_set.insert(s.key).then(|| self.dirty.push(s.key));
+            }
+        }
         self.rooms_tick(now);
         self.retry_keyframes(now);
         self.read_rtcp_stats(now);
@@ -243,7 +262,10 @@ impl Engine {
             let (figures, nack_sent) = s.peer.take_rtcp_figures(now);
             let (_, (_, sent_before, _)) = s.rtcp_read.unwrap_or((now, (0, 0, 0)));
             self.tally.nack_received += figures.nacked;
-            self.tally.retransmissions += figures.retransmitted;
+            if s.peer.sealed_media_addr().is_none() {
+                // The stack answered these NACKs; Parley counts its own resends as it sends.
+                self.tally.retransmissions += figures.retransmitted;
+            }
             self.tally.nack_sent += nack_sent.saturating_sub(sent_before);
             self.tally.rtt_s.extend(&figures.rtt);
             self.tally.jitter_s.extend(&figures.jitter);
@@ -306,6 +328,19 @@ impl Engine {
         }
     }
 
+    /// Sends the sealed media queued by the fan-out.
+    fn flush_outgoing(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let done = self.outgoing.flush(&self.socket);
+        self.tally.udp_out.0 += done.sent;
+        self.tally.udp_out.1 += done.bytes;
+        for _ in 0..done.dropped {
+            self.tally.drop(metrics::Drop::QueueFull);
+        }
+    }
+
     /// Drains every session touched since the last drain: events, RTP fan-out, datagrams out,
     /// and the next timer.
     fn drain(&mut self) {
@@ -329,6 +364,7 @@ impl Engine {
                 self.timers.insert((at, key));
             }
         }
+        self.flush_outgoing();
         if !self.batch_received.is_empty() {
             let sent = Instant::now();
             for received in self.batch_received.drain(..) {
@@ -353,6 +389,7 @@ impl Engine {
                     received,
                 } => self.fan_out(key, track, &packet, received),
                 PeerEvent::TrackOpened(track) => self.track_opened(key, track),
+                PeerEvent::Nack { slot, seqs } => self.resend(key, slot, &seqs),
                 PeerEvent::KeyframeRequest { slot } => {
                     self.tally.keyframe_requests_received += 1;
                     if let Some(sid) = session.forwarders.get(slot).and_then(|f| f.source()) {
@@ -417,6 +454,9 @@ impl Engine {
             return;
         };
         let sid = source_id(key, track);
+        if kind == kind_index(MediaKind::Video) {
+            self.caches.entry(sid).or_default().push(packet);
+        }
         let mut forwarded = 0u64;
         for &(viewer_key, slot) in targets {
             let Some(viewer) = self.sessions.get_mut(&viewer_key) else {
@@ -429,34 +469,127 @@ impl Engine {
             let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
                 continue;
             };
-            match forwarder.forward(sid, packet, now) {
-                Ok(out) => {
-                    if viewer.peer.write_rtp(now, slot, out) {
-                        viewer.sent.0 += 1;
-                        viewer.sent.1 += bytes;
-                        forwarded += 1;
-                        if !viewer.media_started {
-                            viewer.media_started = true;
-                            let setup = now.saturating_duration_since(viewer.created);
-                            self.tally.setup_s.push(setup.as_secs_f64());
+            if let Err(skip) = forwarder.forward_header(sid, packet, now, &mut self.scratch) {
+                self.tally.drop(match skip {
+                    Skip::NotBound | Skip::Stale => metrics::Drop::Stale,
+                    Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
+                    Skip::NoCodec => metrics::Drop::NoCodec,
+                });
+                continue;
+            }
+            let sent = match viewer.peer.sealed_media_addr() {
+                Some(to) => {
+                    if self.outgoing.is_full() {
+                        let done = self.outgoing.flush(&self.socket);
+                        self.tally.udp_out.0 += done.sent;
+                        self.tally.udp_out.1 += done.bytes;
+                        for _ in 0..done.dropped {
+                            self.tally.drop(metrics::Drop::QueueFull);
                         }
                     }
+                    seal_into(
+                        &mut self.outgoing,
+                        viewer,
+                        slot,
+                        &self.scratch,
+                        packet,
+                        to,
+                        now,
+                    )
+                }
+                None => {
+                    let out = rtc::rtp::Packet {
+                        header: self.scratch.clone(),
+                        payload: packet.payload.clone(),
+                    };
                     if self.dirty_set.insert(viewer_key) {
                         self.dirty.push(viewer_key);
                     }
+                    viewer.peer.write_rtp(now, slot, out)
                 }
-                Err(skip) => self.tally.drop(match skip {
-                    Skip::NotBound => metrics::Drop::Stale,
-                    Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
-                    Skip::NoCodec => metrics::Drop::NoCodec,
-                    Skip::Stale => metrics::Drop::Stale,
-                }),
+            };
+            if sent {
+                viewer.sent.0 += 1;
+                viewer.sent.1 += bytes;
+                forwarded += 1;
+                if !viewer.media_started {
+                    viewer.media_started = true;
+                    let setup = now.saturating_duration_since(viewer.created);
+                    self.tally.setup_s.push(setup.as_secs_f64());
+                }
             }
         }
         self.tally.rtp_out[kind] += forwarded;
         self.tally.rtp_out_bytes[kind] += forwarded * bytes;
         if forwarded > 0 {
             self.batch_received.push(now);
+        }
+    }
+}
+
+/// Writes the slot's packet (header `header`, payload of `packet`) into the next free slot
+/// of `outgoing`, seals it for the viewer and queues it for `to`.
+fn seal_into(
+    outgoing: &mut SendBatch,
+    viewer: &mut Session,
+    slot: usize,
+    header: &rtc::rtp::Header,
+    packet: &rtc::rtp::Packet,
+    to: SocketAddr,
+    now: Instant,
+) -> bool {
+    let Some(buf) = outgoing.slot() else {
+        return false;
+    };
+    let sealed = write_packet(header, &packet.payload, buf)
+        .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len));
+    match sealed {
+        Some(n) => {
+            outgoing.commit(to, n);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Engine {
+    /// Answers a viewer's NACK on a sealed slot: resends the lost packets still cached, with
+    /// the numbering they were first sent with.
+    fn resend(&mut self, key: SessionKey, slot: usize, seqs: &[u16]) {
+        let now = Instant::now();
+        let Some(viewer) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(to) = viewer.peer.sealed_media_addr() else {
+            return;
+        };
+        for &seq in seqs.iter().take(MAX_RESEND_PER_NACK) {
+            let Some(forwarder) = viewer.forwarders.get(slot) else {
+                return;
+            };
+            let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
+                continue;
+            };
+            let Some(packet) = self.caches.get(&sid).and_then(|c| c.get(source_seq)) else {
+                continue;
+            };
+            if forwarder.resend_header(packet, &mut self.scratch).is_err() {
+                continue;
+            }
+            if self.outgoing.is_full() {
+                break;
+            }
+            if seal_into(
+                &mut self.outgoing,
+                viewer,
+                slot,
+                &self.scratch,
+                packet,
+                to,
+                now,
+            ) {
+                self.tally.retransmissions += 1;
+            }
         }
     }
 }

@@ -250,6 +250,7 @@ impl Engine {
         self.demux.remove_session(key);
         self.clear_timer(key);
         self.subscribers.retain(|(p, _), _| *p != key);
+        self.caches.retain(|sid, _| sid >> 8 != key);
         self.metrics
             .session_ended(session.kind.as_str(), reason.as_str());
         tracing::info!(

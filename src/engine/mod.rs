@@ -9,6 +9,7 @@
 
 mod api;
 mod assign;
+pub mod batch;
 pub mod demux;
 mod event_loop;
 mod events;

@@ -7,6 +7,7 @@
 //! them ([`slot`]). Nothing here does I/O, takes a lock, awaits, reads a clock or panics on
 //! what a peer sent.
 
+pub mod cache;
 pub mod codec;
 pub mod keyframe;
 pub mod munger;

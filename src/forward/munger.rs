@@ -166,6 +166,28 @@ impl Munger {
             ts: out_ts,
         }
     }
+
+    /// The current source's sequence number that was sent as `out_seq`, if `out_seq` belongs
+    /// to the current source (sent since its switch point). Used to answer a viewer's NACK.
+    pub fn source_seq(&self, out_seq: u16) -> Option<u16> {
+        let st = self.state.as_ref().filter(|_| !self.switch_pending)?;
+        let behind = st.highest_out_seq.wrapping_sub(out_seq);
+        let in_seq = out_seq.wrapping_sub(st.seq_offset);
+        let in_behind = st.highest_in_seq.wrapping_sub(in_seq);
+        (behind < SEQ_HALF && in_behind <= st.since_switch).then_some(in_seq)
+    }
+
+    /// The viewer-side numbering a packet of the current source was (or would be) sent with,
+    /// without moving any state: for retransmissions.
+    pub fn resend(&self, seq: u16, ts: u32) -> (u16, u32) {
+        match self.state.as_ref() {
+            Some(st) => (
+                seq.wrapping_add(st.seq_offset),
+                ts.wrapping_add(st.ts_offset),
+            ),
+            None => (seq, ts),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +207,24 @@ mod tests {
         Verdict::Forward { seq, ts }
     }
     const DROP: Verdict = Verdict::Drop;
+
+    #[test]
+    fn source_seq_inverts_the_current_offset_and_refuses_older_sources() {
+        let mut m = Munger::new();
+        assert_eq!(m.source_seq(5), None, "nothing sent yet");
+        assert_eq!(m.rewrite(1, 100, 1000, 0), fwd(100, 1000));
+        assert_eq!(m.rewrite(1, 101, 1000, 0), fwd(101, 1000));
+        assert_eq!(m.source_seq(101), Some(101));
+        assert_eq!(m.source_seq(99), None, "before the first packet");
+        m.switch_source();
+        assert_eq!(m.source_seq(101), None, "a switch is pending");
+        assert_eq!(m.rewrite(2, 65_535, 50, 10), fwd(102, 1010));
+        assert_eq!(m.rewrite(2, 0, 60, 10), fwd(103, 1020));
+        assert_eq!(m.source_seq(103), Some(0), "across the source's wrap");
+        assert_eq!(m.source_seq(102), Some(65_535));
+        assert_eq!(m.source_seq(101), None, "sent for the previous source");
+        assert_eq!(m.resend(0, 60), (103, 1020));
+    }
 
     fn run(name: &str, steps: &[Step]) {
         let mut m = Munger::new();

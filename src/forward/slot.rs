@@ -11,7 +11,9 @@ use super::codec::{codecs_match, CodecSpec};
 use super::keyframe::{is_keyframe_start, VideoCodec};
 use super::munger::{Munger, Verdict};
 use bytes::Bytes;
+use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::Packet;
+use rtc::shared::marshal::Marshal;
 use std::time::Instant;
 
 const NO_MAPPING: u8 = u8::MAX;
@@ -194,8 +196,27 @@ impl SlotForwarder {
         self.pending = None;
     }
 
-    /// The packet this slot sends for `packet` from `source`, or why it sends none.
+    /// The packet this slot sends for `packet` from `source`, or why it sends none. A
+    /// convenience over [`SlotForwarder::forward_header`] that allocates a header.
     pub fn forward(&mut self, source: u64, packet: &Packet, now: Instant) -> Result<Packet, Skip> {
+        let mut header = Header::default();
+        self.forward_header(source, packet, now, &mut header)?;
+        Ok(Packet {
+            header,
+            payload: packet.payload.clone(),
+        })
+    }
+
+    /// Writes into `out` the header this slot sends for `packet` from `source` (the payload
+    /// goes unchanged), or says why it sends none. `out` is a reused scratch header: its
+    /// vectors keep their capacity, so the per-packet path does not allocate.
+    pub fn forward_header(
+        &mut self,
+        source: u64,
+        packet: &Packet,
+        now: Instant,
+        out: &mut Header,
+    ) -> Result<(), Skip> {
         if self.pending.as_ref().is_some_and(|b| b.source == source) {
             let codec = self.pending.as_ref().and_then(|b| b.video);
             if !codec.is_some_and(|c| is_keyframe_start(c, &packet.payload)) {
@@ -210,12 +231,7 @@ impl SlotForwarder {
             .as_ref()
             .filter(|b| b.source == source)
             .ok_or(Skip::NotBound)?;
-        let pt = binding
-            .pt_map
-            .get(usize::from(packet.header.payload_type))
-            .copied()
-            .filter(|pt| *pt != NO_MAPPING)
-            .ok_or(Skip::NoCodec)?;
+        let pt = mapped_pt(binding, packet.header.payload_type)?;
         if self.waiting_keyframe {
             let codec = binding.video.ok_or(Skip::NoKeyframeYet)?;
             if !is_keyframe_start(codec, &packet.payload) {
@@ -236,38 +252,91 @@ impl SlotForwarder {
             Verdict::Forward { seq, ts } => (seq, ts),
             Verdict::Drop => return Err(Skip::Stale),
         };
-        let mut out = packet.clone();
-        out.header.ssrc = self.ssrc;
-        out.header.payload_type = pt;
-        out.header.sequence_number = seq;
-        out.header.timestamp = ts;
-        self.rewrite_extensions(&mut out);
-        Ok(out)
+        self.write_header(&packet.header, pt, seq, ts, out);
+        Ok(())
     }
 
-    fn rewrite_extensions(&self, out: &mut Packet) {
-        if !out.header.extension {
-            return;
-        }
-        let Some(binding) = self.current.as_ref() else {
-            return;
-        };
-        let map = &binding.ext_map;
-        let mid_id = self.mid_ext;
-        out.header.extensions.retain_mut(|e| {
-            let id = map[usize::from(e.id)];
-            if id == 0 {
-                return false;
-            }
-            e.id = id;
-            if Some(id) == mid_id {
-                e.payload = self.mid.clone();
-            }
-            true
-        });
-        out.header.extensions_padding = 0;
-        out.header.extension = !out.header.extensions.is_empty();
+    /// For a viewer's NACK of `out_seq`: the source and its sequence number, when that packet
+    /// came from the slot's current source.
+    pub fn retransmission(&self, out_seq: u16) -> Option<(u64, u16)> {
+        let binding = self.current.as_ref()?;
+        Some((binding.source, self.munger.source_seq(out_seq)?))
     }
+
+    /// Writes into `out` the header a retransmission of `packet` (of the current source)
+    /// goes with: the same sequence number and timestamp it was first sent with.
+    pub fn resend_header(&self, packet: &Packet, out: &mut Header) -> Result<(), Skip> {
+        let binding = self.current.as_ref().ok_or(Skip::NotBound)?;
+        let pt = mapped_pt(binding, packet.header.payload_type)?;
+        let (seq, ts) = self
+            .munger
+            .resend(packet.header.sequence_number, packet.header.timestamp);
+        self.write_header(&packet.header, pt, seq, ts, out);
+        Ok(())
+    }
+
+    /// `out` = `header` with this slot's SSRC, the given payload type and numbering, and the
+    /// extensions translated to the viewer's ids (those it did not negotiate dropped).
+    fn write_header(&self, header: &Header, pt: u8, seq: u16, ts: u32, out: &mut Header) {
+        out.version = 2;
+        out.padding = header.padding;
+        out.marker = header.marker;
+        out.payload_type = pt;
+        out.sequence_number = seq;
+        out.timestamp = ts;
+        out.ssrc = self.ssrc;
+        out.csrc.clear();
+        out.csrc.extend_from_slice(&header.csrc);
+        out.extension_profile = header.extension_profile;
+        out.extensions.clear();
+        out.extensions_padding = 0;
+        if header.extension {
+            if let Some(binding) = self.current.as_ref() {
+                let mid_id = self.mid_ext;
+                out.extensions
+                    .extend(header.extensions.iter().filter_map(|e| {
+                        let id = binding.ext_map[usize::from(e.id)];
+                        (id != 0).then(|| Extension {
+                            id,
+                            payload: if Some(id) == mid_id {
+                                self.mid.clone()
+                            } else {
+                                e.payload.clone()
+                            },
+                        })
+                    }));
+            }
+        }
+        out.extension = !out.extensions.is_empty();
+    }
+}
+
+/// Writes an RTP packet (header, payload, and padding when the header says so) into `buf`.
+/// Returns (header length, packet length), or `None` if `buf` is too small.
+pub fn write_packet(header: &Header, payload: &[u8], buf: &mut [u8]) -> Option<(usize, usize)> {
+    let header_len = header.marshal_to(buf).ok()?;
+    let padding = if header.padding {
+        4 - payload.len() % 4
+    } else {
+        0
+    };
+    let len = header_len + payload.len() + padding;
+    let out = buf.get_mut(header_len..len)?;
+    out[..payload.len()].copy_from_slice(payload);
+    if padding > 0 {
+        out[payload.len()..].fill(0);
+        out[out.len() - 1] = padding as u8;
+    }
+    Some((header_len, len))
+}
+
+fn mapped_pt(binding: &Binding, pt: u8) -> Result<u8, Skip> {
+    binding
+        .pt_map
+        .get(usize::from(pt))
+        .copied()
+        .filter(|pt| *pt != NO_MAPPING)
+        .ok_or(Skip::NoCodec)
 }
 
 #[cfg(test)]

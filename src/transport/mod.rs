@@ -9,11 +9,15 @@ mod keyframe_tap;
 mod peer;
 mod rtcp_figures;
 pub mod sdp;
+mod sealer;
+mod sent;
+mod srtp_keys;
 
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
 pub use peer::{Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState};
 pub use rtcp_figures::RtcpFigures;
+pub use sealer::SEAL_OVERHEAD;
 
 use rtc::crypto::{self, SignatureScheme};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};

@@ -7,8 +7,13 @@
 use super::keyframe_tap::KeyframeTap;
 use super::rtcp_figures::RtcpFigures;
 use super::sdp;
+use super::sealer::{RtpSealer, SealProfile};
+use super::sent::SentStream;
+use super::srtp_keys::{KeyTap, MasterKeys};
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
+use rtc::crypto::RTCCryptoProvider;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -28,6 +33,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RTCRtpHeaderExtensionParameters, RtpCodecKind,
@@ -38,7 +44,11 @@ use rtc::sdp::extmap::{ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_O
 use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often Parley sends sender reports for the streams it seals itself.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// One negotiated codec of a leg.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +136,14 @@ pub enum PeerEvent {
         /// Index into [`Peer::slots`].
         slot: usize,
     },
+    /// A viewer reported lost packets on a slot Parley seals itself (the stack answers NACKs
+    /// only for packets it sent).
+    Nack {
+        /// Index into [`Peer::slots`].
+        slot: usize,
+        /// The lost sequence numbers, as sent.
+        seqs: Vec<u16>,
+    },
 }
 
 /// One peer connection on the shared socket.
@@ -138,9 +156,17 @@ pub struct Peer {
     events: VecDeque<PeerEvent>,
     state: PeerState,
     unknown_rtp: u64,
-    /// Last sequence number sent per slot (for the retransmission estimate).
-    last_sent_seq: Vec<Option<u16>>,
+    /// What was sent per slot: sender reports and loss estimates.
+    sent: Vec<SentStream>,
     figures: RtcpFigures,
+    /// The connection's crypto provider, which learns the local SRTP master key.
+    tap: Arc<KeyTap>,
+    keys: Arc<OnceLock<MasterKeys>>,
+    /// Parley's own send path, once DTLS negotiated the profile it implements.
+    sealer: Option<RtpSealer>,
+    /// Where media goes: the selected ICE pair's remote address.
+    media_addr: Option<SocketAddr>,
+    next_report: Option<Instant>,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -323,7 +349,17 @@ impl Peer {
         ice: (&str, &str),
         now: Instant,
     ) -> Result<Peer, TransportError> {
+        let provider = rtc::crypto::default_provider()
+            .map_err(|e| TransportError::Certificate(e.to_string()))?;
+        let (tap, keys) = KeyTap::new(provider);
         let settings = SettingEngineBuilder::new()
+            .with_crypto_provider(tap.clone())
+            // AES-128-GCM first: Parley seals that profile itself. Clients list AES-256-GCM
+            // first and the DTLS server follows the client's order, so it is not offered.
+            .with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ])
             .with_lite(true)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_ice_credentials(ice.0.to_owned(), ice.1.to_owned())
@@ -354,8 +390,13 @@ impl Peer {
             events: VecDeque::new(),
             state: PeerState::Connecting,
             unknown_rtp: 0,
-            last_sent_seq: Vec::new(),
+            sent: Vec::new(),
             figures: RtcpFigures::default(),
+            tap,
+            keys,
+            sealer: None,
+            media_addr: None,
+            next_report: None,
         })
     }
 
@@ -487,9 +528,16 @@ impl Peer {
             {
                 self.events.push_back(PeerEvent::KeyframeRequest { slot });
             }
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let slot = self.slots.iter().position(|s| s.ssrc == nack.media_ssrc);
+                if let (Some(slot), Some(_)) = (slot, self.sealer.as_ref()) {
+                    let seqs = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                    self.events.push_back(PeerEvent::Nack { slot, seqs });
+                }
+            }
         }
         let slots = &self.slots;
-        let last_sent = &self.last_sent_seq;
+        let last_sent = &self.sent;
         let lookup = |ssrc: u32| {
             let i = slots.iter().position(|s| s.ssrc == ssrc)?;
             let clock = slots[i]
@@ -497,7 +545,7 @@ impl Peer {
                 .first()
                 .map(|c| c.clock_rate)
                 .unwrap_or(90_000);
-            Some((clock, last_sent.get(i).copied().flatten()))
+            Some((clock, last_sent.get(i).and_then(|s| s.last_seq)))
         };
         self.figures
             .observe(packets, lookup, std::time::SystemTime::now());
@@ -513,7 +561,10 @@ impl Peer {
                     RTCPeerConnectionState::Connected if !self.dtls_connected() => {
                         PeerState::Failed
                     }
-                    RTCPeerConnectionState::Connected => PeerState::Connected,
+                    RTCPeerConnectionState::Connected => {
+                        self.start_sealing();
+                        PeerState::Connected
+                    }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         PeerState::Failed
                     }
@@ -557,16 +608,15 @@ impl Peer {
         let Some(sender) = self.slots.get(slot).map(|s| s.sender) else {
             return false;
         };
-        let seq = packet.header.sequence_number;
+        let (seq, ts, len) = (
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            packet.payload.len(),
+        );
         match self.pc.rtp_sender(sender) {
             Some(mut s) => match s.write_rtp(now, packet) {
-                Ok(()) if self.last_sent_seq.len() > slot => {
-                    self.last_sent_seq[slot] = Some(seq);
-                    true
-                }
                 Ok(()) => {
-                    self.last_sent_seq.resize(slot + 1, None);
-                    self.last_sent_seq[slot] = Some(seq);
+                    self.stream(slot).on_sent(seq, ts, len, now);
                     true
                 }
                 Err(e) => {
@@ -575,6 +625,98 @@ impl Peer {
                 }
             },
             None => false,
+        }
+    }
+
+    fn stream(&mut self, slot: usize) -> &mut SentStream {
+        if self.sent.len() <= slot {
+            self.sent.resize(slot + 1, SentStream::default());
+        }
+        &mut self.sent[slot]
+    }
+
+    /// Turns on Parley's own send path when DTLS negotiated AEAD_AES_128_GCM and the
+    /// connection's master key was seen; otherwise slots keep using the stack's `write_rtp`.
+    fn start_sealing(&mut self) {
+        use rtc::statistics::StatsSelector;
+        if self.sealer.is_some() || self.slots.is_empty() {
+            return;
+        }
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None);
+        let profile = report
+            .transport()
+            .and_then(|t| SealProfile::from_stats_name(&t.srtp_cipher));
+        let (Some(profile), Some(keys)) = (profile, self.keys.get()) else {
+            tracing::debug!("SRTP profile without Parley's send path; using the stack's");
+            return;
+        };
+        match RtpSealer::new(self.tap.crypto(), profile, keys, self.slots.len()) {
+            Ok(sealer) => self.sealer = Some(sealer),
+            Err(e) => tracing::warn!("cannot start the SRTP send path: {e}"),
+        }
+        self.refresh_media_addr();
+    }
+
+    fn refresh_media_addr(&mut self) {
+        let Some(sender) = self.slots.first().map(|s| s.sender) else {
+            return;
+        };
+        let pair = self
+            .pc
+            .rtp_sender(sender)
+            .and_then(|s| s.transport()?.ice_transport().get_selected_candidate_pair());
+        if let Some(pair) = pair {
+            let remote = pair.remote();
+            if let Ok(ip) = remote.address.parse() {
+                self.media_addr = Some(SocketAddr::new(ip, remote.port));
+            }
+        }
+    }
+
+    /// Where sealed media for this connection goes, when Parley's own send path is on.
+    pub fn sealed_media_addr(&self) -> Option<SocketAddr> {
+        self.sealer.as_ref().and(self.media_addr)
+    }
+
+    /// Seals an RTP packet of `slot` written in `buf` (see [`RtpSealer::seal`]) and counts it
+    /// for sender reports. Returns the SRTP length.
+    pub fn seal_rtp(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        buf: &mut [u8],
+        header_len: usize,
+        len: usize,
+    ) -> Option<usize> {
+        let n = self.sealer.as_mut()?.seal(slot, buf, header_len, len)?;
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        self.stream(slot).on_sent(seq, ts, len - header_len, now);
+        Some(n)
+    }
+
+    /// Periodic upkeep of the own send path: follows the selected ICE pair and sends sender
+    /// reports once a second for the slots that sent media.
+    pub fn on_tick(&mut self, now: Instant) {
+        if self.sealer.is_none() {
+            return;
+        }
+        self.refresh_media_addr();
+        if self.next_report.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_report = Some(now + REPORT_EVERY);
+        let wall = SystemTime::now();
+        for (slot, sent) in self.slots.iter().zip(&self.sent) {
+            let clock = slot.codecs.first().map(|c| c.clock_rate).unwrap_or(90_000);
+            let Some(sr) = sent.report(slot.ssrc, clock, now, wall) else {
+                continue;
+            };
+            if let Some(mut s) = self.pc.rtp_sender(slot.sender) {
+                if let Err(e) = s.write_rtcp(now, vec![Box::new(sr)]) {
+                    tracing::debug!("sender report not sent: {e}");
+                }
+            }
         }
     }
 

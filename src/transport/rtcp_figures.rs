@@ -30,6 +30,14 @@ pub struct RtcpFigures {
     pub rtt: Vec<f64>,
 }
 
+/// The 64-bit NTP time of `wall` (what a sender report carries).
+pub fn ntp_full(wall: SystemTime) -> u64 {
+    let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs().wrapping_add(NTP_UNIX_OFFSET);
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
 /// The middle 32 bits of the NTP time of `wall` (what LSR echoes).
 pub fn ntp_middle(wall: SystemTime) -> u32 {
     let since = wall.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -16,6 +16,9 @@ struct Controls {
     /// Drop one datagram in this many (0: none), in both directions.
     drop_one_in: AtomicU32,
     counter: AtomicU32,
+    /// Drop one datagram in this many (0: none) on the way from the server to clients.
+    drop_toward_clients: AtomicU32,
+    toward_clients: AtomicU32,
 }
 
 impl Controls {
@@ -29,6 +32,16 @@ impl Controls {
                 .counter
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(n)
+    }
+
+    fn pass_toward_client(&self) -> bool {
+        let n = self.drop_toward_clients.load(Ordering::Relaxed);
+        self.pass()
+            && (n == 0
+                || !self
+                    .toward_clients
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(n))
     }
 }
 
@@ -70,6 +83,14 @@ impl Relay {
     pub fn drop_one_in(&self, n: u32) {
         self.controls.drop_one_in.store(n, Ordering::Relaxed);
     }
+
+    /// Drops one datagram in `n` from the server to clients only (0: none).
+    #[allow(dead_code)]
+    pub fn drop_toward_clients(&self, n: u32) {
+        self.controls
+            .drop_toward_clients
+            .store(n, Ordering::Relaxed);
+    }
 }
 
 async fn run(front: Arc<UdpSocket>, server: SocketAddr, controls: Arc<Controls>) {
@@ -90,7 +111,7 @@ async fn run(front: Arc<UdpSocket>, server: SocketAddr, controls: Arc<Controls>)
                 returns.spawn(async move {
                     let mut buf = vec![0u8; 2048];
                     while let Ok((n, _)) = up2.recv_from(&mut buf).await {
-                        if controls.pass() {
+                        if controls.pass_toward_client() {
                             let _ = front.send_to(&buf[..n], client).await;
                         }
                     }
