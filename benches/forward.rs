@@ -1,9 +1,11 @@
 //! Cost of forwarding one publisher packet to 1, 10 and 100 viewer slots, as `fan_out` does.
 //!
 //! Each viewer is a real server-side `Peer`, connected (ICE, DTLS, SRTP) in memory to an `rtc`
-//! client (see `support/loopback.rs`). Per slot, `full` runs `SlotForwarder::forward`,
-//! `Peer::write_rtp` and drains `Peer::poll_transmit` (where `rtc` runs its interceptors and
-//! SRTP); `forward_only` runs the rewrite alone. The packet: 1200 bytes of VP8 (a frame's
+//! client (see `support/loopback.rs`). Per slot, `sealed` is the engine's path: the header
+//! rewritten into a reused scratch header, written with the payload into a send buffer and
+//! sealed in place (AES-128-GCM); `stack` is the fallback through the stack
+//! (`SlotForwarder::forward`, `Peer::write_rtp`, then `Peer::poll_transmit`, where `rtc` runs
+//! its interceptors and SRTP); `forward_only` runs the rewrite alone. The packet: 1200 bytes of VP8 (a frame's
 //! middle) with mid, abs-send-time and transport-cc extensions (the last one is not
 //! negotiated with viewers and is dropped). Before timing, heap allocations per packet per
 //! slot are counted and printed. Criterion's time is per packet for all N slots; divide by N
@@ -65,8 +67,11 @@ fn count(f: &mut Fanout, n: usize, packets: u64, step: Step) -> (f64, f64) {
 }
 
 fn report_allocations(f: &mut Fanout) {
-    let steps: [(&str, Step); 2] = [
+    let steps: [(&str, Step); 3] = [
         ("forward", |f, n| f.forward_only(n)),
+        ("forward_header + write_packet + seal", |f, n| {
+            f.forward_seal(n)
+        }),
         ("forward + write_rtp + poll_transmit", |f, n| {
             f.forward_write(n, true)
         }),
@@ -94,7 +99,10 @@ fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("forward");
     for n in SLOT_COUNTS {
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("full", n), &n, |b, &n| {
+        g.bench_with_input(BenchmarkId::new("sealed", n), &n, |b, &n| {
+            b.iter(|| f.forward_seal(n))
+        });
+        g.bench_with_input(BenchmarkId::new("stack", n), &n, |b, &n| {
             b.iter(|| f.forward_write(n, true))
         });
         g.bench_with_input(BenchmarkId::new("forward_only", n), &n, |b, &n| {

@@ -5,8 +5,8 @@
 //! passed between the two sans-IO objects directly, and timers run on a simulated clock,
 //! until both sides report Connected. Nothing here touches a socket.
 
-use bytes::Bytes;
-use parley::forward::slot::{LegCodec, LegParams, SlotForwarder};
+use bytes::{Bytes, BytesMut};
+use parley::forward::slot::{write_packet, LegCodec, LegParams, SlotForwarder};
 use parley::transport::{MediaKind, Peer, PeerEvent, PeerState, TransportContext};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Registry;
@@ -22,7 +22,7 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp::header::Extension;
+use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -57,6 +57,9 @@ pub struct Fanout {
     packet: Packet,
     now: Instant,
     server_addr: SocketAddr,
+    /// The engine's reused scratch header and one send-buffer slot.
+    scratch: Header,
+    buf: Vec<u8>,
 }
 
 fn client_certificate() -> Result<RTCCertificate, Error> {
@@ -299,6 +302,8 @@ impl Fanout {
             packet: publisher_packet(Bytes::from(key)),
             now,
             server_addr,
+            scratch: Header::default(),
+            buf: vec![0; 2048 + 128],
         };
         for v in &mut fanout.viewers {
             let out = v.forwarder.forward(SOURCE, &fanout.packet, now);
@@ -314,6 +319,7 @@ impl Fanout {
         fanout.packet.payload = Bytes::from(middle);
         fanout.forward_write(count, true);
         fanout.check_sent()?;
+        fanout.check_sealed()?;
         Ok(fanout)
     }
 
@@ -327,12 +333,14 @@ impl Fanout {
         self.now += Duration::from_millis(1);
     }
 
-    /// Rewrites the next packet for the first `n` slots and drops the results.
+    /// Rewrites the next packet's header for the first `n` slots (into the scratch header).
     pub fn forward_only(&mut self, n: usize) {
         self.advance();
         for v in &mut self.viewers[..n] {
-            let out = v.forwarder.forward(SOURCE, &self.packet, self.now);
-            black_box(out.ok());
+            let out = v
+                .forwarder
+                .forward_header(SOURCE, &self.packet, self.now, &mut self.scratch);
+            black_box((out.ok(), &self.scratch));
         }
     }
 
@@ -351,6 +359,68 @@ impl Fanout {
                 }
             }
         }
+    }
+
+    /// Sends the next packet to the first `n` slots as the engine's fan-out does: header
+    /// rewritten into the reused scratch header, written into a send buffer and sealed in
+    /// place (the datagram would then be queued for `sendmmsg`).
+    pub fn forward_seal(&mut self, n: usize) {
+        self.advance();
+        let now = self.now;
+        for v in &mut self.viewers[..n] {
+            if v.forwarder
+                .forward_header(SOURCE, &self.packet, now, &mut self.scratch)
+                .is_err()
+            {
+                continue;
+            }
+            let sealed = write_packet(&self.scratch, &self.packet.payload, &mut self.buf)
+                .and_then(|(head, len)| v.peer.seal_rtp(now, 0, &mut self.buf, head, len));
+            black_box((v.client_addr, sealed));
+        }
+    }
+
+    /// A sealed packet decrypts at each viewer's client to the rewritten packet.
+    fn check_sealed(&mut self) -> Result<(), Error> {
+        self.advance();
+        let (now, server_addr) = (self.now, self.server_addr);
+        for v in &mut self.viewers {
+            if v.peer.sealed_media_addr().is_none() {
+                return Err("Parley's send path is not on for this viewer".into());
+            }
+            v.forwarder
+                .forward_header(SOURCE, &self.packet, now, &mut self.scratch)
+                .map_err(|skip| format!("packet not forwarded: {skip:?}"))?;
+            let (head, len) = write_packet(&self.scratch, &self.packet.payload, &mut self.buf)
+                .ok_or("no room for the packet")?;
+            let n = v
+                .peer
+                .seal_rtp(now, 0, &mut self.buf, head, len)
+                .ok_or("not sealed")?;
+            let transport = Tuple {
+                local_addr: v.client_addr,
+                peer_addr: server_addr,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            };
+            v.client.handle_read(TaggedBytesMut {
+                now,
+                transport,
+                message: BytesMut::from(&self.buf[..n]),
+            })?;
+            let got = std::iter::from_fn(|| v.client.poll_read()).find_map(|m| match m.message {
+                RTCMessage::RtpPacket(_, p) => Some(p),
+                _ => None,
+            });
+            let got = got.ok_or("the client decrypted no sealed RTP packet")?;
+            let sent = (self.scratch.ssrc, self.scratch.sequence_number);
+            let ok = (got.header.ssrc, got.header.sequence_number) == sent
+                && got.payload == self.packet.payload;
+            if !ok {
+                return Err(format!("the client got a different packet: {:?}", got.header).into());
+            }
+        }
+        Ok(())
     }
 
     /// Drops every datagram the viewers have queued.
