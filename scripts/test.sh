@@ -163,6 +163,37 @@ check_rust() {
     cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component add clippy"
 }
 
+# --- load-generator smoke -----------------------------------------------------------
+
+# A free TCP or UDP port on 127.0.0.1 (the kernel picks it; a tiny race is acceptable here).
+free_port() {
+    python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"
+}
+
+# Ten seconds of `parley-load broadcast` (1 publisher, 5 viewers) against a debug server:
+# checks that the generator and the server work together, not the figures.
+smoke_load() {
+    cargo build --quiet -p parley -p parley-load || return 1
+    local http media pid rc=0 report="$ROOT/target/load-smoke.json"
+    http=$(free_port SOCK_STREAM)
+    media=$(free_port SOCK_DGRAM)
+    "$ROOT/target/debug/parley" --http-listen "127.0.0.1:$http" --media-listen "127.0.0.1:$media" \
+        --rate-limit-per-ip 0 >"$LOG_DIR/load-smoke-server.log" 2>&1 &
+    pid=$!
+    "$ROOT/target/debug/parley-load" broadcast --url "http://127.0.0.1:$http" --viewers 5 \
+        --measure-secs 10 --settle-secs 1 --server-pid "$pid" --json "$report" || rc=$?
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    [ "$rc" -eq 0 ] || return "$rc"
+    python3 - "$report" <<'PY'
+import json, sys
+step = json.load(open(sys.argv[1]))["steps"][0]
+ok = step["joined"] == step["viewers"] and step["forwarded_pps"] > 0
+print(f"    {step['joined']}/{step['viewers']} viewers joined, {step['forwarded_pps']:.0f} packets/s forwarded")
+sys.exit(0 if ok else 1)
+PY
+}
+
 # --- main --------------------------------------------------------------------------
 
 SETUP_ONLY=0
@@ -195,6 +226,7 @@ check_rust
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --all-targets -- -D warnings
 stage test cargo test --all-targets "${CARGO_TEST_ARGS[@]}"
+stage load smoke_load
 
 echo
 say "timings:"

@@ -159,34 +159,51 @@ async fn video_slots_follow_the_speaker_and_switch_on_keyframes() {
         .await
         .expect("the two most recent speakers are shown");
 
-    // Every switch of a slot's source starts on a keyframe of the new source. Packets that
-    // go back in sequence (retransmissions after a NACK, reordering) are not switches.
-    let video: Vec<&Received> = got.iter().filter(|r| r.kind == Kind::Video).collect();
-    let mut last: HashMap<u32, String> = HashMap::new();
-    let mut highest: HashMap<u32, u16> = HashMap::new();
+    // Every switch of a slot's source starts on a keyframe of the new source. The check runs
+    // over each slot's packets in sequence order (retransmissions and reordering fall into
+    // place). A switch right after a gap may have lost its first packet (the keyframe) on the
+    // way; one such switch per run is tolerated, a switch without a gap never.
+    let mut by_slot: HashMap<u32, Vec<&Received>> = HashMap::new();
+    for r in got.iter().filter(|r| r.kind == Kind::Video) {
+        by_slot.entry(r.ssrc).or_default().push(r);
+    }
     let mut switches = 0;
-    for r in &video {
-        let top = highest.entry(r.ssrc).or_insert(r.seq.wrapping_sub(1));
-        if (r.seq.wrapping_sub(*top) as i16) <= 0 {
-            continue;
-        }
-        *top = r.seq;
-        let (who, key) = log.sender(r).expect("sent");
-        if last.get(&r.ssrc) != Some(&who) {
-            let history: Vec<(String, bool, u16)> = video
-                .iter()
-                .filter(|p| p.ssrc == r.ssrc)
-                .filter_map(|p| log.sender(p).map(|(w, k)| (w, k, p.seq)))
-                .collect();
-            assert!(
-                key,
-                "slot {} switched to {who} on a non-keyframe (seq {}): {history:?}",
-                r.ssrc, r.seq
-            );
-            switches += 1;
-            last.insert(r.ssrc, who);
+    let mut unchecked = 0;
+    for (ssrc, mut packets) in by_slot {
+        // Arrival order is near sequence order: unwrap against the first packet.
+        let base = packets[0].seq;
+        let ext = |r: &Received| i64::from(r.seq.wrapping_sub(base) as i16);
+        packets.sort_by_key(|r| ext(r));
+        packets.dedup_by_key(|r| r.seq);
+        let history: Vec<(String, bool, u16)> = packets
+            .iter()
+            .filter_map(|p| log.sender(p).map(|(w, k)| (w, k, p.seq)))
+            .collect();
+        let mut last: Option<(String, i64)> = None;
+        for r in &packets {
+            let (who, key) = log.sender(r).expect("sent");
+            let seq = ext(r);
+            let switched = last.as_ref().is_none_or(|(w, _)| *w != who);
+            let unbroken = last.as_ref().is_some_and(|(_, s)| *s + 1 == seq);
+            if switched {
+                switches += 1;
+                if unbroken {
+                    assert!(
+                        key,
+                        "slot {ssrc} switched to {who} on a non-keyframe (seq {}): {history:?}",
+                        r.seq
+                    );
+                } else if !key {
+                    unchecked += 1;
+                }
+            }
+            last = Some((who, seq));
         }
     }
+    assert!(
+        unchecked <= 1,
+        "{unchecked} switches hidden by losses: too many to trust this run"
+    );
     assert!(
         switches >= 4,
         "two initial fills and at least two switches: {switches}"
