@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, PlayOptions, PublishOptions,
-    Relay,
+    Publisher, Relay, Viewer,
 };
 use parley::config::Config;
 use std::time::{Duration, Instant};
@@ -22,12 +22,11 @@ async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn peers_that_vanish_are_cleaned_up_by_consent_freshness() {
+/// A server behind a relay, with one publisher and one viewer connected through it and a
+/// first keyframe received. `config` is adjusted to advertise the relay.
+async fn relayed_call(mut config: Config) -> (Relay, parley::Server, Publisher, Viewer) {
     let mut relay = Relay::bind().await.expect("relay");
-    let mut config = Config::loopback();
     config.public_port = Some(relay.addr.port());
-    config.consent_timeout_secs = 3;
     let server = parley::start(config).await.expect("server");
     relay.forward_to(server.media_addr);
     let base = server.base_url();
@@ -38,7 +37,7 @@ async fn peers_that_vanish_are_cleaned_up_by_consent_freshness() {
         .await
         .expect("play via relay");
     publisher
-        .send_video(&vp8_keyframe_payload(1), true, 0)
+        .send_video(&vp8_keyframe_payload(0), true, 0)
         .await
         .expect("send");
     viewer
@@ -49,6 +48,14 @@ async fn peers_that_vanish_are_cleaned_up_by_consent_freshness() {
         )
         .await
         .expect("media flows through the relay");
+    (relay, server, publisher, viewer)
+}
+
+#[tokio::test]
+async fn peers_that_vanish_are_cleaned_up_by_consent_freshness() {
+    let mut config = Config::loopback();
+    config.consent_timeout_secs = 3;
+    let (relay, server, publisher, viewer) = relayed_call(config).await;
     assert_eq!(server.session_count(), 2);
     // Both clients vanish: no DELETE, no DTLS close, no more STUN.
     relay.cut();
@@ -143,28 +150,8 @@ fn counter(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn video_lost_on_the_way_to_a_viewer_is_resent_after_its_nack() {
-    let mut relay = Relay::bind().await.expect("relay");
-    let mut config = Config::loopback();
-    config.public_port = Some(relay.addr.port());
-    let server = parley::start(config).await.expect("server");
-    relay.forward_to(server.media_addr);
+    let (relay, server, publisher, viewer) = relayed_call(Config::loopback()).await;
     let base = server.base_url();
-    let publisher = publish(&base, "r", PublishOptions::vp8())
-        .await
-        .expect("publish via relay");
-    let viewer = play(&base, "r", PlayOptions::default())
-        .await
-        .expect("play via relay");
-    publisher
-        .send_video(&vp8_keyframe_payload(0), true, 0)
-        .await
-        .expect("send");
-    viewer
-        .wait_for("a keyframe", Duration::from_secs(10), |r| {
-            r.iter().any(|p| p.kind == Kind::Video)
-        })
-        .await
-        .expect("media flows through the relay");
 
     // One datagram in 10 from the server to the clients is lost: the viewer's NACKs must
     // bring back every video packet.

@@ -397,28 +397,9 @@ impl Fanout {
                 .peer
                 .seal_rtp(now, 0, &mut self.buf, head, len)
                 .ok_or("not sealed")?;
-            let transport = Tuple {
-                local_addr: v.client_addr,
-                peer_addr: server_addr,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            };
-            v.client.handle_read(TaggedBytesMut {
-                now,
-                transport,
-                message: BytesMut::from(&self.buf[..n]),
-            })?;
-            let got = std::iter::from_fn(|| v.client.poll_read()).find_map(|m| match m.message {
-                RTCMessage::RtpPacket(_, p) => Some(p),
-                _ => None,
-            });
-            let got = got.ok_or("the client decrypted no sealed RTP packet")?;
+            v.deliver(now, server_addr, BytesMut::from(&self.buf[..n]))?;
             let sent = (self.scratch.ssrc, self.scratch.sequence_number);
-            let ok = (got.header.ssrc, got.header.sequence_number) == sent
-                && got.payload == self.packet.payload;
-            if !ok {
-                return Err(format!("the client got a different packet: {:?}", got.header).into());
-            }
+            v.check_received(sent, &self.packet.payload)?;
         }
         Ok(())
     }
@@ -447,28 +428,45 @@ impl Fanout {
                 return Err(format!("{} datagrams for one packet", datagrams.len()).into());
             }
             for (_, message) in datagrams {
-                let transport = Tuple {
-                    local_addr: v.client_addr,
-                    peer_addr: server_addr,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                };
-                v.client.handle_read(TaggedBytesMut {
-                    now,
-                    transport,
-                    message,
-                })?;
+                v.deliver(now, server_addr, message)?;
             }
-            let got = std::iter::from_fn(|| v.client.poll_read()).find_map(|m| match m.message {
-                RTCMessage::RtpPacket(_, p) => Some(p),
-                _ => None,
-            });
-            let got = got.ok_or("the client decrypted no RTP packet")?;
-            let ok = (got.header.ssrc, got.header.sequence_number) == sent
-                && got.payload == self.packet.payload;
-            if !ok {
-                return Err(format!("the client got a different packet: {:?}", got.header).into());
-            }
+            v.check_received(sent, &self.packet.payload)?;
+        }
+        Ok(())
+    }
+}
+
+impl Viewer {
+    /// Hands one datagram from the server to the viewer's client.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        server_addr: SocketAddr,
+        message: BytesMut,
+    ) -> Result<(), Error> {
+        let transport = Tuple {
+            local_addr: self.client_addr,
+            peer_addr: server_addr,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        };
+        self.client.handle_read(TaggedBytesMut {
+            now,
+            transport,
+            message,
+        })?;
+        Ok(())
+    }
+
+    /// The client decrypted an RTP packet with `sent` (SSRC, sequence number) and `payload`.
+    fn check_received(&mut self, sent: (u32, u16), payload: &Bytes) -> Result<(), Error> {
+        let got = std::iter::from_fn(|| self.client.poll_read()).find_map(|m| match m.message {
+            RTCMessage::RtpPacket(_, p) => Some(p),
+            _ => None,
+        });
+        let got = got.ok_or("the client decrypted no RTP packet")?;
+        if (got.header.ssrc, got.header.sequence_number) != sent || got.payload != *payload {
+            return Err(format!("the client got a different packet: {:?}", got.header).into());
         }
         Ok(())
     }

@@ -330,14 +330,8 @@ impl Engine {
 
     /// Sends the sealed media queued by the fan-out.
     fn flush_outgoing(&mut self) {
-        if self.outgoing.is_empty() {
-            return;
-        }
-        let done = self.outgoing.flush(&self.socket);
-        self.tally.udp_out.0 += done.sent;
-        self.tally.udp_out.1 += done.bytes;
-        for _ in 0..done.dropped {
-            self.tally.drop(metrics::Drop::QueueFull);
+        if !self.outgoing.is_empty() {
+            flush(&mut self.outgoing, &self.socket, &mut self.tally);
         }
     }
 
@@ -480,12 +474,7 @@ impl Engine {
             let sent = match viewer.peer.sealed_media_addr() {
                 Some(to) => {
                     if self.outgoing.is_full() {
-                        let done = self.outgoing.flush(&self.socket);
-                        self.tally.udp_out.0 += done.sent;
-                        self.tally.udp_out.1 += done.bytes;
-                        for _ in 0..done.dropped {
-                            self.tally.drop(metrics::Drop::QueueFull);
-                        }
+                        flush(&mut self.outgoing, &self.socket, &mut self.tally);
                     }
                     seal_into(
                         &mut self.outgoing,
@@ -524,6 +513,16 @@ impl Engine {
         if forwarded > 0 {
             self.batch_received.push(now);
         }
+    }
+}
+
+/// Sends the queued media and counts what was sent and dropped.
+fn flush(outgoing: &mut SendBatch, socket: &UdpSocket, tally: &mut Tally) {
+    let done = outgoing.flush(socket);
+    tally.udp_out.0 += done.sent;
+    tally.udp_out.1 += done.bytes;
+    for _ in 0..done.dropped {
+        tally.drop(metrics::Drop::QueueFull);
     }
 }
 
