@@ -298,7 +298,7 @@ impl Metrics {
             retransmissions: counter(
                 &r,
                 "parley_retransmissions_sent_total",
-                "Packets NACKed by viewers that were still in the send buffer (and resent).",
+                "Packets NACKed by viewers that were still cached, and resent.",
             ),
             keyframe_requests_received: counter(
                 &r,
