@@ -544,7 +544,7 @@ fn seal_into(
         .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len));
     match sealed {
         Some(n) => {
-            outgoing.commit(to, n);
+            outgoing.commit(to, n, viewer.key);
             true
         }
         None => false,
