@@ -6,7 +6,7 @@ use super::event_loop::Engine;
 use super::events::RoomEvent;
 use super::lifecycle::MAX_SLOTS_PER_KIND;
 use super::room::{ParticipantKey, SessionKey, Track};
-use super::session::{leg_params, source_id};
+use super::session::{leg_params, source_id, TrackTap};
 use crate::forward::slot::LegParams;
 use crate::forward::speakers::assign_slots;
 use crate::transport::MediaKind;
@@ -324,7 +324,18 @@ impl Engine {
             return;
         }
         let kind = track.kind.as_str();
+        let tap = TrackTap {
+            participant: publisher.key,
+            audio_level_id: track.audio_level_id,
+            last_packet: track.last_packet,
+        };
         publisher.tracks.push(track);
+        if let Some(session) = self.sessions.get_mut(&key) {
+            if session.taps.len() <= index {
+                session.taps.resize(index + 1, None);
+            }
+            session.taps[index] = Some(tap);
+        }
         self.emit_room(
             &room,
             &RoomEvent::TrackPublished {
@@ -344,21 +355,14 @@ impl Engine {
         packet: &rtc::rtp::Packet,
         now: Instant,
     ) {
-        let Some(session) = self.sessions.get(&key) else {
+        let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&session.room) else {
+        let Some(tap) = session.taps.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let Some(publisher) = room.publishers.iter_mut().find(|p| p.session == key) else {
-            return;
-        };
-        let pkey = publisher.key;
-        let Some(track) = publisher.tracks.iter_mut().find(|t| t.index == index) else {
-            return;
-        };
-        track.last_packet = now;
-        let Some(id) = track.audio_level_id else {
+        tap.last_packet = now;
+        let Some(id) = tap.audio_level_id else {
             return;
         };
         let level = packet
@@ -368,8 +372,8 @@ impl Engine {
             .find(|e| e.id == id)
             .and_then(|e| e.payload.first())
             .map(|b| b & 0x7f);
-        if let Some(level) = level {
-            room.speakers.observe(pkey, level, now);
+        if let (Some(level), Some(room)) = (level, self.rooms.get_mut(&session.room)) {
+            room.speakers.observe(tap.participant, level, now);
         }
     }
 
@@ -377,6 +381,16 @@ impl Engine {
     pub(super) fn rooms_tick(&mut self, now: Instant) {
         let mut changed = Vec::new();
         for (name, room) in self.rooms.iter_mut() {
+            for p in &mut room.publishers {
+                let Some(session) = self.sessions.get(&p.session) else {
+                    continue;
+                };
+                for t in &mut p.tracks {
+                    if let Some(Some(tap)) = session.taps.get(t.index) {
+                        t.last_packet = tap.last_packet;
+                    }
+                }
+            }
             let stalls = room.update_stalls(now);
             let speaker = room.speakers.update(now);
             if stalls || speaker.is_some() {

@@ -3,6 +3,7 @@
 
 use super::batch::SendBatch;
 use super::demux::Demux;
+use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
 use super::session::{source_id, EndReason, Session};
 use super::{Command, EngineConfig, Registry};
@@ -34,12 +35,12 @@ pub(super) struct Engine {
     pub(super) config: EngineConfig,
     socket: UdpSocket,
     pub(super) registry: Registry,
-    pub(super) sessions: HashMap<SessionKey, Session>,
+    pub(super) sessions: KeyMap<SessionKey, Session>,
     pub(super) by_public: HashMap<String, SessionKey>,
     pub(super) demux: Demux,
     pub(super) rooms: HashMap<String, Room>,
     /// (publisher session, track) → viewer slots fed by it.
-    pub(super) subscribers: HashMap<(SessionKey, usize), Vec<(SessionKey, usize)>>,
+    pub(super) subscribers: KeyMap<(SessionKey, usize), Vec<(SessionKey, usize)>>,
     timers: BTreeSet<(Instant, SessionKey)>,
     deadlines: HashMap<SessionKey, Instant>,
     dirty: Vec<SessionKey>,
@@ -55,7 +56,7 @@ pub(super) struct Engine {
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
     scratch: rtc::rtp::Header,
     /// Recent packets of each published video track (by source id), for NACKs.
-    pub(super) caches: HashMap<u64, PacketCache>,
+    pub(super) caches: KeyMap<u64, PacketCache>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -80,16 +81,16 @@ impl Engine {
             batch_received: Vec::new(),
             outgoing: SendBatch::default(),
             scratch: rtc::rtp::Header::default(),
-            caches: HashMap::new(),
+            caches: KeyMap::default(),
             ctx,
             config,
             socket,
             registry,
-            sessions: HashMap::new(),
+            sessions: KeyMap::default(),
             by_public: HashMap::new(),
             demux: Demux::default(),
             rooms: HashMap::new(),
-            subscribers: HashMap::new(),
+            subscribers: KeyMap::default(),
             timers: BTreeSet::new(),
             deadlines: HashMap::new(),
             dirty: Vec::new(),

@@ -125,6 +125,7 @@ impl Engine {
                 sent: (0, 0),
                 media_started: false,
                 rtcp_read: None,
+                taps: Vec::new(),
             },
         );
         self.by_public.insert(public_id.clone(), key);

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod demux;
 mod event_loop;
 mod events;
+mod keymap;
 mod lifecycle;
 mod room;
 mod session;

@@ -84,6 +84,20 @@ pub(super) struct Session {
     pub media_started: bool,
     /// When RTCP statistics were last read, and the NACK/retransmission totals then.
     pub rtcp_read: Option<(Instant, (u64, u64, u64))>,
+    /// Publisher: per inbound track (by index), what each of its packets updates.
+    pub taps: Vec<Option<TrackTap>>,
+}
+
+/// What a publisher's packet updates, kept on its session so the per-packet path needs no
+/// search through the room: freshness (copied to the room's track on each tick) and loudness.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TrackTap {
+    /// The publishing participant, as the room's speaker state knows it.
+    pub participant: ParticipantKey,
+    /// The RFC 6464 audio-level extension id on the publisher's leg, if negotiated.
+    pub audio_level_id: Option<u8>,
+    /// Last packet seen.
+    pub last_packet: Instant,
 }
 
 /// Converts one leg's negotiated parameters for the forwarding path.
