@@ -198,3 +198,65 @@ async fn video_lost_on_the_way_to_a_viewer_is_resent_after_its_nack() {
     publisher.close().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_crowd_joining_together_shares_one_keyframe_request() {
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let base = server.base_url();
+    let publisher = publish(&base, "r", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    // The publisher sends delta frames only: a keyframe request stays unanswered.
+    let sender = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(20));
+        for n in 0..500u32 {
+            pace.tick().await;
+            let _ = publisher
+                .send_video(&vp8_delta_payload(n), true, n * 3000)
+                .await;
+        }
+    };
+    const CROWD: usize = 6;
+    let crowd = async {
+        let before = publisher.keyframe_requests();
+        let started = Instant::now();
+        let joins = (0..CROWD).map(|_| play(&base, "r", PlayOptions::default()));
+        let viewers: Vec<_> = futures::future::join_all(joins)
+            .await
+            .into_iter()
+            .map(|v| v.expect("play"))
+            .collect();
+        for v in &viewers {
+            v.wait_for_state(
+                webrtc::peer_connection::RTCPeerConnectionState::Connected,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("connected");
+        }
+        // Let the server see every connection (it asks as each one connects).
+        until("all viewer sessions", Duration::from_secs(5), || {
+            server.session_count() == CROWD + 1
+        })
+        .await;
+        let elapsed = started.elapsed();
+        let asked = publisher.keyframe_requests() - before;
+        // One request, plus one retry per 500 ms window (the keyframe never comes).
+        let allowed = 2 + (elapsed.as_millis() / 500) as u32;
+        (viewers, asked, allowed, elapsed)
+    };
+    let (viewers, asked, allowed, elapsed) = tokio::select! {
+        r = crowd => r,
+        _ = sender => panic!("the crowd did not connect while the publisher sent for 10 s"),
+    };
+    assert!(asked >= 1, "no keyframe request at all");
+    assert!(
+        asked <= allowed && (asked as usize) < CROWD,
+        "{CROWD} viewers joining in {elapsed:?} made {asked} keyframe requests (at most {allowed})"
+    );
+    for v in viewers {
+        v.close().await;
+    }
+    publisher.close().await;
+    server.shutdown().await;
+}

@@ -190,6 +190,9 @@ impl ClientPeer {
                 Some(Duration::from_secs(30)),
                 Some(Duration::from_secs(2)),
             )
+            // Checks every 50 ms as browsers pace them (RFC 8445's Ta), not the stack's
+            // 200 ms: join times then measure the server, not this client's timer.
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
             .build();
         let registry = match role {
             Role::Publisher { .. } => {

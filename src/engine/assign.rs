@@ -263,15 +263,20 @@ impl Engine {
         };
         if session.last_keyframe_request.len() <= track {
             session.last_keyframe_request.resize(track + 1, None);
+            session.keyframe_pending.resize(track + 1, false);
         }
         let last = &mut session.last_keyframe_request[track];
         let recent =
             last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
-        if recent && !urgent {
+        // An urgent request (a viewer just connected) goes out at once unless a recent one is
+        // still unanswered: the keyframe on its way serves every viewer waiting for it, so a
+        // crowd joining together does not make the publisher send a keyframe each.
+        if recent && (!urgent || session.keyframe_pending[track]) {
             self.tally.keyframe_requests_suppressed += 1;
             return;
         }
         *last = Some(now);
+        session.keyframe_pending[track] = true;
         self.tally.pli_sent += 1;
         session.peer.request_keyframe(now, track);
         self.mark(key);

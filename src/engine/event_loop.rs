@@ -8,6 +8,7 @@ use super::room::{Room, SessionKey};
 use super::session::{source_id, EndReason, Session};
 use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
+use crate::forward::keyframe::{is_keyframe_start, VideoCodec};
 use crate::forward::slot::{write_packet, Skip};
 use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{MediaKind, PeerEvent, PeerState, TransportContext};
@@ -398,6 +399,11 @@ impl Engine {
                 }
                 PeerEvent::State(PeerState::Connected) => {
                     session.connected = true;
+                    tracing::debug!(
+                        session = session.public_id,
+                        "connected {} ms after the offer",
+                        session.created.elapsed().as_millis()
+                    );
                     let sources: Vec<u64> = session
                         .forwarders
                         .iter()
@@ -437,6 +443,17 @@ impl Engine {
             .unwrap_or(0);
         publisher.received.0 += 1;
         publisher.received.1 += bytes;
+        if publisher.keyframe_pending.get(track) == Some(&true) {
+            let codec = publisher.peer.inbound().get(track).and_then(|t| {
+                t.codecs
+                    .iter()
+                    .find(|c| c.payload_type == packet.header.payload_type)
+                    .and_then(|c| VideoCodec::from_mime(&c.mime))
+            });
+            if codec.is_some_and(|c| is_keyframe_start(c, &packet.payload)) {
+                publisher.keyframe_pending[track] = false;
+            }
+        }
         if !publisher.media_started {
             publisher.media_started = true;
             let setup = now.saturating_duration_since(publisher.created);

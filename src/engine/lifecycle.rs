@@ -121,6 +121,7 @@ impl Engine {
                 slot_participants: vec![None; slot_count],
                 events: None,
                 last_keyframe_request: Vec::new(),
+                keyframe_pending: Vec::new(),
                 received: (0, 0),
                 sent: (0, 0),
                 media_started: false,

@@ -76,6 +76,9 @@ pub(super) struct Session {
     pub events: Option<mpsc::Sender<Arc<str>>>,
     /// Publisher: when each inbound track was last asked for a keyframe.
     pub last_keyframe_request: Vec<Option<Instant>>,
+    /// Publisher: whether each inbound track's last keyframe request is still unanswered
+    /// (no keyframe seen since).
+    pub keyframe_pending: Vec<bool>,
     /// RTP packets and bytes received from this session.
     pub received: (u64, u64),
     /// RTP packets and bytes forwarded to this session.
