@@ -104,6 +104,18 @@ a=rtpmap:96 VP8/90000\r\n";
     server.shutdown().await;
 }
 
+/// Sends `frames` VP8 delta frames, one every 20 ms (a publisher that never sends a keyframe
+/// unless the test does).
+async fn send_deltas(publisher: &Publisher, frames: u32) {
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for n in 0..frames {
+        pace.tick().await;
+        let _ = publisher
+            .send_video(&vp8_delta_payload(n), true, n * 3000)
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_viewer_makes_the_publisher_send_a_keyframe() {
     let server = parley::start(Config::loopback()).await.expect("server");
@@ -112,15 +124,7 @@ async fn a_new_viewer_makes_the_publisher_send_a_keyframe() {
         .await
         .expect("publish");
     // A publisher sends continuously; its track opens with its first packet.
-    let sender = async {
-        let mut pace = tokio::time::interval(Duration::from_millis(20));
-        for n in 0..250u32 {
-            pace.tick().await;
-            let _ = publisher
-                .send_video(&vp8_delta_payload(n), true, n * 3000)
-                .await;
-        }
-    };
+    let sender = send_deltas(&publisher, 250);
     let check = async {
         let before = publisher.keyframe_requests();
         let viewer = play(&base, "r", PlayOptions::default())
@@ -207,15 +211,7 @@ async fn a_crowd_joining_together_shares_one_keyframe_request() {
         .await
         .expect("publish");
     // The publisher sends delta frames only: a keyframe request stays unanswered.
-    let sender = async {
-        let mut pace = tokio::time::interval(Duration::from_millis(20));
-        for n in 0..500u32 {
-            pace.tick().await;
-            let _ = publisher
-                .send_video(&vp8_delta_payload(n), true, n * 3000)
-                .await;
-        }
-    };
+    let sender = send_deltas(&publisher, 500);
     const CROWD: usize = 6;
     let crowd = async {
         let before = publisher.keyframe_requests();
