@@ -5,10 +5,10 @@ mod common;
 
 use common::{play, publish, vp8_delta_payload, vp8_keyframe_payload, PlayOptions, PublishOptions};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_parley");
+use common::binary::BIN;
 
 #[test]
 fn help_documents_every_flag_and_its_environment_variable() {
@@ -47,28 +47,7 @@ fn help_documents_every_flag_and_its_environment_variable() {
 
 /// Starts the binary with `args` and returns it with its HTTP address and stdout.
 fn start(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
-    let mut child = Command::new(BIN)
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--media-listen",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("parley starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("first line");
-    // "Parley is serving HTTP on 127.0.0.1:PORT and media on UDP ..."
-    let addr = first
-        .split_whitespace()
-        .nth(5)
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    (child, addr, stdout)
+    common::binary::spawn(args, &[])
 }
 
 /// Kills the child if the test fails before it exits.

@@ -13,11 +13,10 @@ mod common;
 
 use common::hostile_call::{metrics, series, sum, PROBE};
 use common::{play, publish, Kind, PlayOptions, PublishOptions};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_parley");
 const WARM_UP: usize = 10;
 /// Resident-memory growth allowed whatever the cycle count (allocator arenas and caches
 /// that fill once), and per cycle on top. Measured (debug build, after the warm-up): +164
@@ -47,28 +46,8 @@ impl Drop for Server {
 /// Starts the binary on ephemeral ports, reads its address from the first stdout line and
 /// keeps draining stdout on a thread (a full pipe would block the server's logging).
 fn start_server() -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--media-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--rate-limit-per-ip", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("parley starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("first line");
-    // "Parley is serving HTTP on 127.0.0.1:PORT and media on UDP ..."
-    let addr = first
-        .split_whitespace()
-        .nth(5)
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+    let (child, addr, mut stdout) =
+        common::binary::spawn(&["--rate-limit-per-ip", "0"], &[("RUST_LOG", "warn")]);
     let reader = std::thread::spawn(move || {
         let mut line = String::new();
         while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
