@@ -8,68 +8,41 @@
 //!
 //! `./scripts/test.sh` installs aiortc in `target/pyenv` and exports `PARLEY_PYTHON`.
 
+mod common;
+
 use parley::config::Config;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 const PARTICIPANTS: [&str; 3] = ["p1", "p2", "p3"];
 const FRAMES: u64 = 20;
 const AUDIO_FRAMES: u64 = 10;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PARLEY_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
-    assert!(
-        venv.exists(),
-        "aiortc is not installed: run ./scripts/test.sh (it creates target/pyenv), \
-         or set PARLEY_PYTHON to a Python with aiortc"
-    );
-    venv
-}
-
 async fn aiortc_room(codec: &str, stagger_secs: &str) {
     let server = parley::start(Config::loopback()).await.expect("server");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiortc_room.py");
     let frames = FRAMES.to_string();
     let audio_frames = AUDIO_FRAMES.to_string();
-    let child = tokio::process::Command::new(python())
-        .arg(script)
-        .args([
-            "--base",
-            &server.base_url(),
-            "--room",
-            "interop-room",
-            "--codec",
-            codec,
-        ])
-        .args(["--participants", "3", "--frames", &frames])
-        .args(["--audio-frames", &audio_frames, "--timeout", "40"])
-        .args(["--stagger", stagger_secs])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python starts");
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("aiortc room finishes within 120 s")
-        .expect("aiortc room output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "aiortc room {codec} failed: {report}\n--- stderr ---\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(report).expect("JSON report");
-    assert_eq!(report["ok"], true, "{report}");
+    let base = server.base_url();
+    let args = [
+        "--base",
+        &base,
+        "--room",
+        "interop-room",
+        "--codec",
+        codec,
+        "--participants",
+        "3",
+        "--frames",
+        &frames,
+        "--audio-frames",
+        &audio_frames,
+        "--timeout",
+        "40",
+        "--stagger",
+        stagger_secs,
+    ];
+    let what = format!("aiortc room {codec}");
+    let report =
+        common::aiortc::run("aiortc_room.py", &args, Duration::from_secs(120), &what).await;
     let people = report["participants"].as_array().expect("participants");
     assert_eq!(people.len(), PARTICIPANTS.len(), "{report}");
     for (p, name) in people.iter().zip(PARTICIPANTS) {

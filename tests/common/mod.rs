@@ -17,6 +17,7 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+pub mod aiortc;
 pub mod binary;
 mod call;
 mod events;
