@@ -695,18 +695,9 @@ async fn a_burst_from_one_address_gets_429_with_retry_after() {
     let mut limited = 0;
     let started = Instant::now();
     for i in 0..30 {
-        let resp = http
-            .post(format!("{base}/whip/burst{i}"))
-            .header("content-type", "application/sdp")
-            .body(good_offer())
-            .send()
-            .await
-            .expect("POST");
+        let resp = post_offer(&http, &format!("{base}/whip/burst{i}")).await;
         match resp.status().as_u16() {
-            201 => created.push(format!(
-                "{base}{}",
-                resp.headers()["location"].to_str().expect("Location")
-            )),
+            201 => created.push(session_url(&base, &resp)),
             429 => {
                 limited += 1;
                 let retry = resp
@@ -754,42 +745,24 @@ async fn a_burst_from_one_address_gets_429_with_retry_after() {
         .local_address(Some("127.0.0.2".parse().expect("address")))
         .build()
         .expect("client");
-    let resp = other
-        .post(format!("{base}/whip/other"))
-        .header("content-type", "application/sdp")
-        .body(good_offer())
-        .send()
-        .await
-        .expect("POST from 127.0.0.2");
+    let resp = post_offer(&other, &format!("{base}/whip/other")).await;
     assert_eq!(
         resp.status(),
         reqwest::StatusCode::CREATED,
         "127.0.0.2 is not limited"
     );
-    created.push(format!(
-        "{base}{}",
-        resp.headers()["location"].to_str().expect("Location")
-    ));
+    created.push(session_url(&base, &resp));
     call.assert_flowing("while the address is limited").await;
 
     // After Retry-After, the address may POST again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let resp = http
-        .post(format!("{base}/whip/again"))
-        .header("content-type", "application/sdp")
-        .body(good_offer())
-        .send()
-        .await
-        .expect("POST");
+    let resp = post_offer(&http, &format!("{base}/whip/again")).await;
     assert_eq!(
         resp.status(),
         reqwest::StatusCode::CREATED,
         "accepted after Retry-After"
     );
-    created.push(format!(
-        "{base}{}",
-        resp.headers()["location"].to_str().expect("Location")
-    ));
+    created.push(session_url(&base, &resp));
 
     for url in &created {
         assert_eq!(
@@ -837,4 +810,21 @@ async fn stun_without_the_password_does_not_bind_addresses() {
     call.assert_flowing("at the end").await;
     call.end().await;
     server.shutdown().await;
+}
+
+/// POSTs a good WHIP offer to `url`.
+async fn post_offer(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(good_offer())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// The session URL a 201 answer names.
+fn session_url(base: &str, resp: &reqwest::Response) -> String {
+    let location = resp.headers()["location"].to_str().expect("Location");
+    format!("{base}{location}")
 }

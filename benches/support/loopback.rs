@@ -228,26 +228,10 @@ fn publisher_packet(payload: Bytes) -> Packet {
 /// The viewer slot's negotiated parameters, as the engine converts them.
 fn viewer_leg(peer: &Peer) -> Result<(u32, String, LegParams), Error> {
     let slot = peer.slots().first().ok_or("the viewer has no slot")?;
-    let codecs = slot
-        .codecs
-        .iter()
-        .map(|c| LegCodec {
-            payload_type: c.payload_type,
-            mime: c.mime.clone(),
-            clock_rate: c.clock_rate,
-            channels: c.channels,
-            fmtp: c.fmtp.clone(),
-        })
-        .collect();
-    let extensions = slot
-        .extensions
-        .iter()
-        .map(|e| (e.id, e.uri.clone()))
-        .collect();
     Ok((
         slot.ssrc,
         slot.mid.clone(),
-        LegParams { codecs, extensions },
+        LegParams::from_leg(&slot.codecs, &slot.extensions),
     ))
 }
 

@@ -6,7 +6,7 @@ use super::event_loop::Engine;
 use super::events::RoomEvent;
 use super::lifecycle::MAX_SLOTS_PER_KIND;
 use super::room::{ParticipantKey, SessionKey, Track};
-use super::session::{leg_params, source_id, TrackTap};
+use super::session::{source_id, TrackTap};
 use crate::forward::slot::LegParams;
 use crate::forward::speakers::assign_slots;
 use crate::transport::MediaKind;
@@ -65,7 +65,7 @@ impl Engine {
                     .sessions
                     .get(&session)
                     .and_then(|s| s.peer.inbound().get(track))
-                    .map(|t| leg_params(&t.codecs, &t.extensions)),
+                    .map(|t| LegParams::from_leg(&t.codecs, &t.extensions)),
                 _ => None,
             };
             let Some(viewer) = self.sessions.get_mut(&p.viewer) else {

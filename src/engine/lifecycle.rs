@@ -3,9 +3,9 @@
 use super::event_loop::Engine;
 use super::events::RoomEvent;
 use super::room::{Publisher, Room, SessionKey, Viewer};
-use super::session::{leg_params, EndReason, Session, SessionKind};
+use super::session::{EndReason, Session, SessionKind};
 use super::{Created, EngineError, SessionInfo};
-use crate::forward::slot::SlotForwarder;
+use crate::forward::slot::{LegParams, SlotForwarder};
 use crate::http::sdpfrag::SdpFrag;
 use crate::transport::{sdp, MediaKind, Peer, TransportError};
 use rand::distr::{Alphanumeric, SampleString};
@@ -103,7 +103,13 @@ impl Engine {
         let forwarders: Vec<SlotForwarder> = peer
             .slots()
             .iter()
-            .map(|s| SlotForwarder::new(s.ssrc, &s.mid, leg_params(&s.codecs, &s.extensions)))
+            .map(|s| {
+                SlotForwarder::new(
+                    s.ssrc,
+                    &s.mid,
+                    LegParams::from_leg(&s.codecs, &s.extensions),
+                )
+            })
             .collect();
         let slot_count = forwarders.len();
         self.sessions.insert(

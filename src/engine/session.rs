@@ -2,8 +2,8 @@
 //! viewer the forwarder of each slot.
 
 use super::room::{ParticipantKey, SessionKey};
-use crate::forward::slot::{LegCodec, LegParams, SlotForwarder};
-use crate::transport::{Codec, HeaderExt, Peer};
+use crate::forward::slot::SlotForwarder;
+use crate::transport::Peer;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -101,23 +101,6 @@ pub(super) struct TrackTap {
     pub audio_level_id: Option<u8>,
     /// Last packet seen.
     pub last_packet: Instant,
-}
-
-/// Converts one leg's negotiated parameters for the forwarding path.
-pub(super) fn leg_params(codecs: &[Codec], extensions: &[HeaderExt]) -> LegParams {
-    LegParams {
-        codecs: codecs
-            .iter()
-            .map(|c| LegCodec {
-                payload_type: c.payload_type,
-                mime: c.mime.clone(),
-                clock_rate: c.clock_rate,
-                channels: c.channels,
-                fmtp: c.fmtp.clone(),
-            })
-            .collect(),
-        extensions: extensions.iter().map(|e| (e.id, e.uri.clone())).collect(),
-    }
 }
 
 /// A forwarding source id: publisher session and track index in one number.

@@ -10,6 +10,7 @@
 use super::codec::{codecs_match, CodecSpec};
 use super::keyframe::{is_keyframe_start, VideoCodec};
 use super::munger::{Munger, Verdict};
+use crate::transport::{Codec, HeaderExt};
 use bytes::Bytes;
 use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::Packet;
@@ -52,6 +53,25 @@ pub struct LegParams {
     pub codecs: Vec<LegCodec>,
     /// Negotiated header extensions.
     pub extensions: Vec<(u8, String)>,
+}
+
+impl LegParams {
+    /// One leg's parameters as the transport negotiated them.
+    pub fn from_leg(codecs: &[Codec], extensions: &[HeaderExt]) -> Self {
+        Self {
+            codecs: codecs
+                .iter()
+                .map(|c| LegCodec {
+                    payload_type: c.payload_type,
+                    mime: c.mime.clone(),
+                    clock_rate: c.clock_rate,
+                    channels: c.channels,
+                    fmtp: c.fmtp.clone(),
+                })
+                .collect(),
+            extensions: extensions.iter().map(|e| (e.id, e.uri.clone())).collect(),
+        }
+    }
 }
 
 /// Why a packet was not forwarded.
