@@ -170,6 +170,28 @@ free_port() {
     python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"
 }
 
+# Waits until `url` answers HTTP, while process `pid` lives, for at most `secs` seconds.
+wait_http() {
+    python3 - "$@" <<'PY'
+import os, sys, time, urllib.request, urllib.error
+url, pid, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + secs
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(f"    the server (pid {pid}) exited before answering {url}")
+    try:
+        urllib.request.urlopen(url, timeout=1)
+        sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(f"    {url} did not answer within {secs:.0f} s")
+PY
+}
+
 # Ten seconds of `parley-load broadcast` (1 publisher, 5 viewers) against a debug server:
 # checks that the generator and the server work together, not the figures.
 smoke_load() {
@@ -180,11 +202,21 @@ smoke_load() {
     "$ROOT/target/debug/parley" --http-listen "127.0.0.1:$http" --media-listen "127.0.0.1:$media" \
         --rate-limit-per-ip 0 >"$LOG_DIR/load-smoke-server.log" 2>&1 &
     pid=$!
-    "$ROOT/target/debug/parley-load" broadcast --url "http://127.0.0.1:$http" --viewers 5 \
-        --measure-secs 10 --settle-secs 1 --server-pid "$pid" --json "$report" || rc=$?
+    if ! wait_http "http://127.0.0.1:$http/" "$pid" 20; then
+        rc=1
+    else
+        # No backtrace: the generator's one-line error is what a failed run needs to show.
+        RUST_BACKTRACE=0 "$ROOT/target/debug/parley-load" broadcast --url "http://127.0.0.1:$http" \
+            --viewers 5 --measure-secs 10 --settle-secs 1 --server-pid "$pid" --json "$report" \
+            2>&1 | tee "$LOG_DIR/load-smoke.log" || rc=$?
+    fi
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    [ "$rc" -eq 0 ] || return "$rc"
+    if [ "$rc" -ne 0 ]; then
+        echo "--- last lines of the server's log ($LOG_DIR/load-smoke-server.log):" >&2
+        tail -n 20 "$LOG_DIR/load-smoke-server.log" >&2
+        return "$rc"
+    fi
     python3 - "$report" <<'PY'
 import json, sys
 step = json.load(open(sys.argv[1]))["steps"][0]
