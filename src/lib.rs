@@ -3,7 +3,7 @@
 //! [`start`] binds the HTTP listener and the media socket, starts the media engine and the
 //! HTTP server, and returns a [`Server`] handle that reports its addresses and shuts down
 //! cleanly. `main.rs` only parses the configuration and calls it; tests call it on port 0.
-#![deny(unsafe_code)] // one audited exception: engine::batch (sendmmsg)
+#![deny(unsafe_code)] // audited exceptions: engine::batch (sendmmsg), engine::socket (registration)
 
 pub mod config;
 pub mod engine;
@@ -16,7 +16,7 @@ use config::Config;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -99,14 +99,14 @@ impl Server {
 const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Binds the non-blocking media socket with large buffers.
-fn media_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn media_socket(addr: SocketAddr) -> std::io::Result<engine::socket::MediaSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    engine::socket::MediaSocket::new(socket.into())
 }
 
 /// The addresses to put in host candidates.

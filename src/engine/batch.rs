@@ -15,7 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 
 /// Room for one datagram: the largest accepted input plus header growth and the SRTP tag.
 pub const SLOT: usize = 2048 + 128;
@@ -309,7 +309,7 @@ fn send_messages(
     for (k, m) in messages.iter().enumerate() {
         let q = order[m.first] as usize;
         let data = &arena[q * SLOT..q * SLOT + queued[q].len];
-        if let Err(e) = socket.try_send_to(data, queued[q].to) {
+        if let Err(e) = socket.send_to(data, queued[q].to) {
             return if k == 0 { Err(e) } else { Ok(k) };
         }
     }
@@ -322,8 +322,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_delivers_every_queued_datagram_in_order() {
-        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let rx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tx = sender();
+        let rx = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let to = rx.local_addr().expect("addr");
         let mut batch = SendBatch::default();
         for k in 0..150u8 {
@@ -357,7 +359,14 @@ mod tests {
     }
 
     /// Receives `count` datagrams on `rx` within a few seconds.
-    async fn receive(rx: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    /// A non-blocking sending socket, as the engine's.
+    fn sender() -> UdpSocket {
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        tx.set_nonblocking(true).expect("non-blocking");
+        tx
+    }
+
+    async fn receive(rx: &tokio::net::UdpSocket, count: usize) -> Vec<Vec<u8>> {
         let mut buf = [0u8; 2048];
         let mut got = Vec::new();
         for _ in 0..count {
@@ -373,9 +382,13 @@ mod tests {
     #[tokio::test]
     async fn frames_of_interleaved_viewers_arrive_whole_and_in_order_with_and_without_gso() {
         for mut batch in [SendBatch::default(), SendBatch::without_gso()] {
-            let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-            let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-            let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let tx = sender();
+            let a = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let b = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let dests = [
                 (a.local_addr().expect("a"), 1),
                 (b.local_addr().expect("b"), 2),

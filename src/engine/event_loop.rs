@@ -6,6 +6,7 @@ use super::demux::Demux;
 use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
 use super::session::{source_id, EndReason, Session};
+use super::socket::MediaSocket;
 use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
 use crate::forward::keyframe::{is_keyframe_start, VideoCodec};
@@ -17,7 +18,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Housekeeping period: speakers, stalls, keyframe retries, connect timeouts.
@@ -34,7 +34,7 @@ const MAX_RESEND_PER_NACK: usize = 64;
 pub(super) struct Engine {
     pub(super) ctx: TransportContext,
     pub(super) config: EngineConfig,
-    socket: UdpSocket,
+    socket: MediaSocket,
     pub(super) registry: Registry,
     pub(super) sessions: KeyMap<SessionKey, Session>,
     pub(super) by_public: HashMap<String, SessionKey>,
@@ -72,7 +72,7 @@ impl Engine {
         ctx: TransportContext,
         config: EngineConfig,
         metrics: Arc<Metrics>,
-        socket: UdpSocket,
+        socket: MediaSocket,
         registry: Registry,
     ) -> Self {
         Self {
@@ -333,7 +333,7 @@ impl Engine {
     /// Sends the sealed media queued by the fan-out.
     fn flush_outgoing(&mut self) {
         if !self.outgoing.is_empty() {
-            flush(&mut self.outgoing, &self.socket, &mut self.tally);
+            flush(&mut self.outgoing, self.socket.std(), &mut self.tally);
         }
     }
 
@@ -492,7 +492,7 @@ impl Engine {
             let sent = match viewer.peer.sealed_media_addr() {
                 Some(to) => {
                     if self.outgoing.is_full() {
-                        flush(&mut self.outgoing, &self.socket, &mut self.tally);
+                        flush(&mut self.outgoing, self.socket.std(), &mut self.tally);
                     }
                     seal_into(
                         &mut self.outgoing,
@@ -535,7 +535,7 @@ impl Engine {
 }
 
 /// Sends the queued media and counts what was sent and dropped.
-fn flush(outgoing: &mut SendBatch, socket: &UdpSocket, tally: &mut Tally) {
+fn flush(outgoing: &mut SendBatch, socket: &std::net::UdpSocket, tally: &mut Tally) {
     let done = outgoing.flush(socket);
     tally.udp_out.0 += done.sent;
     tally.udp_out.1 += done.bytes;

@@ -17,6 +17,7 @@ mod keymap;
 mod lifecycle;
 mod room;
 mod session;
+pub mod socket;
 
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
 pub use demux::{stun_local_ufrag, Demux};
@@ -28,7 +29,6 @@ use crate::http::sdpfrag::SdpFrag;
 use crate::transport::{sdp::OfferError, TransportContext, TransportError};
 use dashmap::DashMap;
 use std::sync::Arc;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -275,7 +275,7 @@ pub fn spawn(
     ctx: TransportContext,
     config: EngineConfig,
     metrics: Arc<crate::metrics::Metrics>,
-    socket: UdpSocket,
+    socket: socket::MediaSocket,
 ) -> (EngineHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
