@@ -127,6 +127,10 @@ pub struct LoadArgs {
     /// Largest RTP payload in bytes.
     #[arg(long, default_value_t = 1100)]
     pub max_payload: usize,
+    /// Publishers pace video packets at this multiple of the video bitrate, as libwebrtc's
+    /// pacer does (2.5); 0 sends each frame's packets as one burst.
+    #[arg(long, default_value_t = 2.5)]
+    pub pacing_factor: f64,
     /// Opus packet size in bytes (one every 20 ms; 120 B is about 48 kbit/s).
     #[arg(long, default_value_t = 120)]
     pub audio_bytes: usize,

@@ -184,6 +184,7 @@ fn plan(args: &LoadArgs, stream: u16, video: bool, talk: Talk) -> PublisherPlan 
             keyframe_interval: args.keyframe_interval,
             keyframe_ratio: args.keyframe_ratio,
             max_payload: args.max_payload,
+            pace_kbps: (f64::from(args.video_kbps) * args.pacing_factor) as u32,
         }),
         audio: Some(AudioPlan {
             bytes: args.audio_bytes,

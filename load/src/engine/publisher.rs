@@ -1,12 +1,15 @@
 //! A synthetic publisher's schedule: which RTP packets are due at an instant.
 //!
-//! Video frames are sent as a burst at the frame rate (as an encoder emits them), with a
-//! keyframe every `keyframe_interval` frames and on request (PLI). Frame sizes average the
-//! target bitrate, keyframes being `keyframe_ratio` times a delta frame. Audio is one Opus
-//! packet every 20 ms. Time is an argument: no clock reads, no I/O.
+//! Video frames come at the frame rate (as an encoder emits them), with a keyframe every
+//! `keyframe_interval` frames and on request (PLI). Frame sizes average the target
+//! bitrate, keyframes being `keyframe_ratio` times a delta frame. A frame's packets leave
+//! either as one burst or through a pacer, as browsers send them: a leaky bucket at
+//! `pace_kbps`. Audio is one Opus packet every 20 ms and is never paced. Time is an
+//! argument: no clock reads, no I/O.
 
 use crate::payload::{opus_packet, video_frame, FrameSpec, VideoCodec};
 use rtc::rtp::Header;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Video parameters of a publisher.
@@ -24,6 +27,8 @@ pub struct VideoPlan {
     pub keyframe_ratio: u32,
     /// Largest RTP payload.
     pub max_payload: usize,
+    /// Pacing rate in kbit/s for the frames' packets; 0 sends each frame as one burst.
+    pub pace_kbps: u32,
 }
 
 impl VideoPlan {
@@ -125,6 +130,10 @@ pub struct Schedule {
     /// Offsets this publisher's frame and audio clocks from other publishers'.
     start_offset: Duration,
     keyframe_pending: bool,
+    /// Video packets waiting for the pacer.
+    paced: VecDeque<Outgoing>,
+    /// When the pacer may send the next packet.
+    pace_next: Instant,
     next_audio: Instant,
     audio_n: u32,
     video_seq: u16,
@@ -155,6 +164,8 @@ impl Schedule {
             keyframe_phase: rand::random::<u32>() % interval,
             start_offset: Duration::from_secs(1) / fps * (rand::random::<u32>() % 1000) / 1000,
             keyframe_pending: true,
+            paced: VecDeque::new(),
+            pace_next: now,
             next_audio: now,
             audio_n: 0,
             video_seq: rand::random(),
@@ -175,7 +186,10 @@ impl Schedule {
     /// The earliest instant something is due (None before the first call to `due`).
     pub fn next_due(&self) -> Option<Instant> {
         self.start?;
-        let v = self.plan.video.map(|_| self.next_frame);
+        let v = self.plan.video.map(|_| match self.paced.is_empty() {
+            true => self.next_frame,
+            false => self.next_frame.min(self.pace_next),
+        });
         let a = self.plan.audio.map(|_| self.next_audio);
         match (v, a) {
             (Some(v), Some(a)) => Some(v.min(a)),
@@ -197,9 +211,20 @@ impl Schedule {
                 self.next_frame = now;
             }
             while self.next_frame <= now {
-                self.video_frame(&v, send_ns, out);
+                if v.pace_kbps == 0 {
+                    self.video_frame(&v, send_ns, out);
+                } else {
+                    if self.paced.is_empty() {
+                        // An idle bucket holds no credit from the past.
+                        self.pace_next = self.pace_next.max(now);
+                    }
+                    let mut frame = Vec::new();
+                    self.video_frame(&v, send_ns, &mut frame);
+                    self.paced.extend(frame);
+                }
                 self.next_frame += interval;
             }
+            self.pace(&v, now, out);
         }
         if let Some(a) = self.plan.audio {
             let interval = Duration::from_millis(20);
@@ -221,6 +246,21 @@ impl Schedule {
                 self.audio_ts = self.audio_ts.wrapping_add(960);
                 self.next_audio += interval;
             }
+        }
+    }
+
+    /// Moves the paced packets whose time has come to `out`, one packet's worth of time at
+    /// the pacing rate apart.
+    fn pace(&mut self, v: &VideoPlan, now: Instant, out: &mut Vec<Outgoing>) {
+        let bytes_per_sec = f64::from(v.pace_kbps.max(1)) * 1000.0 / 8.0;
+        while self.pace_next <= now {
+            let Some(o) = self.paced.pop_front() else {
+                break;
+            };
+            // RTP, SRTP and UDP/IP headers count too, as in a sender's pacer.
+            let wire = o.payload.len() + 12 + 16 + 28;
+            self.pace_next += Duration::from_secs_f64(wire as f64 / bytes_per_sec);
+            out.push(o);
         }
     }
 
@@ -276,6 +316,7 @@ mod tests {
                 keyframe_interval: 60,
                 keyframe_ratio: 5,
                 max_payload: 1100,
+                pace_kbps: 0,
             }),
             audio: Some(AudioPlan {
                 bytes: 120,
@@ -362,5 +403,60 @@ mod tests {
         out.clear();
         s.due(t0 + Duration::from_secs(5), 0, &mut out);
         assert!(out.iter().filter(|o| !o.video).count() <= 1);
+    }
+
+    #[test]
+    fn the_pacer_spreads_a_keyframe_at_its_rate() {
+        let mut p = plan();
+        if let Some(v) = p.video.as_mut() {
+            v.pace_kbps = 6250;
+        }
+        let t0 = Instant::now();
+        let mut s = Schedule::new(p, t0);
+        let mut out = Vec::new();
+        // Each 1 ms step releases what 6.25 Mbit/s allows: ~0.7 packets of ~1150 B.
+        let mut sent_at = Vec::new();
+        for ms in 0..=300 {
+            out.clear();
+            s.due(t0 + Duration::from_millis(ms), 0, &mut out);
+            let n = out.iter().filter(|o| o.video).count();
+            assert!(n <= 2, "{n} packets at {ms} ms");
+            sent_at.extend(std::iter::repeat_n(ms, n));
+        }
+        // The first frame is a keyframe of 45 packets (5 delta frames' worth): at the
+        // pacing rate it takes about 66 ms to leave, instead of one burst.
+        let (_, delta) = plan().video.map(|v| v.frame_sizes()).unwrap_or_default();
+        let key_packets = (delta * 5).div_ceil(1100);
+        assert_eq!(key_packets, 45);
+        let span = sent_at[key_packets - 1] - sent_at[0];
+        assert!((60..=72).contains(&span), "keyframe sent over {span} ms");
+        // The rate is above the bitrate, so the queue keeps up: by 300 ms everything from
+        // the frames of the first ~260 ms has left.
+        assert!(
+            sent_at.len() >= key_packets + 6 * 9,
+            "{} sent",
+            sent_at.len()
+        );
+    }
+
+    #[test]
+    fn the_pacer_sends_every_packet_of_a_frame_in_order() {
+        let mut p = plan();
+        if let Some(v) = p.video.as_mut() {
+            v.pace_kbps = 6250;
+        }
+        let t0 = Instant::now();
+        let mut s = Schedule::new(p, t0);
+        let mut out = Vec::new();
+        for ms in 0..3000 {
+            s.due(t0 + Duration::from_millis(ms), 0, &mut out);
+        }
+        let video: Vec<_> = out.iter().filter(|o| o.video).collect();
+        for pair in video.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
+        }
+        let bytes: usize = video.iter().map(|o| o.payload.len()).sum();
+        let kbps = bytes * 8 / 3 / 1000;
+        assert!((2300..2700).contains(&kbps), "{kbps} kbit/s");
     }
 }
