@@ -99,14 +99,14 @@ impl Server {
 const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Binds the non-blocking media socket with large buffers.
-fn media_socket(addr: SocketAddr) -> std::io::Result<engine::socket::MediaSocket> {
+fn media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    engine::socket::MediaSocket::new(socket.into())
+    Ok(socket.into())
 }
 
 /// The addresses to put in host candidates.
@@ -177,7 +177,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         },
         metrics.clone(),
         socket,
-    );
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        what: "the media socket",
+        addr: media_addr,
+        source,
+    })?;
     let draining = Arc::new(AtomicBool::new(false));
     let state = http::AppState {
         engine: engine.clone(),

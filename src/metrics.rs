@@ -149,6 +149,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     alive_tasks: IntGauge,
+    /// The runtime that created the metrics: the server's HTTP runtime.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -368,8 +370,9 @@ impl Metrics {
             alive_tasks: gauge(
                 &r,
                 "parley_runtime_alive_tasks",
-                "Tasks alive in the server's async runtime (a leak shows here).",
+                "Tasks alive in the server's HTTP runtime (a leak shows here).",
             ),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             registry: r,
         };
         for k in kinds {
@@ -491,7 +494,7 @@ impl Metrics {
         self.sessions
             .with_label_values(&["whep"])
             .set(levels.sessions[1]);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(rt) = &self.runtime {
             self.alive_tasks.set(rt.metrics().num_alive_tasks() as i64);
         }
     }

@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// Largest datagram accepted; anything longer is dropped and counted.
 const MAX_DATAGRAM: usize = 2048;
 /// RTCP statistics (NACKs, RTT, jitter, loss) are read this often per session.
-const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
+pub(super) const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read in one go before draining the peers they touched.
 const READ_BATCH: usize = 64;
 /// Lost packets resent for one NACK at most (a bound on what one request can cost).
@@ -242,8 +242,7 @@ impl Engine {
             self.end(key, EndReason::Timeout);
         }
         for s in self.sessions.values_mut().filter(|s| s.connected) {
-            s.peer.on_tick(now);
-            if s.kind == super::SessionKind::Whep {
+            if s.peer.on_tick(now) {
                 self.dirty_set.insert(s.key).then(|| self.dirty.push(s.key));
             }
         }
@@ -256,13 +255,12 @@ impl Engine {
     /// Reads each connected session's RTCP statistics every [`RTCP_STATS_EVERY`].
     fn read_rtcp_stats(&mut self, now: Instant) {
         for s in self.sessions.values_mut().filter(|s| s.connected) {
-            if s.rtcp_read
-                .is_some_and(|(at, _)| now.saturating_duration_since(at) < RTCP_STATS_EVERY)
-            {
+            if now < s.rtcp_due {
                 continue;
             }
+            s.rtcp_due = now + RTCP_STATS_EVERY;
             let (figures, nack_sent) = s.peer.take_rtcp_figures(now);
-            let (_, (_, sent_before, _)) = s.rtcp_read.unwrap_or((now, (0, 0, 0)));
+            let sent_before = std::mem::replace(&mut s.nacks_sent, nack_sent);
             self.tally.nack_received += figures.nacked;
             if s.peer.sealed_media_addr().is_none() {
                 // The stack answered these NACKs; Parley counts its own resends as it sends.
@@ -272,7 +270,6 @@ impl Engine {
             self.tally.rtt_s.extend(&figures.rtt);
             self.tally.jitter_s.extend(&figures.jitter);
             self.tally.loss.extend(&figures.loss);
-            s.rtcp_read = Some((now, (0, nack_sent, 0)));
         }
     }
 

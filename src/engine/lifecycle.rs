@@ -1,6 +1,6 @@
 //! Sessions coming and going: create from an offer, trickle, ICE restart, end.
 
-use super::event_loop::Engine;
+use super::event_loop::{Engine, RTCP_STATS_EVERY};
 use super::events::RoomEvent;
 use super::room::{Publisher, Room, SessionKey, Viewer};
 use super::session::{EndReason, Session, SessionKind};
@@ -131,7 +131,8 @@ impl Engine {
                 received: (0, 0),
                 sent: (0, 0),
                 media_started: false,
-                rtcp_read: None,
+                rtcp_due: now + RTCP_STATS_EVERY.mul_f64(rand::random::<f64>()),
+                nacks_sent: 0,
                 taps: Vec::new(),
             },
         );

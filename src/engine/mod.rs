@@ -1,4 +1,4 @@
-//! The media engine: one task that owns every peer connection, the shared UDP socket's
+//! The media engine: one task, on its own thread, that owns every peer connection, the shared UDP socket's
 //! traffic, the rooms, and the forwarding between them.
 //!
 //! The HTTP side talks to it only through [`EngineHandle`] commands with a reply channel;
@@ -270,16 +270,54 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine task on `socket`.
-pub fn spawn(
+/// Starts the engine on a thread of its own ("parley-media") with a single-threaded
+/// runtime, and returns once its socket is registered there. The forwarding path then
+/// never migrates between threads, its socket wakes it directly, and HTTP work on the
+/// server's other runtime never delays a packet. The task handle completes when the
+/// engine has stopped.
+pub async fn spawn(
     ctx: TransportContext,
     config: EngineConfig,
     metrics: Arc<crate::metrics::Metrics>,
-    socket: socket::MediaSocket,
-) -> (EngineHandle, JoinHandle<()>) {
+    socket: std::net::UdpSocket,
+) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
-    let engine = event_loop::Engine::new(ctx, config, metrics, socket, registry.clone());
-    let task = tokio::spawn(engine.run(rx));
-    (EngineHandle { tx, registry }, task)
+    let shared = registry.clone();
+    let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("parley-media".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match socket::MediaSocket::new(socket) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let engine = event_loop::Engine::new(ctx, config, metrics, socket, shared);
+                engine.run(rx).await;
+            });
+            let _ = done_tx.send(());
+        })?;
+    ready_rx
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the media thread stopped at start")))?;
+    let task = tokio::spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok((EngineHandle { tx, registry }, task))
 }

@@ -85,8 +85,11 @@ pub(super) struct Session {
     pub sent: (u64, u64),
     /// Whether media has flowed (for the setup-time histogram).
     pub media_started: bool,
-    /// When RTCP statistics were last read, and the NACK/retransmission totals then.
-    pub rtcp_read: Option<(Instant, (u64, u64, u64))>,
+    /// When RTCP statistics are read next (each session at its own phase, so a crowd that
+    /// joined together is not read in one go).
+    pub rtcp_due: Instant,
+    /// NACKs the session had sent at the last read.
+    pub nacks_sent: u64,
     /// Publisher: per inbound track (by index), what each of its packets updates.
     pub taps: Vec<Option<TrackTap>>,
 }

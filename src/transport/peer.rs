@@ -696,16 +696,19 @@ impl Peer {
     }
 
     /// Periodic upkeep of the own send path: follows the selected ICE pair and sends sender
-    /// reports once a second for the slots that sent media.
-    pub fn on_tick(&mut self, now: Instant) {
+    /// reports about once a second for the slots that sent media. The interval is
+    /// randomized (0.5–1.5 ×, as RFC 3550 §6.3.1 asks), so sessions that started together do
+    /// not all report on the same tick. True when reports were queued to send.
+    pub fn on_tick(&mut self, now: Instant) -> bool {
         if self.sealer.is_none() {
-            return;
+            return false;
         }
         self.refresh_media_addr();
         if self.next_report.is_some_and(|at| now < at) {
-            return;
+            return false;
         }
-        self.next_report = Some(now + REPORT_EVERY);
+        self.next_report = Some(now + REPORT_EVERY.mul_f64(0.5 + rand::random::<f64>()));
+        let mut queued = false;
         let wall = SystemTime::now();
         for (slot, sent) in self.slots.iter().zip(&self.sent) {
             let clock = slot.codecs.first().map(|c| c.clock_rate).unwrap_or(90_000);
@@ -713,11 +716,13 @@ impl Peer {
                 continue;
             };
             if let Some(mut s) = self.pc.rtp_sender(slot.sender) {
-                if let Err(e) = s.write_rtcp(now, vec![Box::new(sr)]) {
-                    tracing::debug!("sender report not sent: {e}");
+                match s.write_rtcp(now, vec![Box::new(sr)]) {
+                    Ok(()) => queued = true,
+                    Err(e) => tracing::debug!("sender report not sent: {e}"),
                 }
             }
         }
+        queued
     }
 
     /// Asks a publisher for a keyframe on one of its tracks (PLI).
