@@ -90,6 +90,9 @@ pub struct StepReport {
     pub delay_ms: Millis,
     /// POST → first keyframe, ms.
     pub join_ms: Distribution,
+    /// POST → first media packet of any kind (connected and forwarding), ms: the part of
+    /// the join that is not waiting for a keyframe.
+    pub media_ms: Distribution,
     /// PLI/FIR the publishers received (whole run so far).
     pub keyframe_requests: u64,
     /// POSTs the server answered 429/503 (retried after Retry-After) in this step.
@@ -249,7 +252,7 @@ pub fn print_step(s: &StepReport) {
     eprintln!(
         "  published {:.0} pkt/s, fan-out {:.1}, {:.0} B/pkt; lost {} of {} (late {}, gaps {}, {} viewers with loss); \
          delay max {} ms over {} samples; gen media thread {:.2} cores, socket drops {}, \
-         send errors {}; machine busy {} cores; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {} (run), keyframes sent {} (window)",
+         send errors {}; first media p50/p99 {}/{} ms; machine busy {} cores; kernel UDP rcvbuf errors {}; PLI/FIR at publishers {} (run), keyframes sent {} (window)",
         s.published_pps,
         s.fanout,
         s.avg_packet_bytes,
@@ -263,6 +266,8 @@ pub fn print_step(s: &StepReport) {
         s.media_thread_cores,
         s.generator_socket_drops,
         s.generator_send_errors,
+        s.media_ms.p50.map_or("-".into(), |v| v.to_string()),
+        s.media_ms.p99.map_or("-".into(), |v| v.to_string()),
         opt(s.machine_cores, 2),
         s.udp.rcvbuf_errors,
         s.keyframe_requests,

@@ -522,6 +522,11 @@ async fn step(
         .filter_map(|id| joined.viewers.get(id)?.join_ms.map(|ms| ms.round() as u32))
         .collect();
     let join = Distribution::of(&mut join_ms);
+    let mut media_ms: Vec<u32> = viewer_ids
+        .iter()
+        .filter_map(|id| joined.viewers.get(id)?.media_ms.map(|ms| ms.round() as u32))
+        .collect();
+    let media = Distribution::of(&mut media_ms);
     let forwarded_pps = counters.received as f64 / secs;
     let fanout = if published > 0 {
         counters.received as f64 / published as f64
@@ -579,6 +584,7 @@ async fn step(
         },
         delay_ms: Millis::from_us(&delay),
         join_ms: join,
+        media_ms: media,
         keyframe_requests: requests,
         keyframes_sent: keyframes,
         post_retries,

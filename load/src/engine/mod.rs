@@ -72,6 +72,8 @@ pub struct ViewerSnap {
     pub state: PeerState,
     /// POST → first keyframe (or first audio packet), ms.
     pub join_ms: Option<f64>,
+    /// POST → first media packet of any kind, ms.
+    pub media_ms: Option<f64>,
     /// Continuity over all its streams.
     pub counters: SeqCounters,
     /// RTP bytes received.
@@ -395,6 +397,9 @@ impl MediaThread {
                             state: e.peer.state(),
                             join_ms: v
                                 .joined_ns
+                                .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
+                            media_ms: v
+                                .first_media_ns
                                 .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
                             counters: v.counters(),
                             bytes: v.bytes,

@@ -56,6 +56,8 @@ pub struct ViewerStats {
     pub expects_video: bool,
     /// Arrival of the first video keyframe (or first audio packet for audio-only viewers).
     pub joined_ns: Option<u64>,
+    /// Arrival of the first media packet of any kind (the connection is up and forwarding).
+    pub first_media_ns: Option<u64>,
     /// Bytes of RTP received.
     pub bytes: u64,
     /// The socket's kernel drop counter (datagrams the generator failed to read in time).
@@ -71,6 +73,7 @@ impl ViewerStats {
             posted_ns,
             expects_video,
             joined_ns: None,
+            first_media_ns: None,
             bytes: 0,
             socket_drops: 0,
             streams: Vec::new(),
@@ -105,6 +108,7 @@ impl ViewerStats {
     /// Takes a decrypted packet's stamp; returns the one-way delay in µs if it is a sample.
     pub fn on_decrypted(&mut self, ssrc: u32, payload: &[u8], arrival_ns: u64) -> Option<u32> {
         let stamp = Stamp::find(payload)?;
+        self.first_media_ns.get_or_insert(arrival_ns);
         let audio = stamp.flags & FLAG_AUDIO != 0;
         if let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
             if audio || stamp.keyframe_start() {
