@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MAX_PARTICIPANTS_PER_ROOM", default_value_t = 500)]
     pub max_participants_per_room: usize,
 
+    /// Threads that hand forwarded media to the kernel (the engine seals the copies and
+    /// these send them, each for its share of the viewers); 0 means one per CPU core.
+    #[arg(long, env = "PARLEY_SEND_THREADS", default_value_t = 0)]
+    pub send_threads: usize,
+
     /// Largest accepted HTTP request body (SDP offer or fragment), in bytes.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -108,6 +113,7 @@ impl Config {
             ice_server: Vec::new(),
             max_sessions: 2000,
             max_participants_per_room: 500,
+            send_threads: 0,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,
             connect_timeout_secs: 15,

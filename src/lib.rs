@@ -174,6 +174,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         engine::EngineConfig {
             connect_timeout: config.connect_timeout(),
             max_participants_per_room: config.max_participants_per_room,
+            send_threads: match config.send_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
         },
         metrics.clone(),
         socket,

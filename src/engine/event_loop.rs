@@ -5,6 +5,7 @@ use super::batch::SendBatch;
 use super::demux::Demux;
 use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
+use super::sender::Senders;
 use super::session::{source_id, EndReason, Session};
 use super::socket::MediaSocket;
 use super::{Command, EngineConfig, Registry};
@@ -50,10 +51,8 @@ pub(super) struct Engine {
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Tally,
     latency: prometheus::local::LocalHistogram,
-    /// Arrival times of the packets fanned out since the last drain.
-    batch_received: Vec<Instant>,
-    /// Sealed media waiting for the end of the input batch.
-    outgoing: SendBatch,
+    /// Sealed media, gathered per sending thread until the end of the input batch.
+    senders: Senders,
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
     scratch: rtc::rtp::Header,
     /// Recent packets of each published video track (by source id), for NACKs.
@@ -73,14 +72,14 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
         socket: MediaSocket,
+        senders: Senders,
         registry: Registry,
     ) -> Self {
         Self {
             latency: metrics.local_forwarding_latency(),
             metrics,
             tally: Tally::default(),
-            batch_received: Vec::new(),
-            outgoing: SendBatch::default(),
+            senders,
             scratch: rtc::rtp::Header::default(),
             caches: KeyMap::default(),
             ctx,
@@ -327,10 +326,16 @@ impl Engine {
         }
     }
 
-    /// Sends the sealed media queued by the fan-out.
+    /// Hands the sealed media of this input batch to the sending threads, and counts what
+    /// they have sent so far.
     fn flush_outgoing(&mut self) {
-        if !self.outgoing.is_empty() {
-            flush(&mut self.outgoing, self.socket.std(), &mut self.tally);
+        self.senders.submit();
+        let latency = &mut self.latency;
+        let done = self.senders.take(|d| latency.observe(d.as_secs_f64()));
+        self.tally.udp_out.0 += done.sent;
+        self.tally.udp_out.1 += done.bytes;
+        for _ in 0..done.dropped {
+            self.tally.drop(metrics::Drop::QueueFull);
         }
     }
 
@@ -358,13 +363,6 @@ impl Engine {
             }
         }
         self.flush_outgoing();
-        if !self.batch_received.is_empty() {
-            let sent = Instant::now();
-            for received in self.batch_received.drain(..) {
-                let s = sent.saturating_duration_since(received).as_secs_f64();
-                self.latency.observe(s);
-            }
-        }
     }
 
     fn drain_events(&mut self, key: SessionKey) {
@@ -487,20 +485,15 @@ impl Engine {
                 continue;
             }
             let sent = match viewer.peer.sealed_media_addr() {
-                Some(to) => {
-                    if self.outgoing.is_full() {
-                        flush(&mut self.outgoing, self.socket.std(), &mut self.tally);
-                    }
-                    seal_into(
-                        &mut self.outgoing,
-                        viewer,
-                        slot,
-                        &self.scratch,
-                        packet,
-                        to,
-                        now,
-                    )
-                }
+                Some(to) => seal_into(
+                    self.senders.batch_for(viewer_key),
+                    viewer,
+                    slot,
+                    &self.scratch,
+                    packet,
+                    to,
+                    now,
+                ),
                 None => {
                     let out = rtc::rtp::Packet {
                         header: self.scratch.clone(),
@@ -526,18 +519,8 @@ impl Engine {
         self.tally.rtp_out[kind] += forwarded;
         self.tally.rtp_out_bytes[kind] += forwarded * bytes;
         if forwarded > 0 {
-            self.batch_received.push(now);
+            self.senders.note_arrival(now);
         }
-    }
-}
-
-/// Sends the queued media and counts what was sent and dropped.
-fn flush(outgoing: &mut SendBatch, socket: &std::net::UdpSocket, tally: &mut Tally) {
-    let done = outgoing.flush(socket);
-    tally.udp_out.0 += done.sent;
-    tally.udp_out.1 += done.bytes;
-    for _ in 0..done.dropped {
-        tally.drop(metrics::Drop::QueueFull);
     }
 }
 
@@ -590,11 +573,8 @@ impl Engine {
             if forwarder.resend_header(packet, &mut self.scratch).is_err() {
                 continue;
             }
-            if self.outgoing.is_full() {
-                break;
-            }
             if seal_into(
-                &mut self.outgoing,
+                self.senders.batch_for(key),
                 viewer,
                 slot,
                 &self.scratch,

@@ -16,6 +16,7 @@ mod events;
 mod keymap;
 mod lifecycle;
 mod room;
+pub mod sender;
 mod session;
 pub mod socket;
 
@@ -94,6 +95,8 @@ pub struct EngineConfig {
     pub connect_timeout: std::time::Duration,
     /// Most participants (distinct names with a session) in one room.
     pub max_participants_per_room: usize,
+    /// Threads that send forwarded media (at least one).
+    pub send_threads: usize,
 }
 
 impl From<TransportError> for EngineError {
@@ -300,15 +303,19 @@ pub async fn spawn(
                 }
             };
             runtime.block_on(async move {
-                let socket = match socket::MediaSocket::new(socket) {
-                    Ok(socket) => socket,
+                let started = socket::MediaSocket::new(socket).and_then(|socket| {
+                    let senders = sender::Senders::start(socket.std(), config.send_threads)?;
+                    Ok((socket, senders))
+                });
+                let (socket, senders) = match started {
+                    Ok(started) => started,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                let engine = event_loop::Engine::new(ctx, config, metrics, socket, shared);
+                let engine = event_loop::Engine::new(ctx, config, metrics, socket, senders, shared);
                 engine.run(rx).await;
             });
             let _ = done_tx.send(());
