@@ -93,6 +93,11 @@ impl SendBatch {
         self.queued.is_empty()
     }
 
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
     /// Whether the arena is full (flush before writing more).
     pub fn is_full(&self) -> bool {
         self.queued.len() == CAPACITY
