@@ -405,14 +405,19 @@ mod tests {
         assert!(out.iter().filter(|o| !o.video).count() <= 1);
     }
 
-    #[test]
-    fn the_pacer_spreads_a_keyframe_at_its_rate() {
+    /// The plan, its video paced at 2.5 times its bitrate.
+    fn paced_plan() -> PublisherPlan {
         let mut p = plan();
         if let Some(v) = p.video.as_mut() {
             v.pace_kbps = 6250;
         }
+        p
+    }
+
+    #[test]
+    fn the_pacer_spreads_a_keyframe_at_its_rate() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(p, t0);
+        let mut s = Schedule::new(paced_plan(), t0);
         let mut out = Vec::new();
         // Each 1 ms step releases what 6.25 Mbit/s allows: ~0.7 packets of ~1150 B.
         let mut sent_at = Vec::new();
@@ -441,12 +446,8 @@ mod tests {
 
     #[test]
     fn the_pacer_sends_every_packet_of_a_frame_in_order() {
-        let mut p = plan();
-        if let Some(v) = p.video.as_mut() {
-            v.pace_kbps = 6250;
-        }
         let t0 = Instant::now();
-        let mut s = Schedule::new(p, t0);
+        let mut s = Schedule::new(paced_plan(), t0);
         let mut out = Vec::new();
         // Twenty seconds: ten keyframe intervals, whatever the random keyframe phase.
         for ms in 0..20_000 {
