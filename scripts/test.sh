@@ -256,8 +256,8 @@ fi
 
 check_rust
 stage fmt cargo fmt --all -- --check
-stage clippy cargo clippy --all-targets -- -D warnings
-stage test cargo test --all-targets "${CARGO_TEST_ARGS[@]}"
+stage clippy cargo clippy --workspace --all-targets -- -D warnings
+stage test cargo test --workspace --all-targets "${CARGO_TEST_ARGS[@]}"
 stage load smoke_load
 
 echo
