@@ -10,6 +10,8 @@ pub mod engine;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod process_metrics;
 pub mod transport;
 
 use config::Config;

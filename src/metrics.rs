@@ -197,9 +197,7 @@ impl Metrics {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         {
-            let _ = r.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
+            let _ = r.register(Box::new(crate::process_metrics::ProcessCollector::new()));
         }
         let kinds = ["whip", "whep"];
         let reasons = [
