@@ -235,7 +235,9 @@ impl Senders {
                 }
             }
             Some(Err(mpsc::SendError(job))) => {
-                l.filling = job.batch;
+                // The thread is gone: keep both batches and send this one from here.
+                let spare = std::mem::replace(&mut l.filling, job.batch);
+                l.spare.push(spare);
                 self.send_inline(lane);
             }
             None => {}
