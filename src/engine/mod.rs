@@ -1,5 +1,5 @@
-//! The media engine: one task, on its own thread, that owns every peer connection, the shared UDP socket's
-//! traffic, the rooms, and the forwarding between them.
+//! The media engine: one task, on its own thread, that owns every peer connection, the
+//! shared UDP socket's traffic, the rooms, and the forwarding between them.
 //!
 //! The HTTP side talks to it only through [`EngineHandle`] commands with a reply channel;
 //! the engine never awaits while it holds state it shares, and the only shared structure is
