@@ -5,7 +5,7 @@
 
 use crate::ceiling;
 use crate::cli::LoadArgs;
-use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan};
+use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan, ViewerSnap};
 use crate::net::bind_udp;
 use crate::peer::{ClientPeer, PeerState, Role};
 use crate::procfs::{machine_busy_secs, sample_pid, ProcSample, ServerProbe, UdpCounters};
@@ -517,16 +517,16 @@ async fn step(
         .sum();
     let mut delays = snap1.delays_us.clone();
     let delay = Distribution::of(&mut delays);
-    let mut join_ms: Vec<u32> = viewer_ids
-        .iter()
-        .filter_map(|id| joined.viewers.get(id)?.join_ms.map(|ms| ms.round() as u32))
-        .collect();
-    let join = Distribution::of(&mut join_ms);
-    let mut media_ms: Vec<u32> = viewer_ids
-        .iter()
-        .filter_map(|id| joined.viewers.get(id)?.media_ms.map(|ms| ms.round() as u32))
-        .collect();
-    let media = Distribution::of(&mut media_ms);
+    // Join-phase times over this step's viewers, as whole milliseconds.
+    let join_times = |of: fn(&ViewerSnap) -> Option<f64>| {
+        let mut ms: Vec<u32> = viewer_ids
+            .iter()
+            .filter_map(|id| of(joined.viewers.get(id)?).map(|ms| ms.round() as u32))
+            .collect();
+        Distribution::of(&mut ms)
+    };
+    let join = join_times(|v| v.join_ms);
+    let media = join_times(|v| v.media_ms);
     let forwarded_pps = counters.received as f64 / secs;
     let fanout = if published > 0 {
         counters.received as f64 / published as f64

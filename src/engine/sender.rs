@@ -54,11 +54,16 @@ struct Lane {
     filling: SendBatch,
     /// Sent batches back from the thread, ready to fill again.
     spare: Vec<SendBatch>,
-    /// Batches the thread holds.
-    in_flight: usize,
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Lane {
+    /// Whether the thread holds none of the lane's batches (all but the filling one spare).
+    fn idle(&self) -> bool {
+        self.spare.len() == BATCHES_PER_THREAD - 1
+    }
 }
 
 /// The packets fanned out in one round and the batches that carry their copies.
@@ -120,7 +125,6 @@ impl Senders {
                 spare: (1..BATCHES_PER_THREAD)
                     .map(|_| SendBatch::default())
                     .collect(),
-                in_flight: 0,
                 jobs: Some(jobs_tx),
                 done: done_rx,
                 thread: Some(thread),
@@ -163,7 +167,7 @@ impl Senders {
             if l.filling.is_empty() {
                 continue;
             }
-            if queued < INLINE_BELOW && l.in_flight == 0 {
+            if queued < INLINE_BELOW && l.idle() {
                 self.send_inline(lane);
                 inline_at = Some(Instant::now());
             } else {
@@ -220,7 +224,6 @@ impl Senders {
         let batch = std::mem::replace(&mut l.filling, spare);
         match l.jobs.as_ref().map(|tx| tx.send(Job { batch, round })) {
             Some(Ok(())) => {
-                l.in_flight += 1;
                 if self.rounds.back().is_none_or(|r| r.id != round) {
                     self.rounds.push_back(Round {
                         id: round,
@@ -282,9 +285,7 @@ impl Senders {
     }
 
     fn on_done(&mut self, lane: usize, done: Done) {
-        let l = &mut self.lanes[lane];
-        l.in_flight = l.in_flight.saturating_sub(1);
-        l.spare.push(done.batch);
+        self.lanes[lane].spare.push(done.batch);
         self.add(done.flushed);
         if let Some(r) = self.rounds.iter_mut().find(|r| r.id == done.round) {
             r.outstanding = r.outstanding.saturating_sub(1);

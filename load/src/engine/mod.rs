@@ -395,12 +395,8 @@ impl MediaThread {
                         e.id,
                         ViewerSnap {
                             state: e.peer.state(),
-                            join_ms: v
-                                .joined_ns
-                                .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
-                            media_ms: v
-                                .first_media_ns
-                                .map(|j| j.saturating_sub(v.posted_ns) as f64 / 1e6),
+                            join_ms: v.since_post_ms(v.joined_ns),
+                            media_ms: v.since_post_ms(v.first_media_ns),
                             counters: v.counters(),
                             bytes: v.bytes,
                             socket_drops: v.socket_drops,

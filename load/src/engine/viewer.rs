@@ -124,6 +124,11 @@ impl ViewerStats {
         Some((delay_ns / 1000).min(u64::from(u32::MAX)) as u32)
     }
 
+    /// Milliseconds from the POST to `at_ns`, if it happened.
+    pub fn since_post_ms(&self, at_ns: Option<u64>) -> Option<f64> {
+        at_ns.map(|t| t.saturating_sub(self.posted_ns) as f64 / 1e6)
+    }
+
     /// Sum of all streams' continuity counters.
     pub fn counters(&self) -> SeqCounters {
         let mut total = SeqCounters::default();
