@@ -142,6 +142,7 @@ pub struct Metrics {
     plis_sent: IntCounter,
     keyframe_requests_suppressed: IntCounter,
     forwarding_latency: Histogram,
+    send_wait: Histogram,
     setup: Histogram,
     rtt: Histogram,
     jitter: Histogram,
@@ -320,6 +321,16 @@ impl Metrics {
                     0.01, 0.025,
                 ],
             ),
+            send_wait: histogram(
+                &r,
+                "parley_send_wait_seconds",
+                "Time a batch of sealed copies waits between its hand-over to a sending thread \
+                 and that thread starting on it (an earlier batch, or waking the thread).",
+                vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025,
+                ],
+            ),
             setup: histogram(
                 &r,
                 "parley_session_setup_seconds",
@@ -399,6 +410,12 @@ impl Metrics {
     /// [`LocalHistogram::flush`](prometheus::local::LocalHistogram::flush) publishes it.
     pub fn local_forwarding_latency(&self) -> prometheus::local::LocalHistogram {
         self.forwarding_latency.local()
+    }
+
+    /// A per-task histogram of sending threads' waits (seconds), published like
+    /// [`Metrics::local_forwarding_latency`].
+    pub fn local_send_wait(&self) -> prometheus::local::LocalHistogram {
+        self.send_wait.local()
     }
 
     /// Counts a started session.

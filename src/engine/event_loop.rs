@@ -51,6 +51,7 @@ pub(super) struct Engine {
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Tally,
     latency: prometheus::local::LocalHistogram,
+    send_wait: prometheus::local::LocalHistogram,
     /// Sealed media, gathered per sending thread until the end of the input batch.
     senders: Senders,
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
@@ -77,6 +78,7 @@ impl Engine {
     ) -> Self {
         Self {
             latency: metrics.local_forwarding_latency(),
+            send_wait: metrics.local_send_wait(),
             metrics,
             tally: Tally::default(),
             senders,
@@ -296,6 +298,7 @@ impl Engine {
         }
         self.metrics.flush(&mut self.tally, &levels);
         self.latency.flush();
+        self.send_wait.flush();
     }
 
     /// Forgets a session's timer.
@@ -330,8 +333,11 @@ impl Engine {
     /// they have sent so far.
     fn flush_outgoing(&mut self) {
         self.senders.submit();
-        let latency = &mut self.latency;
-        let done = self.senders.take(|d| latency.observe(d.as_secs_f64()));
+        let (latency, wait) = (&mut self.latency, &mut self.send_wait);
+        let done = self.senders.take(
+            |d| latency.observe(d.as_secs_f64()),
+            |d| wait.observe(d.as_secs_f64()),
+        );
         self.tally.udp_out.0 += done.sent;
         self.tally.udp_out.1 += done.bytes;
         for _ in 0..done.dropped {

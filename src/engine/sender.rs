@@ -19,7 +19,9 @@
 //! for one to come back: the same back-pressure as sending inline.
 //!
 //! Forwarding latency (arrival of a packet to the end of the send of all its copies) is
-//! observed when every batch of the round that carried the packet has been sent.
+//! observed when every batch of the round that carried the packet has been sent. Each
+//! handed-over batch also reports how long it waited for its thread to start on it: the
+//! scheduler's (and, in a virtual machine, the host's) part of the latency.
 
 use super::batch::{Flushed, SendBatch};
 use std::collections::VecDeque;
@@ -38,6 +40,7 @@ pub const INLINE_BELOW: usize = 64;
 struct Job {
     batch: SendBatch,
     round: u64,
+    handed: Instant,
 }
 
 /// A batch back from a sending thread.
@@ -45,6 +48,8 @@ struct Done {
     batch: SendBatch,
     round: u64,
     flushed: Flushed,
+    /// From the hand-over to the thread starting on the batch.
+    waited: Duration,
     at: Instant,
 }
 
@@ -94,6 +99,8 @@ pub struct Senders {
     sent: Flushed,
     /// Latencies of fully sent packets since the last [`Senders::take`].
     latencies: Vec<Duration>,
+    /// Waits of handed-over batches since the last [`Senders::take`].
+    waits: Vec<Duration>,
 }
 
 impl Senders {
@@ -108,11 +115,13 @@ impl Senders {
                 .name(format!("parley-send-{i}"))
                 .spawn(move || {
                     while let Ok(mut job) = jobs_rx.recv() {
+                        let waited = job.handed.elapsed();
                         let flushed = job.batch.flush(&socket);
                         let done = Done {
                             batch: job.batch,
                             round: job.round,
                             flushed,
+                            waited,
                             at: Instant::now(),
                         };
                         if done_tx.send(done).is_err() {
@@ -139,6 +148,7 @@ impl Senders {
             free_arrivals: Vec::new(),
             sent: Flushed::default(),
             latencies: Vec::new(),
+            waits: Vec::new(),
         })
     }
 
@@ -197,12 +207,20 @@ impl Senders {
         self.retire();
     }
 
-    /// Takes what came back since the last call: the send totals, and the forwarding latency
-    /// of every packet whose copies have all been sent.
-    pub fn take(&mut self, mut latency: impl FnMut(Duration)) -> Flushed {
+    /// Takes what came back since the last call: the send totals, the forwarding latency of
+    /// every packet whose copies have all been sent, and the wait of every batch a thread
+    /// took up.
+    pub fn take(
+        &mut self,
+        mut latency: impl FnMut(Duration),
+        mut wait: impl FnMut(Duration),
+    ) -> Flushed {
         self.collect();
         for d in self.latencies.drain(..) {
             latency(d);
+        }
+        for d in self.waits.drain(..) {
+            wait(d);
         }
         std::mem::take(&mut self.sent)
     }
@@ -222,7 +240,13 @@ impl Senders {
             return;
         };
         let batch = std::mem::replace(&mut l.filling, spare);
-        match l.jobs.as_ref().map(|tx| tx.send(Job { batch, round })) {
+        match l.jobs.as_ref().map(|tx| {
+            tx.send(Job {
+                batch,
+                round,
+                handed: Instant::now(),
+            })
+        }) {
             Some(Ok(())) => {
                 if self.rounds.back().is_none_or(|r| r.id != round) {
                     self.rounds.push_back(Round {
@@ -287,6 +311,7 @@ impl Senders {
     fn on_done(&mut self, lane: usize, done: Done) {
         self.lanes[lane].spare.push(done.batch);
         self.add(done.flushed);
+        self.waits.push(done.waited);
         if let Some(r) = self.rounds.iter_mut().find(|r| r.id == done.round) {
             r.outstanding = r.outstanding.saturating_sub(1);
             r.last_sent = Some(r.last_sent.map_or(done.at, |t| t.max(done.at)));
@@ -350,7 +375,7 @@ mod tests {
                 rxs.iter().map(|r| r.local_addr().expect("addr")).collect();
             let mut senders = Senders::start(&tx, threads).expect("start");
             let per_round = 100usize;
-            let mut latencies = 0;
+            let (mut latencies, mut waits) = (0, 0);
             let mut totals = Flushed::default();
             let mut add = |f: Flushed| {
                 totals.sent += f.sent;
@@ -380,15 +405,21 @@ mod tests {
                         );
                     }
                 }
-                add(senders.take(|_| latencies += 1));
+                add(senders.take(|_| latencies += 1, |_| waits += 1));
             }
             // Everything has been received, so every batch is back or about to be.
             let deadline = Instant::now() + Duration::from_secs(5);
             while latencies < 5 && Instant::now() < deadline {
-                add(senders.take(|_| latencies += 1));
+                add(senders.take(|_| latencies += 1, |_| waits += 1));
                 std::thread::yield_now();
             }
             assert_eq!(latencies, 5, "one latency per noted arrival");
+            // 600 datagrams a round: one thread gets a full batch of 512 and then the rest,
+            // two threads a batch of 300 each.
+            assert_eq!(
+                waits, 10,
+                "{threads} threads: one wait per handed-over batch"
+            );
             assert_eq!(totals.sent, 5 * 6 * per_round as u64);
             assert_eq!(totals.bytes, 3 * totals.sent);
             assert_eq!(totals.dropped, 0);
@@ -413,9 +444,13 @@ mod tests {
         };
         // A small round alone is sent inline: counted and timed by the time `submit` returns.
         queue(&mut senders, 0, 3);
-        let mut latencies = 0;
-        let done = senders.take(|_| latencies += 1);
-        assert_eq!((done.sent, latencies), (3, 1));
+        let (mut latencies, mut waits) = (0, 0);
+        let done = senders.take(|_| latencies += 1, |_| waits += 1);
+        assert_eq!(
+            (done.sent, latencies, waits),
+            (3, 1, 0),
+            "no thread was involved"
+        );
         // A large round goes to the thread; a small one right after must not pass it.
         queue(&mut senders, 3, 150);
         queue(&mut senders, 153, 3);
