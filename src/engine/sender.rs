@@ -20,8 +20,9 @@
 //!
 //! Forwarding latency (arrival of a packet to the end of the send of all its copies) is
 //! observed when every batch of the round that carried the packet has been sent. Each
-//! handed-over batch also reports how long it waited for its thread to start on it: the
-//! scheduler's (and, in a virtual machine, the host's) part of the latency.
+//! handed-over batch also reports how long it waited for its thread to start on it: an
+//! earlier batch still being sent, or the thread being woken and scheduled (in a virtual
+//! machine, a halted virtual CPU woken by the host).
 
 use super::batch::{Flushed, SendBatch};
 use std::collections::VecDeque;
