@@ -112,8 +112,10 @@ impl Engine {
                 .first()
                 .map(|(t, _)| *t)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // Unbiased: the ready sources take turns in random order. Checking commands first
+            // let a crowd of POSTs (each open is most of a millisecond) hold off every STUN
+            // check and DTLS flight of the sessions already set up, and their media.
             tokio::select! {
-                biased;
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.end_all(EndReason::Shutdown);
