@@ -107,7 +107,10 @@ impl Engine {
         for (viewer, event) in events {
             self.emit_to(viewer, &event);
         }
-        self.rebuild_fanout(room_name);
+        match only {
+            Some(viewer) => self.refresh_viewer_fanout(room_name, viewer),
+            None => self.rebuild_fanout(room_name),
+        }
         for (session, track) in keyframes {
             self.request_keyframe(session, track, now, true);
         }
@@ -214,6 +217,33 @@ impl Engine {
             }
         }
         plans
+    }
+
+    /// Puts one viewer's entries in the room's (publisher track → viewer slots) lists in line
+    /// with its forwarders, or takes them out if the session has ended. A viewer joining or
+    /// leaving costs a pass over the room's lists, not a rebuild of them from every viewer.
+    pub(super) fn refresh_viewer_fanout(&mut self, room_name: &str, viewer: SessionKey) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        for p in &room.publishers {
+            for t in &p.tracks {
+                if let Some(list) = self.subscribers.get_mut(&(p.session, t.index)) {
+                    list.retain(|(v, _)| *v != viewer);
+                }
+            }
+        }
+        let Some(session) = self.sessions.get(&viewer) else {
+            return;
+        };
+        for (slot, f) in session.forwarders.iter().enumerate() {
+            for sid in f.sources() {
+                let track = (sid >> 8, (sid & 0xff) as usize);
+                if let Some(list) = self.subscribers.get_mut(&track) {
+                    list.push((viewer, slot));
+                }
+            }
+        }
     }
 
     /// Rebuilds the (publisher track → viewer slots) lists of a room from its forwarders.

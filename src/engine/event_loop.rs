@@ -475,6 +475,7 @@ impl Engine {
         let mut forwarded = 0u64;
         for &(viewer_key, slot) in targets {
             let Some(viewer) = self.sessions.get_mut(&viewer_key) else {
+                debug_assert!(false, "a fan-out list names ended session {viewer_key}");
                 continue;
             };
             if viewer.peer.state() != PeerState::Connected {

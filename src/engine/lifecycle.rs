@@ -271,6 +271,7 @@ impl Engine {
             "session ended"
         );
         let room = session.room;
+        let kind = session.kind;
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -300,7 +301,11 @@ impl Engine {
             if let Some(r) = self.rooms.get_mut(&room) {
                 r.forget_departed();
             }
-            self.reassign(&room, Instant::now());
+            match kind {
+                // A viewer leaving changes nobody else's slots: only its fan-out entries go.
+                SessionKind::Whep => self.refresh_viewer_fanout(&room, key),
+                SessionKind::Whip => self.reassign(&room, Instant::now()),
+            }
         }
     }
 
