@@ -24,21 +24,19 @@ Needs aiortc + aiohttp (scripts/test.sh puts them in target/pyenv).
 """
 
 import argparse
-import array
 import asyncio
-import fractions
-import json
-import logging
 import math
-import sys
 import time
-from urllib.parse import urljoin
 
-import aioice.ice
-
-# aioice leaves 127.0.0.1 out of its host candidates; everything here is loopback.
-# Must be patched before any RTCPeerConnection gathers candidates.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+from whip_common import (  # first: it makes aioice offer loopback candidates
+    HttpError,
+    SineTrack,
+    close_peers,
+    delete_sessions,
+    finish,
+    logger,
+    offer_answer,
+)
 
 import aiohttp  # noqa: E402
 import av  # noqa: E402
@@ -46,17 +44,15 @@ from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
-    RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03"}
 
 
-def log(msg):
-    print(f"[aiortc_peer {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("aiortc_peer")
 
 
 # --- synthetic media ---------------------------------------------------------------
@@ -96,36 +92,6 @@ class MovingPattern(VideoStreamTrack):
         return frame
 
 
-class SineTrack(AudioStreamTrack):
-    """48 kHz mono s16 440 Hz sine in 20 ms frames, paced in real time."""
-
-    RATE, SAMPLES = 48000, 960
-
-    def __init__(self):
-        super().__init__()
-        # 440 whole periods per second, so one second of samples loops seamlessly.
-        second = array.array(
-            "h", (int(8000 * math.sin(2 * math.pi * 440 * i / self.RATE)) for i in range(self.RATE))
-        )
-        self.pcm = second.tobytes()
-
-    async def recv(self):
-        if self.readyState != "live":
-            raise MediaStreamError
-        if hasattr(self, "_timestamp"):
-            self._timestamp += self.SAMPLES
-            await asyncio.sleep(self._start + self._timestamp / self.RATE - time.time())
-        else:
-            self._start, self._timestamp = time.time(), 0
-        frame = av.AudioFrame(format="s16", layout="mono", samples=self.SAMPLES)
-        start = (self._timestamp % self.RATE) * 2
-        frame.planes[0].update(self.pcm[start:start + frame.planes[0].buffer_size])
-        frame.pts = self._timestamp
-        frame.sample_rate = self.RATE
-        frame.time_base = fractions.Fraction(1, self.RATE)
-        return frame
-
-
 # --- SDP helpers ----------------------------------------------------------------------
 
 
@@ -152,34 +118,6 @@ def first_media_codec(sdp, kind):
         if name.lower() not in NON_MEDIA_CODECS:
             return name
     return None
-
-
-# --- signalling -------------------------------------------------------------------------
-
-
-class HttpError(Exception):
-    pass
-
-
-async def offer_answer(http, url, pc, headers):
-    """Non-trickle WHIP/WHEP exchange. aiortc gathers every candidate inside
-    setLocalDescription, so the offer is complete. Returns (session_url, answer_sdp)."""
-    await pc.setLocalDescription(await pc.createOffer())
-    hdrs = dict(headers, **{"Content-Type": "application/sdp"})
-    async with http.post(url, data=pc.localDescription.sdp, headers=hdrs) as r:
-        body = await r.text()
-        if r.status != 201:
-            raise HttpError(f"POST {url}: HTTP {r.status} (want 201): {body[:300]!r}")
-        location = r.headers.get("Location")
-        if not location:
-            raise HttpError(f"POST {url}: 201 without a Location header")
-        ctype = r.headers.get("Content-Type", "")
-        if not ctype.startswith("application/sdp"):
-            log(f"warning: POST {url}: answer Content-Type is {ctype!r}")
-    if not body.strip().startswith("v=0"):
-        raise HttpError(f"POST {url}: answer body is not SDP: {body[:200]!r}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
-    return urljoin(url, location), body
 
 
 # --- viewer ----------------------------------------------------------------------------------
@@ -253,7 +191,7 @@ class Viewer:
     async def start(self, http, url, headers):
         self.t_post = time.monotonic()
         self._count_rtp()
-        session, self.answer = await offer_answer(http, url, self.pc, headers)
+        session, self.answer, _ = await offer_answer(http, url, self.pc, headers, log)
         self.negotiated_codec = first_media_codec(self.answer, "video")
         log(f"viewer {self.index}: WHEP 201 -> {session} (answer video codec {self.negotiated_codec})")
         return session
@@ -310,8 +248,8 @@ async def run(args, result):
             wanted = [f"video/{args.codec}"] + (["video/rtx"] if args.rtx else [])
             prefs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in wanted]
             vt.setCodecPreferences(prefs)
-            pub.addTransceiver(SineTrack(), direction="sendonly")
-            session, answer = await offer_answer(http, whip, pub, headers)
+            pub.addTransceiver(SineTrack(440), direction="sendonly")
+            session, answer, _ = await offer_answer(http, whip, pub, headers, log)
             sessions.append(session)
             result["publisher_codec"] = first_media_codec(answer, "video")
             log(f"publisher: WHIP 201 -> {session} (answer video codec {result['publisher_codec']})")
@@ -368,22 +306,12 @@ async def run(args, result):
                     log(f"viewer {v.index}: {v.other_size_frames} frames of another size: {v.sizes}")
 
         # Tear down: viewers first, then the publisher.
-        for session in reversed(sessions):
-            try:
-                async with http.delete(session, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    if r.status != 200:
-                        fail(f"DELETE {session}: HTTP {r.status} (want 200)")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                fail(f"DELETE {session}: {type(e).__name__}: {e}")
+        await delete_sessions(http, reversed(sessions), headers, fail)
 
     for v in viewers:
         for t in v.tasks:
             t.cancel()
-    for pc in pcs:
-        try:
-            await asyncio.wait_for(pc.close(), timeout=5)
-        except Exception as e:  # closing must not hide the real result
-            log(f"warning: closing a peer connection: {type(e).__name__}: {e}")
+    await close_peers(pcs, log)
 
     result["viewers"] = [v.report() for v in viewers]
     if not errors and len(viewers) != args.viewers:
@@ -412,15 +340,7 @@ def main():
     if args.viewers < 1:
         ap.error("--viewers must be at least 1")
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    result = {"ok": False, "codec": args.codec, "viewers": [], "error": None}
-    try:
-        asyncio.run(run(args, result))
-    except Exception as e:  # always end with the JSON line
-        result["ok"] = False
-        result["error"] = f"{type(e).__name__}: {e}"
-    print(json.dumps(result), flush=True)
-    sys.exit(0 if result["ok"] else 1)
+    finish(run, args, {"ok": False, "codec": args.codec, "viewers": [], "error": None})
 
 
 if __name__ == "__main__":

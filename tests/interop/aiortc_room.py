@@ -39,19 +39,21 @@ Needs aiortc + aiohttp (scripts/test.sh puts them in target/pyenv).
 import argparse
 import array
 import asyncio
-import fractions
 import json
-import logging
-import math
-import sys
 import time
 from urllib.parse import urljoin
 
-import aioice.ice
-
-# aioice leaves 127.0.0.1 out of its host candidates; everything here is loopback.
-# Must be patched before any RTCPeerConnection gathers candidates.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+from whip_common import (  # first: it makes aioice offer loopback candidates
+    AUDIO_RATE,
+    AUDIO_SAMPLES,
+    HttpError,
+    SineTrack,
+    close_peers,
+    delete_sessions,
+    finish,
+    logger,
+    offer_answer,
+)
 
 import aiohttp  # noqa: E402
 import av  # noqa: E402
@@ -60,19 +62,16 @@ from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
-    RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 NON_MEDIA_CODECS = {"rtx", "red", "ulpfec", "flexfec-03"}
-AUDIO_RATE, AUDIO_SAMPLES = 48000, 960  # 20 ms Opus frames
 
 
-def log(msg):
-    print(f"[aiortc_room {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("aiortc_room")
 
 
 # --- what identifies a participant ------------------------------------------------------------
@@ -163,34 +162,6 @@ class SolidVideo(VideoStreamTrack):
         return frame
 
 
-class SineTrack(AudioStreamTrack):
-    """48 kHz mono s16 sine at hz (a whole number, so one second loops seamlessly) in 20 ms
-    frames, paced in real time."""
-
-    def __init__(self, hz):
-        super().__init__()
-        second = array.array(
-            "h", (int(8000 * math.sin(2 * math.pi * hz * i / AUDIO_RATE)) for i in range(AUDIO_RATE))
-        )
-        self.pcm = second.tobytes()
-
-    async def recv(self):
-        if self.readyState != "live":
-            raise MediaStreamError
-        if hasattr(self, "_timestamp"):
-            self._timestamp += AUDIO_SAMPLES
-            await asyncio.sleep(self._start + self._timestamp / AUDIO_RATE - time.time())
-        else:
-            self._start, self._timestamp = time.time(), 0
-        frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
-        start = (self._timestamp % AUDIO_RATE) * 2
-        frame.planes[0].update(self.pcm[start:start + frame.planes[0].buffer_size])
-        frame.pts = self._timestamp
-        frame.sample_rate = AUDIO_RATE
-        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        return frame
-
-
 # --- SDP and HTTP helpers -------------------------------------------------------------------
 
 
@@ -220,29 +191,6 @@ def link_target(headers, base_url, rel):
                 if k.strip().lower() == "rel" and rel in v.strip().strip('"').split():
                     return urljoin(base_url, target)
     return None
-
-
-class HttpError(Exception):
-    pass
-
-
-async def offer_answer(http, url, pc, headers):
-    """Non-trickle WHIP/WHEP exchange (aiortc gathers every candidate inside
-    setLocalDescription). Returns (session_url, answer_sdp, response_headers)."""
-    await pc.setLocalDescription(await pc.createOffer())
-    hdrs = dict(headers, **{"Content-Type": "application/sdp"})
-    async with http.post(url, data=pc.localDescription.sdp, headers=hdrs) as r:
-        body = await r.text()
-        if r.status != 201:
-            raise HttpError(f"POST {url}: HTTP {r.status} (want 201): {body[:300]!r}")
-        location = r.headers.get("Location")
-        if not location:
-            raise HttpError(f"POST {url}: 201 without a Location header")
-        resp_headers = r.headers.copy()
-    if not body.strip().startswith("v=0"):
-        raise HttpError(f"POST {url}: answer body is not SDP: {body[:200]!r}")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
-    return urljoin(url, location), body, resp_headers
 
 
 # --- one participant ------------------------------------------------------------------------------
@@ -381,7 +329,7 @@ class Participant:
         )
         self.pub.addTransceiver(SineTrack(self.hz), direction="sendonly")
         url = f"{whip}?participant={self.name}"
-        self.whip_session, answer, _ = await offer_answer(http, url, self.pub, headers)
+        self.whip_session, answer, _ = await offer_answer(http, url, self.pub, headers, log)
         codecs = {n.upper() for n in sdp_codecs(answer, "video").values()} - {
             c.upper() for c in NON_MEDIA_CODECS
         }
@@ -394,7 +342,7 @@ class Participant:
         self.t_whep = time.monotonic()
         self._count_rtp()
         url = f"{whep}?participant={self.name}"
-        self.whep_session, self.answer, resp_headers = await offer_answer(http, url, self.sub, headers)
+        self.whep_session, self.answer, resp_headers = await offer_answer(http, url, self.sub, headers, log)
         self.events_url = link_target(resp_headers, url, SSE_REL)
         log(f"{self.name}: WHEP 201 -> {self.whep_session} (events {self.events_url})")
         if not self.events_url:
@@ -567,13 +515,7 @@ async def run(args, result):
 
         # Tear down: players first, then publishers.
         sessions = [p.whep_session for p in people] + [p.whip_session for p in people]
-        for session in filter(None, sessions):
-            try:
-                async with http.delete(session, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    if r.status != 200:
-                        fail(f"DELETE {session}: HTTP {r.status} (want 200)")
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                fail(f"DELETE {session}: {type(e).__name__}: {e}")
+        await delete_sessions(http, filter(None, sessions), headers, fail)
         # The event streams of deleted sessions should end by themselves.
         await asyncio.sleep(0.3)
         result["sse_ended_after_delete"] = [p.sse_ended for p in people]
@@ -581,12 +523,7 @@ async def run(args, result):
         for p in people:
             for t in p.tasks:
                 t.cancel()
-        for p in people:
-            for pc in (p.sub, p.pub):
-                try:
-                    await asyncio.wait_for(pc.close(), timeout=5)
-                except Exception as e:  # closing must not hide the real result
-                    log(f"warning: closing a peer connection: {type(e).__name__}: {e}")
+        await close_peers([pc for p in people for pc in (p.sub, p.pub)], log)
 
     result["participants"] = [p.report() for p in people]
     result["error"] = "; ".join(errors) if errors else None
@@ -612,15 +549,7 @@ def main():
     if not 2 <= args.participants <= 8:
         ap.error("--participants must be 2 to 8")
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    result = {"ok": False, "codec": args.codec, "room": args.room, "participants": [], "error": None}
-    try:
-        asyncio.run(run(args, result))
-    except Exception as e:  # always end with the JSON line
-        result["ok"] = False
-        result["error"] = f"{type(e).__name__}: {e}"
-    print(json.dumps(result), flush=True)
-    sys.exit(0 if result["ok"] else 1)
+    finish(run, args, {"ok": False, "codec": args.codec, "room": args.room, "participants": [], "error": None})
 
 
 if __name__ == "__main__":
