@@ -4,9 +4,10 @@
 
 use super::event_loop::Engine;
 use super::events::RoomEvent;
+use super::keymap::KeyMap;
 use super::lifecycle::MAX_SLOTS_PER_KIND;
 use super::room::{ParticipantKey, SessionKey, Track};
-use super::session::{source_id, TrackTap};
+use super::session::{source_id, Session, TrackTap};
 use crate::forward::slot::LegParams;
 use crate::forward::speakers::assign_slots;
 use crate::transport::MediaKind;
@@ -30,6 +31,22 @@ struct Plan {
 
 fn kind_index(kind: MediaKind) -> usize {
     usize::from(kind == MediaKind::Video)
+}
+
+/// Adds a viewer's entries to the lists of the publisher tracks its forwarders carry (lists
+/// exist for every track of a room's publishers; a source outside them is left out).
+fn add_fanout_entries(
+    subscribers: &mut KeyMap<(SessionKey, usize), Vec<(SessionKey, usize)>>,
+    viewer: SessionKey,
+    session: &Session,
+) {
+    for (slot, f) in session.forwarders.iter().enumerate() {
+        for sid in f.sources() {
+            if let Some(list) = subscribers.get_mut(&(sid >> 8, (sid & 0xff) as usize)) {
+                list.push((viewer, slot));
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -233,16 +250,8 @@ impl Engine {
                 }
             }
         }
-        let Some(session) = self.sessions.get(&viewer) else {
-            return;
-        };
-        for (slot, f) in session.forwarders.iter().enumerate() {
-            for sid in f.sources() {
-                let track = (sid >> 8, (sid & 0xff) as usize);
-                if let Some(list) = self.subscribers.get_mut(&track) {
-                    list.push((viewer, slot));
-                }
-            }
+        if let Some(session) = self.sessions.get(&viewer) {
+            add_fanout_entries(&mut self.subscribers, viewer, session);
         }
     }
 
@@ -251,33 +260,16 @@ impl Engine {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        let mut fanout: HashMap<(SessionKey, usize), Vec<(SessionKey, usize)>> = room
-            .publishers
-            .iter()
-            .flat_map(|p| {
-                p.tracks
-                    .iter()
-                    .map(move |t| ((p.session, t.index), Vec::new()))
-            })
-            .collect();
-        for viewer in &room.viewers {
-            let Some(session) = self.sessions.get(&viewer.session) else {
-                continue;
-            };
-            for (slot, f) in session.forwarders.iter().enumerate() {
-                for sid in f.sources() {
-                    if let Some(list) = fanout.get_mut(&(sid >> 8, (sid & 0xff) as usize)) {
-                        list.push((viewer.session, slot));
-                    }
-                }
-            }
-        }
         for p in &room.publishers {
             for t in &p.tracks {
-                self.subscribers.remove(&(p.session, t.index));
+                self.subscribers.insert((p.session, t.index), Vec::new());
             }
         }
-        self.subscribers.extend(fanout);
+        for viewer in &room.viewers {
+            if let Some(session) = self.sessions.get(&viewer.session) {
+                add_fanout_entries(&mut self.subscribers, viewer.session, session);
+            }
+        }
     }
 
     /// Asks a publisher for a keyframe, at most every 500 ms per track unless `urgent`.
