@@ -356,9 +356,10 @@ impl Engine {
             i += 1;
             self.drain_events(key);
         }
-        let keys: Vec<SessionKey> = std::mem::take(&mut self.dirty);
-        self.dirty_set.clear();
-        for key in keys {
+        // Nothing below marks a session, so the list is walked in place and kept for reuse
+        // (taking it would allocate a new one every input batch).
+        for i in 0..self.dirty.len() {
+            let key = self.dirty[i];
             self.transmit(key);
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
@@ -370,6 +371,8 @@ impl Engine {
                 self.timers.insert((at, key));
             }
         }
+        self.dirty.clear();
+        self.dirty_set.clear();
         self.flush_outgoing();
     }
 

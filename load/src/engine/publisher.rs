@@ -329,15 +329,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn twenty_seconds_average_the_bitrate() {
+    /// Everything a schedule sends in twenty seconds polled every millisecond: ten keyframe
+    /// intervals at 30 fps, whatever the random keyframe phase.
+    fn twenty_seconds(plan: PublisherPlan) -> Vec<Outgoing> {
         let t0 = Instant::now();
-        let mut s = Schedule::new(plan(), t0);
+        let mut s = Schedule::new(plan, t0);
         let mut out = Vec::new();
-        // Twenty seconds in 1 ms steps (ten keyframe intervals at 30 fps).
         for ms in 0..20_000 {
             s.due(t0 + Duration::from_millis(ms), 0, &mut out);
         }
+        out
+    }
+
+    #[test]
+    fn twenty_seconds_average_the_bitrate() {
+        let out = twenty_seconds(plan());
         let video: Vec<_> = out.iter().filter(|o| o.video).collect();
         let audio = out.len() - video.len();
         assert!((999..=1000).contains(&audio), "{audio}");
@@ -446,13 +452,7 @@ mod tests {
 
     #[test]
     fn the_pacer_sends_every_packet_of_a_frame_in_order() {
-        let t0 = Instant::now();
-        let mut s = Schedule::new(paced_plan(), t0);
-        let mut out = Vec::new();
-        // Twenty seconds: ten keyframe intervals, whatever the random keyframe phase.
-        for ms in 0..20_000 {
-            s.due(t0 + Duration::from_millis(ms), 0, &mut out);
-        }
+        let out = twenty_seconds(paced_plan());
         let video: Vec<_> = out.iter().filter(|o| o.video).collect();
         for pair in video.windows(2) {
             assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
