@@ -57,6 +57,10 @@ pub fn codec_label(name: &str) -> &'static str {
 
 /// The `kind` label index: 0 audio, 1 video.
 pub const KINDS: [&str; 2] = ["audio", "video"];
+/// `spatial` label values of the live-layer gauge (simulcast has at most three layers).
+const SPATIAL: [&str; 3] = ["0", "1", "2"];
+/// `direction` label values of layer switches, in [`Tally::layer_switches`] order.
+const DIRECTIONS: [&str; 2] = ["down", "up"];
 
 /// Counts the engine keeps between flushes.
 #[derive(Debug, Default, Clone)]
@@ -95,6 +99,8 @@ pub struct Tally {
     pub jitter_s: Vec<f64>,
     /// Loss ratio samples (0..1) from receiver reports.
     pub loss: Vec<f64>,
+    /// Layer switches that landed: [down, up].
+    pub layer_switches: [u64; 2],
 }
 
 impl Tally {
@@ -115,6 +121,8 @@ pub struct Levels {
     pub sessions: [i64; 2],
     /// Published tracks by (kind, codec index).
     pub tracks: [[i64; 6]; 2],
+    /// Live video layers by spatial rank (0 the smallest).
+    pub layers: [i64; 3],
 }
 
 /// The server's metrics.
@@ -126,6 +134,8 @@ pub struct Metrics {
     sessions_started: IntCounterVec,
     sessions_ended: IntCounterVec,
     tracks: IntGaugeVec,
+    layers: IntGaugeVec,
+    layer_switches: IntCounterVec,
     rtp_received: IntCounterVec,
     rtp_received_bytes: IntCounterVec,
     rtp_forwarded: IntCounterVec,
@@ -312,6 +322,18 @@ impl Metrics {
                 "parley_keyframe_requests_suppressed_total",
                 "Keyframe requests not sent upstream because of the per-track rate limit.",
             ),
+            layers: gauge_vec(
+                &r,
+                "parley_video_layers",
+                "Live layers of published video tracks, by spatial rank (0 the smallest).",
+                &["spatial"],
+            ),
+            layer_switches: counter_vec(
+                &r,
+                "parley_layer_switches_total",
+                "Viewer slots that switched to a larger (up) or smaller (down) layer.",
+                &["direction"],
+            ),
             forwarding_latency: histogram(
                 &r,
                 "parley_forwarding_latency_seconds",
@@ -403,6 +425,12 @@ impl Metrics {
         for reason in DROP_REASONS {
             m.dropped.with_label_values(&[reason]);
         }
+        for spatial in SPATIAL {
+            m.layers.with_label_values(&[spatial]);
+        }
+        for direction in DIRECTIONS {
+            m.layer_switches.with_label_values(&[direction]);
+        }
         m
     }
 
@@ -463,6 +491,16 @@ impl Metrics {
             self.dropped
                 .with_label_values(&[reason])
                 .inc_by(t.dropped[i]);
+        }
+        for (i, spatial) in SPATIAL.iter().enumerate() {
+            self.layers
+                .with_label_values(&[spatial])
+                .set(levels.layers[i]);
+        }
+        for (i, direction) in DIRECTIONS.iter().enumerate() {
+            self.layer_switches
+                .with_label_values(&[direction])
+                .inc_by(std::mem::take(&mut t.layer_switches[i]));
         }
         self.udp_received.inc_by(t.udp_in.0);
         self.udp_received_bytes.inc_by(t.udp_in.1);
@@ -552,6 +590,7 @@ mod tests {
                     participants: session as i64 * 3,
                     sessions: [session as i64, session as i64],
                     tracks: [[1; 6]; 2],
+                    layers: [1, 2, 3],
                 },
             );
         }

@@ -7,14 +7,16 @@ use super::events::RoomEvent;
 use super::keymap::KeyMap;
 use super::lifecycle::MAX_SLOTS_PER_KIND;
 use super::room::{ParticipantKey, SessionKey, Track};
-use super::session::{source_id, Session, TrackTap};
+use super::session::{layer_slot, source_id, source_parts, track_of, Session, TrackTap};
+use crate::forward::keyframe::VideoCodec;
+use crate::forward::layers::LayerSet;
 use crate::forward::slot::LegParams;
 use crate::forward::speakers::assign_slots;
-use crate::transport::MediaKind;
+use crate::transport::{MediaKind, MAX_LAYERS};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Keyframe requests to one publisher track are at most this frequent.
+/// Keyframe requests to one publisher layer are at most this frequent.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
@@ -36,13 +38,13 @@ fn kind_index(kind: MediaKind) -> usize {
 /// Adds a viewer's entries to the lists of the publisher tracks its forwarders carry (lists
 /// exist for every track of a room's publishers; a source outside them is left out).
 fn add_fanout_entries(
-    subscribers: &mut KeyMap<(SessionKey, usize), Vec<(SessionKey, usize)>>,
+    subscribers: &mut KeyMap<u64, Vec<(SessionKey, usize)>>,
     viewer: SessionKey,
     session: &Session,
 ) {
     for (slot, f) in session.forwarders.iter().enumerate() {
         for sid in f.sources() {
-            if let Some(list) = subscribers.get_mut(&(sid >> 8, (sid & 0xff) as usize)) {
+            if let Some(list) = subscribers.get_mut(&sid) {
                 list.push((viewer, slot));
             }
         }
@@ -67,18 +69,30 @@ impl Engine {
         let mut keyframes = Vec::new();
         let mut events = Vec::new();
         for p in plans {
-            let wanted = p.source.map(|(session, track)| source_id(session, track));
             let current = self
                 .sessions
                 .get(&p.viewer)
                 .and_then(|v| v.forwarders.get(p.slot))
-                .map(|f| f.source());
+                .map(|f| f.source().map(track_of));
             let Some(current) = current else {
                 continue;
             };
+            // A slot bound to a new track starts on the layer its preferences allow.
+            let wanted = p.source.map(|(session, track)| {
+                let track_sid = source_id(session, track, 0);
+                if current == Some(track_sid) {
+                    return track_sid;
+                }
+                source_id(
+                    session,
+                    track,
+                    self.initial_layer(p.viewer, p.slot, track_sid),
+                )
+            });
+            let wanted_track = wanted.map(track_of);
             // The leg parameters are looked up only for slots that change source.
             let params: Option<LegParams> = match p.source {
-                Some((session, track)) if current != wanted => self
+                Some((session, track)) if current != wanted.map(track_of) => self
                     .sessions
                     .get(&session)
                     .and_then(|s| s.peer.inbound().get(track))
@@ -94,12 +108,16 @@ impl Engine {
             ) else {
                 continue;
             };
-            if current != wanted {
-                match (p.source, params) {
-                    (Some((session, track)), Some(params)) => {
-                        if forwarder.bind(source_id(session, track), &params) {
+            if current != wanted_track {
+                if let Some(layers) = viewer.slot_layers.get_mut(p.slot) {
+                    layers.switch.reset();
+                    layers.active_spatial = None;
+                }
+                match (wanted, params) {
+                    (Some(sid), Some(params)) => {
+                        if forwarder.bind(sid, &params) {
                             if p.kind == MediaKind::Video {
-                                keyframes.push((session, track));
+                                keyframes.push(sid);
                             }
                         } else {
                             forwarder.unbind();
@@ -128,8 +146,8 @@ impl Engine {
             Some(viewer) => self.refresh_viewer_fanout(room_name, viewer),
             None => self.rebuild_fanout(room_name),
         }
-        for (session, track) in keyframes {
-            self.request_keyframe(session, track, now, true);
+        for sid in keyframes {
+            self.request_keyframe(sid, now, true);
         }
     }
 
@@ -245,8 +263,11 @@ impl Engine {
         };
         for p in &room.publishers {
             for t in &p.tracks {
-                if let Some(list) = self.subscribers.get_mut(&(p.session, t.index)) {
-                    list.retain(|(v, _)| *v != viewer);
+                for layer in 0..MAX_LAYERS {
+                    let sid = source_id(p.session, t.index, layer);
+                    if let Some(list) = self.subscribers.get_mut(&sid) {
+                        list.retain(|(v, _)| *v != viewer);
+                    }
                 }
             }
         }
@@ -262,7 +283,10 @@ impl Engine {
         };
         for p in &room.publishers {
             for t in &p.tracks {
-                self.subscribers.insert((p.session, t.index), Vec::new());
+                for layer in 0..MAX_LAYERS {
+                    let sid = source_id(p.session, t.index, layer);
+                    self.subscribers.insert(sid, Vec::new());
+                }
             }
         }
         for viewer in &room.viewers {
@@ -272,35 +296,32 @@ impl Engine {
         }
     }
 
-    /// Asks a publisher for a keyframe, at most every 500 ms per track unless `urgent`.
-    pub(super) fn request_keyframe(
-        &mut self,
-        key: SessionKey,
-        track: usize,
-        now: Instant,
-        urgent: bool,
-    ) {
+    /// Asks a publisher for a keyframe on one layer of a track (source id `sid`), at most
+    /// every 500 ms per layer unless `urgent`.
+    pub(super) fn request_keyframe(&mut self, sid: u64, now: Instant, urgent: bool) {
+        let (key, track, layer) = source_parts(sid);
+        let index = layer_slot(track, layer);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.last_keyframe_request.len() <= track {
-            session.last_keyframe_request.resize(track + 1, None);
-            session.keyframe_pending.resize(track + 1, false);
+        if session.last_keyframe_request.len() <= index {
+            session.last_keyframe_request.resize(index + 1, None);
+            session.keyframe_pending.resize(index + 1, false);
         }
-        let last = &mut session.last_keyframe_request[track];
+        let last = &mut session.last_keyframe_request[index];
         let recent =
             last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
         // An urgent request (a viewer just connected) goes out at once unless a recent one is
         // still unanswered: the keyframe on its way serves every viewer waiting for it, so a
         // crowd joining together does not make the publisher send a keyframe each.
-        if recent && (!urgent || session.keyframe_pending[track]) {
+        if recent && (!urgent || session.keyframe_pending[index]) {
             self.tally.keyframe_requests_suppressed += 1;
             return;
         }
         *last = Some(now);
-        session.keyframe_pending[track] = true;
+        session.keyframe_pending[index] = true;
         self.tally.pli_sent += 1;
-        session.peer.request_keyframe(now, track);
+        session.peer.request_keyframe(now, track, layer);
         self.mark(key);
     }
 
@@ -314,7 +335,7 @@ impl Engine {
             .filter_map(|f| f.source())
             .collect();
         for sid in waiting {
-            self.request_keyframe(sid >> 8, (sid & 0xff) as usize, now, false);
+            self.request_keyframe(sid, now, false);
         }
     }
 
@@ -351,10 +372,20 @@ impl Engine {
             return;
         }
         let kind = track.kind.as_str();
+        let mut layers = LayerSet::new();
+        for l in &t.layers {
+            layers.add(&l.rid);
+        }
         let tap = TrackTap {
             participant: publisher.key,
             audio_level_id: track.audio_level_id,
             last_packet: track.last_packet,
+            video: t
+                .codecs
+                .iter()
+                .filter_map(|c| Some((c.payload_type, VideoCodec::from_mime(&c.mime)?)))
+                .collect(),
+            layers,
         };
         publisher.tracks.push(track);
         if let Some(session) = self.sessions.get_mut(&key) {

@@ -6,11 +6,10 @@ use super::demux::Demux;
 use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
 use super::sender::Senders;
-use super::session::{source_id, EndReason, Session};
+use super::session::{layer_slot, source_id, EndReason, Session};
 use super::socket::MediaSocket;
 use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
-use crate::forward::keyframe::{is_keyframe_start, VideoCodec};
 use crate::forward::slot::{write_packet, Skip};
 use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{MediaKind, PeerEvent, PeerState, TransportContext};
@@ -41,8 +40,8 @@ pub(super) struct Engine {
     pub(super) by_public: HashMap<String, SessionKey>,
     pub(super) demux: Demux,
     pub(super) rooms: HashMap<String, Room>,
-    /// (publisher session, track) → viewer slots fed by it.
-    pub(super) subscribers: KeyMap<(SessionKey, usize), Vec<(SessionKey, usize)>>,
+    /// Source id (publisher session, track, layer) → viewer slots fed by it.
+    pub(super) subscribers: KeyMap<u64, Vec<(SessionKey, usize)>>,
     timers: BTreeSet<(Instant, SessionKey)>,
     deadlines: HashMap<SessionKey, Instant>,
     dirty: Vec<SessionKey>,
@@ -58,6 +57,8 @@ pub(super) struct Engine {
     scratch: rtc::rtp::Header,
     /// Recent packets of each published video track (by source id), for NACKs.
     pub(super) caches: KeyMap<u64, PacketCache>,
+    /// Rooms whose tracks' layers changed since the last tick.
+    pub(super) layers_dirty: HashSet<String>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -84,6 +85,7 @@ impl Engine {
             senders,
             scratch: rtc::rtp::Header::default(),
             caches: KeyMap::default(),
+            layers_dirty: HashSet::new(),
             ctx,
             config,
             socket,
@@ -178,6 +180,14 @@ impl Engine {
                 }
                 let _ = reply.send(found.is_some());
             }
+            Command::SetLayer {
+                id,
+                mid,
+                prefs,
+                reply,
+            } => {
+                let _ = reply.send(self.set_layer_prefs(&id, &mid, prefs));
+            }
             Command::Subscribe { id, reply } => {
                 let _ = reply.send(self.subscribe(&id));
             }
@@ -250,6 +260,7 @@ impl Engine {
             }
         }
         self.rooms_tick(now);
+        self.layers_tick(now);
         self.retry_keyframes(now);
         self.read_rtcp_stats(now);
         self.flush_metrics();
@@ -294,6 +305,13 @@ impl Engine {
         }
         for s in self.sessions.values() {
             levels.sessions[usize::from(s.kind == super::SessionKind::Whep)] += 1;
+            for tap in s.taps.iter().flatten() {
+                for l in tap.layers.layers().iter().filter(|l| l.live) {
+                    if let Some(n) = levels.layers.get_mut(usize::from(l.spatial)) {
+                        *n += 1;
+                    }
+                }
+            }
         }
         for s in self.sessions.values_mut() {
             self.tally.dropped[metrics::Drop::UnknownSsrc as usize] += s.peer.take_unknown_rtp();
@@ -387,20 +405,17 @@ impl Engine {
             match event {
                 PeerEvent::Rtp {
                     track,
+                    layer,
                     packet,
                     received,
-                } => self.fan_out(key, track, &packet, received),
+                } => self.fan_out(key, track, layer, &packet, received),
                 PeerEvent::TrackOpened(track) => self.track_opened(key, track),
+                PeerEvent::LayerOpened { track, layer } => self.layer_opened(key, track, layer),
                 PeerEvent::Nack { slot, seqs } => self.resend(key, slot, &seqs),
                 PeerEvent::KeyframeRequest { slot } => {
                     self.tally.keyframe_requests_received += 1;
                     if let Some(sid) = session.forwarders.get(slot).and_then(|f| f.source()) {
-                        self.request_keyframe(
-                            sid >> 8,
-                            (sid & 0xff) as usize,
-                            Instant::now(),
-                            false,
-                        );
+                        self.request_keyframe(sid, Instant::now(), false);
                     }
                 }
                 PeerEvent::State(PeerState::Connected) => {
@@ -418,12 +433,7 @@ impl Engine {
                         .filter_map(|(f, _)| f.source())
                         .collect();
                     for sid in sources {
-                        self.request_keyframe(
-                            sid >> 8,
-                            (sid & 0xff) as usize,
-                            Instant::now(),
-                            true,
-                        );
+                        self.request_keyframe(sid, Instant::now(), true);
                     }
                 }
                 PeerEvent::State(PeerState::Failed) => {
@@ -435,8 +445,15 @@ impl Engine {
         }
     }
 
-    /// Sends one publisher packet to every slot fed by its track.
-    fn fan_out(&mut self, key: SessionKey, track: usize, packet: &rtc::rtp::Packet, now: Instant) {
+    /// Sends one publisher packet to every slot fed by its track's layer.
+    fn fan_out(
+        &mut self,
+        key: SessionKey,
+        track: usize,
+        layer: usize,
+        packet: &rtc::rtp::Packet,
+        now: Instant,
+    ) {
         let bytes = packet.payload.len() as u64;
         let Some(publisher) = self.sessions.get_mut(&key) else {
             return;
@@ -449,15 +466,13 @@ impl Engine {
             .unwrap_or(0);
         publisher.received.0 += 1;
         publisher.received.1 += bytes;
-        if publisher.keyframe_pending.get(track) == Some(&true) {
-            let codec = publisher.peer.inbound().get(track).and_then(|t| {
-                t.codecs
-                    .iter()
-                    .find(|c| c.payload_type == packet.header.payload_type)
-                    .and_then(|c| VideoCodec::from_mime(&c.mime))
-            });
-            if codec.is_some_and(|c| is_keyframe_start(c, &packet.payload)) {
-                publisher.keyframe_pending[track] = false;
+        let keyframe = self.observe_layer(key, track, layer, packet, now);
+        let Some(publisher) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if keyframe {
+            if let Some(pending) = publisher.keyframe_pending.get_mut(layer_slot(track, layer)) {
+                *pending = false;
             }
         }
         if !publisher.media_started {
@@ -468,10 +483,10 @@ impl Engine {
         self.tally.rtp_in[kind] += 1;
         self.tally.rtp_in_bytes[kind] += bytes;
         self.observe_track(key, track, packet, now);
-        let Some(targets) = self.subscribers.get(&(key, track)) else {
+        let sid = source_id(key, track, layer);
+        let Some(targets) = self.subscribers.get(&sid) else {
             return;
         };
-        let sid = source_id(key, track);
         if kind == kind_index(MediaKind::Video) {
             self.caches.entry(sid).or_default().push(packet);
         }

@@ -1,6 +1,6 @@
 //! Room events for WHEP sessions (served as server-sent events): who joined or left, which
-//! tracks are published, which participant each of the session's slots shows, and who is
-//! speaking. A subscriber first gets a snapshot of the room in the same event forms, then
+//! tracks are published, which participant each of the session's slots shows, who is
+//! speaking, and which layers each video slot can get and plays. A subscriber first gets a snapshot of the room in the same event forms, then
 //! changes in the order they happen; all come from the engine task, so order is the engine's.
 
 use super::event_loop::Engine;
@@ -58,6 +58,37 @@ pub enum RoomEvent {
         /// Who speaks now; null when nobody.
         participant: Option<String>,
     },
+    /// A video slot's layers, or the layer it plays, changed.
+    Layers {
+        /// The slot's m-line id.
+        mid: String,
+        /// The layer the slot plays now; null before its first keyframe.
+        active: Option<LayerInfo>,
+        /// The source track's live layers, smallest first.
+        layers: Vec<LayerInfo>,
+    },
+}
+
+/// One layer of a track, as the `layers` event and the room API describe it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerInfo {
+    /// RTP stream id (empty without simulcast).
+    pub rid: String,
+    /// Rank by picture size, 0 the smallest.
+    pub spatial_layer_id: u8,
+    /// For the active layer: the highest temporal layer forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_layer_id: Option<u8>,
+    /// Picture width from its last keyframe (0 when not known).
+    pub width: u16,
+    /// Picture height.
+    pub height: u16,
+    /// Bits per second over the last second.
+    pub bitrate: u64,
+    /// The layer's index in the track.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 impl RoomEvent {
@@ -137,6 +168,7 @@ impl Engine {
                 .and_then(|k| room.name_of(k))
                 .map(str::to_owned),
         });
+        snapshot.extend(self.layer_events(key).into_iter().map(|(_, e, _)| e));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER.max(snapshot.len() + 16));
         for e in &snapshot {
             let _ = tx.try_send(e.encode());

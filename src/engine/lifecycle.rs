@@ -3,7 +3,7 @@
 use super::event_loop::{Engine, RTCP_STATS_EVERY};
 use super::events::RoomEvent;
 use super::room::{Publisher, Room, SessionKey, Viewer};
-use super::session::{EndReason, Session, SessionKind};
+use super::session::{source_parts, EndReason, Session, SessionKind};
 use super::{Created, EngineError, SessionInfo};
 use crate::forward::slot::{LegParams, SlotForwarder};
 use crate::http::sdpfrag::SdpFrag;
@@ -125,6 +125,7 @@ impl Engine {
                 connected: false,
                 forwarders,
                 slot_participants: vec![None; slot_count],
+                slot_layers: vec![Default::default(); slot_count],
                 events: None,
                 last_keyframe_request: Vec::new(),
                 keyframe_pending: Vec::new(),
@@ -258,8 +259,9 @@ impl Engine {
         self.registry.remove(&session.public_id);
         self.demux.remove_session(key);
         self.clear_timer(key);
-        self.subscribers.retain(|(p, _), _| *p != key);
-        self.caches.retain(|sid, _| sid >> 8 != key);
+        self.subscribers
+            .retain(|sid, _| source_parts(*sid).0 != key);
+        self.caches.retain(|sid, _| source_parts(*sid).0 != key);
         self.metrics
             .session_ended(session.kind.as_str(), reason.as_str());
         tracing::info!(

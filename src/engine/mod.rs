@@ -14,6 +14,7 @@ pub mod demux;
 mod event_loop;
 mod events;
 mod keymap;
+mod layers;
 mod lifecycle;
 mod room;
 pub mod sender;
@@ -22,10 +23,11 @@ pub mod socket;
 
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
 pub use demux::{stun_local_ufrag, Demux};
-pub use events::RoomEvent;
+pub use events::{LayerInfo, RoomEvent};
 pub use room::SessionKey;
 pub use session::{EndReason, SessionKind};
 
+use crate::forward::selector::Preferences;
 use crate::http::sdpfrag::SdpFrag;
 use crate::transport::{sdp::OfferError, TransportContext, TransportError};
 use dashmap::DashMap;
@@ -77,6 +79,9 @@ pub enum EngineError {
     /// The trickle fragment or restart could not be applied.
     #[error("{0}")]
     BadFragment(String),
+    /// The request names something the session does not have (400).
+    #[error("{0}")]
+    BadRequest(String),
     /// The request is refused by a limit (403).
     #[error("{0}")]
     Forbidden(String),
@@ -154,6 +159,12 @@ pub(crate) enum Command {
         id: String,
         reason: EndReason,
         reply: oneshot::Sender<bool>,
+    },
+    SetLayer {
+        id: String,
+        mid: String,
+        prefs: Preferences,
+        reply: oneshot::Sender<Result<(), EngineError>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -251,6 +262,22 @@ impl EngineHandle {
         self.ask(|reply| Command::Restart {
             id: id.to_owned(),
             frag,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sets what a viewer's video slot `mid` should receive (the WHEP layer endpoint).
+    pub async fn set_layer(
+        &self,
+        id: &str,
+        mid: &str,
+        prefs: Preferences,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| Command::SetLayer {
+            id: id.to_owned(),
+            mid: mid.to_owned(),
+            prefs,
             reply,
         })
         .await?

@@ -2,8 +2,11 @@
 //! viewer the forwarder of each slot.
 
 use super::room::{ParticipantKey, SessionKey};
+use crate::forward::keyframe::VideoCodec;
+use crate::forward::layers::LayerSet;
+use crate::forward::selector::{Preferences, Switch};
 use crate::forward::slot::SlotForwarder;
-use crate::transport::Peer;
+use crate::transport::{Peer, MAX_LAYERS};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -72,12 +75,15 @@ pub(super) struct Session {
     pub forwarders: Vec<SlotForwarder>,
     /// Viewer: the participant each slot is assigned to.
     pub slot_participants: Vec<Option<ParticipantKey>>,
+    /// Viewer: per slot, the layer the viewer asked for and the switch in progress.
+    pub slot_layers: Vec<SlotLayers>,
     /// Viewer: where its room events go, once it subscribed.
     pub events: Option<mpsc::Sender<Arc<str>>>,
-    /// Publisher: when each inbound track was last asked for a keyframe.
+    /// Publisher: when each inbound layer was last asked for a keyframe (by
+    /// [`layer_slot`]).
     pub last_keyframe_request: Vec<Option<Instant>>,
-    /// Publisher: whether each inbound track's last keyframe request is still unanswered
-    /// (no keyframe seen since).
+    /// Publisher: whether each inbound layer's last keyframe request is still unanswered
+    /// (no keyframe seen since), by [`layer_slot`].
     pub keyframe_pending: Vec<bool>,
     /// RTP packets and bytes received from this session.
     pub received: (u64, u64),
@@ -95,8 +101,9 @@ pub(super) struct Session {
 }
 
 /// What a publisher's packet updates, kept on its session so the per-packet path needs no
-/// search through the room: freshness (copied to the room's track on each tick) and loudness.
-#[derive(Clone, Copy, Debug)]
+/// search through the room: freshness (copied to the room's track on each tick), loudness,
+/// and what each of its layers carries.
+#[derive(Clone, Debug)]
 pub(super) struct TrackTap {
     /// The publishing participant, as the room's speaker state knows it.
     pub participant: ParticipantKey,
@@ -104,9 +111,45 @@ pub(super) struct TrackTap {
     pub audio_level_id: Option<u8>,
     /// Last packet seen.
     pub last_packet: Instant,
+    /// The track's video codecs by payload type (empty for audio).
+    pub video: Vec<(u8, VideoCodec)>,
+    /// Its layers: one, or one per simulcast layer.
+    pub layers: LayerSet,
 }
 
-/// A forwarding source id: publisher session and track index in one number.
-pub(super) fn source_id(session: SessionKey, track: usize) -> u64 {
-    (session << 8) | (track as u64 & 0xff)
+/// A viewer slot's layer state.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SlotLayers {
+    /// What the viewer asked for (the WHEP layer endpoint).
+    pub prefs: Preferences,
+    /// The switch in progress.
+    pub switch: Switch,
+    /// The last `layers` event sent for the slot, to send only changes.
+    pub reported: Option<String>,
+    /// The spatial rank of the layer the slot plays, once it plays one.
+    pub active_spatial: Option<u8>,
+}
+
+/// A forwarding source id: publisher session, track index and layer index in one number.
+pub(super) fn source_id(session: SessionKey, track: usize, layer: usize) -> u64 {
+    (session << 16) | ((track as u64 & 0xff) << 8) | (layer as u64 & 0xff)
+}
+
+/// The (publisher session, track index, layer index) of a source id.
+pub(super) fn source_parts(sid: u64) -> (SessionKey, usize, usize) {
+    (
+        sid >> 16,
+        ((sid >> 8) & 0xff) as usize,
+        (sid & 0xff) as usize,
+    )
+}
+
+/// A source id without its layer: the track it belongs to.
+pub(super) fn track_of(sid: u64) -> u64 {
+    sid & !0xff
+}
+
+/// Index of a (track, layer) in a publisher's per-layer vectors.
+pub(super) fn layer_slot(track: usize, layer: usize) -> usize {
+    track * MAX_LAYERS + layer
 }

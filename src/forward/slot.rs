@@ -112,6 +112,7 @@ pub struct SlotForwarder {
     waiting_keyframe: bool,
     munger: Munger,
     epoch: Option<Instant>,
+    max_temporal: u8,
 }
 
 impl SlotForwarder {
@@ -132,6 +133,7 @@ impl SlotForwarder {
             waiting_keyframe: false,
             munger: Munger::new(),
             epoch: None,
+            max_temporal: super::selector::MAX_TEMPORAL,
         }
     }
 
@@ -141,6 +143,31 @@ impl SlotForwarder {
             .as_ref()
             .or(self.current.as_ref())
             .map(|b| b.source)
+    }
+
+    /// Sets the highest VP8 temporal layer the slot forwards.
+    pub fn set_max_temporal(&mut self, max: u8) {
+        self.max_temporal = max;
+    }
+
+    /// The highest temporal layer the slot forwards.
+    pub fn max_temporal(&self) -> u8 {
+        self.max_temporal
+    }
+
+    /// The source whose packets the slot sends now.
+    pub fn current_source(&self) -> Option<u64> {
+        self.current.as_ref().map(|b| b.source)
+    }
+
+    /// The source the slot switches to on its next keyframe.
+    pub fn pending_source(&self) -> Option<u64> {
+        self.pending.as_ref().map(|b| b.source)
+    }
+
+    /// Abandons a pending switch: the current source goes on.
+    pub fn cancel_pending(&mut self) {
+        self.pending = None;
     }
 
     /// Every source whose packets this slot wants now: the current one and a pending one.

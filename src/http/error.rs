@@ -34,6 +34,11 @@ impl ApiError {
         self.status
     }
 
+    /// The one-line reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
     /// 400 Bad Request.
     pub fn bad_request(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, reason)
@@ -57,7 +62,9 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
-            EngineError::BadOffer(_) | EngineError::BadFragment(_) => StatusCode::BAD_REQUEST,
+            EngineError::BadOffer(_) | EngineError::BadFragment(_) | EngineError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             EngineError::Unserviceable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::NotFound | EngineError::NoSuchThing(_) => StatusCode::NOT_FOUND,
             EngineError::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -7,6 +7,7 @@
 mod auth;
 pub mod error;
 mod events;
+mod layer;
 mod limit;
 mod page;
 mod rooms;
@@ -70,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         get(events::stream)
             .post(events::create)
             .options(sessions::options),
+    )
+    .route(
+        "/sessions/{id}/layer",
+        post(layer::choose).options(sessions::options),
     )
     .route("/rooms", get(rooms::list))
     .route("/rooms/{room}", get(rooms::show))

@@ -130,9 +130,13 @@ async fn create(
         let events = format!(
             "<{location}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; \
              events=\"participant_joined,participant_left,track_published,track_unpublished,\
-             slot_assigned,active_speaker\""
+             slot_assigned,active_speaker,layers\""
         );
         if let Ok(v) = HeaderValue::from_str(&events) {
+            h.append(header::LINK, v);
+        }
+        let layer = format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\"");
+        if let Ok(v) = HeaderValue::from_str(&layer) {
             h.append(header::LINK, v);
         }
     }

@@ -18,7 +18,7 @@ use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-/// Marks inbound RTCP compounds that carry a PLI, FIR, NACK or reception report with
+/// Marks inbound RTCP compounds that carry a PLI, FIR, NACK, reception or sender report with
 /// `DeliverToApplication`.
 #[derive(Default)]
 pub struct KeyframeTap {
@@ -34,7 +34,8 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     })
 }
 
-/// Whether Parley wants to see this compound: keyframe requests, NACKs, reception reports.
+/// Whether Parley wants to see this compound: keyframe requests, NACKs, reception reports,
+/// and sender reports (their NTP↔RTP mapping aligns a track's simulcast layers).
 pub fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     asks_for_keyframe(packets)
         || packets.iter().any(|p| {
@@ -43,9 +44,7 @@ pub fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
                 || any
                     .downcast_ref::<ReceiverReport>()
                     .is_some_and(|r| !r.reports.is_empty())
-                || any
-                    .downcast_ref::<SenderReport>()
-                    .is_some_and(|r| !r.reports.is_empty())
+                || any.is::<SenderReport>()
         })
 }
 

@@ -15,7 +15,10 @@ mod srtp_keys;
 
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
-pub use peer::{Codec, HeaderExt, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState};
+pub use peer::{
+    Codec, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState,
+    MAX_LAYERS,
+};
 pub use rtcp_figures::RtcpFigures;
 pub use sealer::SEAL_OVERHEAD;
 

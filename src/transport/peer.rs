@@ -33,6 +33,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -74,13 +75,30 @@ pub struct HeaderExt {
     pub uri: String,
 }
 
+/// Most simulcast layers Parley keeps apart per track; further ones are ignored (RFC 8853
+/// lets an answerer take a subset).
+pub const MAX_LAYERS: usize = 3;
+
+/// One RTP stream of a publisher's track: the whole track, or one simulcast layer of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundLayer {
+    /// The layer's RTP stream id (`a=rid`), empty without simulcast.
+    pub rid: String,
+    /// The publisher's SSRC for this layer.
+    pub ssrc: u32,
+    /// The last sender report's (NTP time, RTP timestamp), which maps this layer's timestamps
+    /// onto the track's other layers.
+    pub sender_report: Option<(u64, u32)>,
+}
+
 /// A track a publisher sends to the server.
 #[derive(Clone, Debug)]
 pub struct InboundTrack {
     /// Audio or video.
     pub kind: MediaKind,
-    /// The publisher's SSRC for this track.
-    pub ssrc: u32,
+    /// Its RTP streams in the order they started: one, or one per simulcast layer (at most
+    /// [`MAX_LAYERS`]).
+    pub layers: Vec<InboundLayer>,
     /// Codecs negotiated on the publisher's leg.
     pub codecs: Vec<Codec>,
     /// Header extensions negotiated on the publisher's leg.
@@ -122,10 +140,19 @@ pub enum PeerEvent {
     State(PeerState),
     /// A publisher's track started; the index is into [`Peer::inbound`].
     TrackOpened(usize),
+    /// Another simulcast layer of a publisher's track started.
+    LayerOpened {
+        /// Index into [`Peer::inbound`].
+        track: usize,
+        /// Index into that track's layers.
+        layer: usize,
+    },
     /// An RTP packet from a publisher's track.
     Rtp {
         /// Index into [`Peer::inbound`].
         track: usize,
+        /// Index into the track's layers.
+        layer: usize,
         /// The packet, decrypted.
         packet: rtc::rtp::Packet,
         /// When its datagram arrived.
@@ -480,9 +507,15 @@ impl Peer {
         while let Some(TaggedRTCMessage { now, message }) = self.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(track_id, packet) => {
-                    if let Some(&track) = self.inbound_by_track_id.get(&track_id) {
+                    let found = self.inbound_by_track_id.get(&track_id).and_then(|&track| {
+                        let layers = &self.inbound.get(track)?.layers;
+                        let layer = layers.iter().position(|l| l.ssrc == packet.header.ssrc)?;
+                        Some((track, layer))
+                    });
+                    if let Some((track, layer)) = found {
                         return Some(PeerEvent::Rtp {
                             track,
+                            layer,
                             packet,
                             received: now,
                         });
@@ -517,6 +550,16 @@ impl Peer {
     fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
         for p in packets {
             let any = p.as_any();
+            if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                let layer = self
+                    .inbound
+                    .iter_mut()
+                    .flat_map(|t| t.layers.iter_mut())
+                    .find(|l| l.ssrc == sr.ssrc);
+                if let Some(layer) = layer {
+                    layer.sender_report = Some((sr.ntp_time, sr.rtp_time));
+                }
+            }
             let asked = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 Some(pli.media_ssrc)
             } else {
@@ -576,7 +619,13 @@ impl Peer {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                if self.inbound_by_track_id.contains_key(&init.track_id) {
+                let layer = InboundLayer {
+                    rid: init.rid.clone().unwrap_or_default(),
+                    ssrc: init.ssrc,
+                    sender_report: None,
+                };
+                if let Some(&track) = self.inbound_by_track_id.get(&init.track_id) {
+                    self.add_layer(track, layer);
                     return;
                 }
                 let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
@@ -588,7 +637,7 @@ impl Peer {
                 let params = &receiver.get_parameters().rtp_parameters;
                 let track = InboundTrack {
                     kind,
-                    ssrc: init.ssrc,
+                    layers: vec![layer],
                     codecs: codecs_of(&params.codecs),
                     extensions: extensions_of(&params.header_extensions),
                     receiver: init.receiver_id,
@@ -600,6 +649,29 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// A further layer of an open track: a new simulcast layer (at most [`MAX_LAYERS`]), or a
+    /// layer that came back with a new SSRC.
+    fn add_layer(&mut self, track: usize, layer: InboundLayer) {
+        let Some(t) = self.inbound.get_mut(track) else {
+            return;
+        };
+        if let Some(known) = t
+            .layers
+            .iter_mut()
+            .find(|l| !l.rid.is_empty() && l.rid == layer.rid)
+        {
+            *known = layer;
+            return;
+        }
+        if t.layers.iter().any(|l| l.ssrc == layer.ssrc) || t.layers.len() >= MAX_LAYERS {
+            return;
+        }
+        t.layers.push(layer);
+        let layer = t.layers.len() - 1;
+        self.events
+            .push_back(PeerEvent::LayerOpened { track, layer });
     }
 
     /// Sends one RTP packet on a viewer's slot. The packet must already carry the slot's SSRC,
@@ -725,12 +797,15 @@ impl Peer {
         queued
     }
 
-    /// Asks a publisher for a keyframe on one of its tracks (PLI).
-    pub fn request_keyframe(&mut self, now: Instant, track: usize) {
+    /// Asks a publisher for a keyframe on one layer of one of its tracks (PLI).
+    pub fn request_keyframe(&mut self, now: Instant, track: usize, layer: usize) {
         let Some(t) = self.inbound.get(track) else {
             return;
         };
-        let (receiver, media_ssrc) = (t.receiver, t.ssrc);
+        let Some(media_ssrc) = t.layers.get(layer).map(|l| l.ssrc) else {
+            return;
+        };
+        let receiver = t.receiver;
         if let Some(mut r) = self.pc.rtp_receiver(receiver) {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,

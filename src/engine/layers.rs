@@ -1,0 +1,388 @@
+//! Simulcast in the engine: what each publisher layer carries, which layer each viewer slot
+//! gets, and the `layers` events that tell a viewer.
+//!
+//! Per packet only [`Engine::observe_layer`] runs (counters, and the picture size of a
+//! keyframe). Choosing runs on the tick for rooms whose layers changed and for slots with a
+//! switch in progress, when a slot is bound to a new track, and when a viewer asks through
+//! the layer endpoint: [`selector::choose`] decides, [`Switch`] paces the switch, and the
+//! slot's forwarder carries it out on the target's keyframe.
+
+use super::event_loop::Engine;
+use super::events::{LayerInfo, RoomEvent};
+use super::room::SessionKey;
+use super::session::{source_id, source_parts, track_of};
+use super::EngineError;
+use crate::forward::keyframe::is_keyframe_start;
+use crate::forward::layers::LayerSet;
+use crate::forward::selector::{self, Preferences, Step, Switch};
+use crate::forward::slot::LegParams;
+use crate::transport::MediaKind;
+use std::time::Instant;
+
+impl Engine {
+    /// Per packet of a publisher's track: the layer's counters, freshness, and (on a
+    /// keyframe) its picture size. Returns whether the packet starts a keyframe.
+    pub(super) fn observe_layer(
+        &mut self,
+        key: SessionKey,
+        track: usize,
+        layer: usize,
+        packet: &rtc::rtp::Packet,
+        now: Instant,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        let Some(tap) = session.taps.get_mut(track).and_then(Option::as_mut) else {
+            return false;
+        };
+        let codec = tap
+            .video
+            .iter()
+            .find(|(pt, _)| *pt == packet.header.payload_type)
+            .map(|(_, c)| *c);
+        let keyframe = codec.is_some_and(|c| is_keyframe_start(c, &packet.payload));
+        let size = match codec {
+            Some(c) if keyframe => Some(crate::forward::resolution::keyframe_size(
+                c,
+                &packet.payload,
+            )),
+            _ => None,
+        };
+        if tap
+            .layers
+            .on_packet(layer, packet.payload.len(), packet.header.marker, size, now)
+        {
+            self.layers_dirty.insert(session.room.clone());
+        }
+        keyframe
+    }
+
+    /// A further simulcast layer of a publisher's track started.
+    pub(super) fn layer_opened(&mut self, key: SessionKey, track: usize, layer: usize) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let rid = session
+            .peer
+            .inbound()
+            .get(track)
+            .and_then(|t| t.layers.get(layer))
+            .map(|l| l.rid.clone())
+            .unwrap_or_default();
+        let Some(tap) = session.taps.get_mut(track).and_then(Option::as_mut) else {
+            return;
+        };
+        while tap.layers.len() <= layer {
+            tap.layers.add(&rid);
+        }
+        tracing::debug!(
+            session = session.public_id,
+            track,
+            layer,
+            rid,
+            "layer opened"
+        );
+        self.layers_dirty.insert(session.room.clone());
+    }
+
+    /// The layer a slot bound to a new track starts on.
+    pub(super) fn initial_layer(&self, viewer: SessionKey, slot: usize, source: u64) -> usize {
+        let (publisher, track, _) = source_parts(source);
+        let prefs = self
+            .sessions
+            .get(&viewer)
+            .and_then(|v| v.slot_layers.get(slot))
+            .map(|l| l.prefs.clone())
+            .unwrap_or_default();
+        self.track_layers(publisher, track)
+            .and_then(|set| selector::choose(set, &prefs, None).layer)
+            .unwrap_or(0)
+    }
+
+    /// What a publisher's track negotiated, as a slot binds it.
+    fn leg_params(&self, publisher: SessionKey, track: usize) -> Option<LegParams> {
+        let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
+        Some(LegParams::from_leg(&t.codecs, &t.extensions))
+    }
+
+    fn track_layers(&self, publisher: SessionKey, track: usize) -> Option<&LayerSet> {
+        self.sessions
+            .get(&publisher)?
+            .taps
+            .get(track)?
+            .as_ref()
+            .map(|t| &t.layers)
+    }
+
+    /// Periodic: rolls every layer's measurements, then re-chooses the layers of the slots in
+    /// rooms whose layers changed and of slots with a switch in progress.
+    pub(super) fn layers_tick(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            let mut changed = false;
+            for tap in s.taps.iter_mut().flatten() {
+                changed |= tap.layers.tick(now);
+            }
+            if changed {
+                self.layers_dirty.insert(s.room.clone());
+            }
+        }
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let dirty = self.layers_dirty.remove(&room);
+            self.select_layers(&room, None, dirty, now);
+        }
+    }
+
+    /// Re-chooses the layer of video slots in a room (all of them when `all`, else those with
+    /// a switch in progress), for every viewer or one, and reports changes.
+    pub(super) fn select_layers(
+        &mut self,
+        room: &str,
+        only: Option<SessionKey>,
+        all: bool,
+        now: Instant,
+    ) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let viewers: Vec<SessionKey> = r
+            .viewers
+            .iter()
+            .map(|v| v.session)
+            .filter(|v| only.is_none_or(|o| o == *v))
+            .collect();
+        let mut keyframes = Vec::new();
+        let mut refresh = Vec::new();
+        for viewer in viewers {
+            let Some(session) = self.sessions.get(&viewer) else {
+                continue;
+            };
+            let slots: Vec<usize> = session
+                .peer
+                .slots()
+                .iter()
+                .zip(&session.slot_layers)
+                .enumerate()
+                .filter(|(_, (s, l))| {
+                    s.kind == MediaKind::Video && (all || l.switch.pending().is_some())
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for slot in slots {
+                if let Some((want_keyframe, moved)) = self.select_slot(viewer, slot, now) {
+                    keyframes.extend(want_keyframe);
+                    if moved && !refresh.contains(&viewer) {
+                        refresh.push(viewer);
+                    }
+                }
+            }
+        }
+        for viewer in refresh {
+            self.refresh_viewer_fanout(room, viewer);
+        }
+        for sid in keyframes {
+            self.request_keyframe(sid, now, true);
+        }
+        self.report_layers(room, only);
+    }
+
+    /// Chooses one slot's layer and takes the switch's next step. Returns the source to ask
+    /// for a keyframe, if any, and whether the slot's sources changed.
+    fn select_slot(
+        &mut self,
+        viewer: SessionKey,
+        slot: usize,
+        now: Instant,
+    ) -> Option<(Option<u64>, bool)> {
+        let session = self.sessions.get(&viewer)?;
+        let forwarder = session.forwarders.get(slot)?;
+        let assigned = forwarder.source()?;
+        let current = forwarder
+            .current_source()
+            .filter(|c| track_of(*c) == track_of(assigned));
+        let (publisher, track, _) = source_parts(assigned);
+        let set = self.track_layers(publisher, track)?;
+        let layers = session.slot_layers.get(slot)?;
+        let choice = selector::choose(set, &layers.prefs, None);
+        let current_layer = current.map(|c| source_parts(c).2);
+        let current_live = current_layer
+            .and_then(|l| set.layers().get(l))
+            .is_some_and(|l| l.live);
+        let mut switch = layers.switch.clone();
+        let mut active = layers.active_spatial;
+        let mut moved = None;
+        let now_spatial = current_layer
+            .and_then(|l| set.layers().get(l))
+            .map(|l| l.spatial);
+        if switch.pending().is_some() && switch.pending() == current_layer {
+            // The pending layer's keyframe came: the switch landed.
+            switch.landed();
+            if let (Some(before), Some(after)) = (active, now_spatial) {
+                moved = Some(after > before);
+            }
+        }
+        if current_layer.is_some() {
+            active = now_spatial;
+        }
+        let step = switch.step(current_layer, current_live, choice.layer, now);
+        if let Some(up) = moved {
+            self.tally.layer_switches[usize::from(up)] += 1;
+        }
+        let session = self.sessions.get_mut(&viewer)?;
+        if let Some(l) = session.slot_layers.get_mut(slot) {
+            l.switch = switch;
+            l.active_spatial = active;
+        }
+        let forwarder = session.forwarders.get_mut(slot)?;
+        forwarder.set_max_temporal(choice.temporal);
+        match step {
+            Step::Keep => Some((None, false)),
+            Step::Cancel | Step::GiveUp(_) => {
+                forwarder.cancel_pending();
+                Some((None, true))
+            }
+            Step::Start(layer) => {
+                let target = source_id(publisher, track, layer);
+                if forwarder.source() == Some(target) {
+                    return Some((Some(target), false));
+                }
+                let params = self.leg_params(publisher, track)?;
+                let session = self.sessions.get_mut(&viewer)?;
+                let forwarder = session.forwarders.get_mut(slot)?;
+                forwarder.bind(target, &params);
+                Some((Some(target), true))
+            }
+        }
+    }
+
+    /// Applies what a viewer asked of one slot through the layer endpoint.
+    pub(super) fn set_layer_prefs(
+        &mut self,
+        id: &str,
+        mid: &str,
+        prefs: Preferences,
+    ) -> Result<(), EngineError> {
+        let key = *self.by_public.get(id).ok_or(EngineError::NotFound)?;
+        let session = self.sessions.get_mut(&key).ok_or(EngineError::NotFound)?;
+        let slot = session
+            .peer
+            .slots()
+            .iter()
+            .position(|s| s.mid == mid)
+            .ok_or_else(|| EngineError::BadRequest(format!("no media section with mid {mid:?}")))?;
+        if session.peer.slots()[slot].kind != MediaKind::Video {
+            return Err(EngineError::BadRequest(format!(
+                "media section {mid:?} is not video: only video has layers"
+            )));
+        }
+        if let Some(l) = session.slot_layers.get_mut(slot) {
+            l.prefs = prefs;
+            l.switch = Switch::default();
+        }
+        let room = session.room.clone();
+        self.select_layers(&room, Some(key), true, Instant::now());
+        Ok(())
+    }
+
+    /// Sends each viewer's slots' `layers` event where it changed.
+    fn report_layers(&mut self, room: &str, only: Option<SessionKey>) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let viewers: Vec<SessionKey> = r
+            .viewers
+            .iter()
+            .map(|v| v.session)
+            .filter(|v| only.is_none_or(|o| o == *v))
+            .collect();
+        for viewer in viewers {
+            let events = self.layer_events(viewer);
+            for (slot, event, signature) in events {
+                let Some(session) = self.sessions.get_mut(&viewer) else {
+                    break;
+                };
+                let Some(l) = session.slot_layers.get_mut(slot) else {
+                    continue;
+                };
+                if l.reported.as_deref() == Some(signature.as_str()) {
+                    continue;
+                }
+                l.reported = Some(signature);
+                self.emit_to(viewer, &event);
+            }
+        }
+    }
+
+    /// The `layers` event of each video slot of a viewer, with a signature that leaves out
+    /// measured bitrates (which change every second).
+    pub(super) fn layer_events(&self, viewer: SessionKey) -> Vec<(usize, RoomEvent, String)> {
+        let Some(session) = self.sessions.get(&viewer) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (slot, s) in session.peer.slots().iter().enumerate() {
+            if s.kind != MediaKind::Video {
+                continue;
+            }
+            let forwarder = &session.forwarders[slot];
+            let track = forwarder.source().map(source_parts);
+            let set = track.and_then(|(p, t, _)| self.track_layers(p, t));
+            let info = |i: usize, l: &crate::forward::layers::Layer| LayerInfo {
+                rid: l.rid.clone(),
+                spatial_layer_id: l.spatial,
+                temporal_layer_id: None,
+                width: l.size.0,
+                height: l.size.1,
+                bitrate: l.bitrate,
+                index: i,
+            };
+            let layers: Vec<LayerInfo> = set
+                .map(|set| {
+                    let mut v: Vec<LayerInfo> = set
+                        .layers()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| l.live)
+                        .map(|(i, l)| info(i, l))
+                        .collect();
+                    v.sort_by_key(|l| l.spatial_layer_id);
+                    v
+                })
+                .unwrap_or_default();
+            let active = forwarder
+                .current_source()
+                .filter(|c| {
+                    track
+                        .is_some_and(|(p, t, _)| source_parts(*c).0 == p && source_parts(*c).1 == t)
+                })
+                .and_then(|c| {
+                    let layer = source_parts(c).2;
+                    let l = set?.layers().get(layer)?;
+                    let mut i = info(layer, l);
+                    i.temporal_layer_id = Some(forwarder.max_temporal());
+                    Some(i)
+                });
+            let signature = format!(
+                "{:?}|{:?}",
+                active
+                    .as_ref()
+                    .map(|a| (a.index, a.temporal_layer_id, a.width, a.height)),
+                layers
+                    .iter()
+                    .map(|l| (l.index, l.spatial_layer_id, l.width, l.height))
+                    .collect::<Vec<_>>()
+            );
+            out.push((
+                slot,
+                RoomEvent::Layers {
+                    mid: s.mid.clone(),
+                    active,
+                    layers,
+                },
+                signature,
+            ));
+        }
+        out
+    }
+}
