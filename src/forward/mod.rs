@@ -3,9 +3,10 @@
 //! This module owns what happens to one RTP packet on its way from a publisher to one viewer:
 //! which codecs of the two legs correspond ([`codec`]), whether a payload lets a decoder start
 //! ([`keyframe`]), how sequence numbers and timestamps are rewritten so a viewer's stream stays
-//! continuous across publisher changes ([`munger`]), and the per-slot decision that combines
-//! them ([`slot`]). Nothing here does I/O, takes a lock, awaits, reads a clock or panics on
-//! what a peer sent.
+//! continuous across publisher changes ([`munger`]), which VP8 frames a viewer gets at its
+//! temporal layer and how their PictureIDs are renumbered ([`vp8`]), and the per-slot decision
+//! that combines them ([`slot`]). Nothing here does I/O, takes a lock, awaits, reads a clock
+//! or panics on what a peer sent.
 
 pub mod cache;
 pub mod codec;
@@ -13,3 +14,4 @@ pub mod keyframe;
 pub mod munger;
 pub mod slot;
 pub mod speakers;
+pub mod vp8;
