@@ -9,8 +9,18 @@
 //! Rules:
 //! - The first packet ever passes through unchanged (both offsets are 0); it counts as a
 //!   switch point, so packets older than it are dropped like those older than any switch.
-//! - Within one source, `out = in + offset` (wrapping), so loss, reordering and duplicates
-//!   upstream show up identically downstream (a viewer's NACKs and jitter buffer need that).
+//! - Within one source, `out = in + offset` (wrapping, less the deliberate drops below), so
+//!   loss, reordering and duplicates upstream show up identically downstream (a viewer's
+//!   NACKs and jitter buffer need that).
+//! - A packet the forwarder deliberately does not send ([`Munger::drop_packet`], e.g. a frame
+//!   above the viewer's temporal layer) leaves no gap: every later packet of the source is
+//!   sent one number lower. So `out = in + offset - (deliberate drops before in)`, and a
+//!   packet that arrives late still gets the number its position implies. A drop reported
+//!   for a packet older than the newest one cannot close its gap (later numbers are out); its
+//!   number then reads as lost, and the munger neither sends nor maps it back. Drops are
+//!   remembered for the last [`DROP_WINDOW`] sequence numbers; a packet no newer than a
+//!   forgotten drop is neither sent nor mapped back, since it can no longer be told apart.
+//!   Genuine loss upstream still shows as a gap, so the viewer NACKs it.
 //! - On a switch, the new source's first packet gets `seq = highest_out_seq + 1` and
 //!   `ts = highest_out_ts + max(1, ticks elapsed since that timestamp was first sent)`.
 //!   Packets of the new source older than that first packet are dropped: they would land
@@ -36,6 +46,10 @@ const MAX_TS_GAP: u64 = i32::MAX as u64;
 /// dropped for that reason any more.
 const SEQ_HALF: u16 = 0x8000;
 
+/// How many recent sequence numbers of the current source the munger remembers deliberate
+/// drops for (one bit each in a `u128`).
+pub const DROP_WINDOW: u16 = 128;
+
 /// What to do with one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -46,7 +60,8 @@ pub enum Verdict {
         /// The viewer-side RTP timestamp.
         ts: u32,
     },
-    /// Do not send it: a late packet of a replaced source, or older than the switch point.
+    /// Do not send it: a late packet of a replaced source, older than the switch point, a
+    /// copy of a packet deliberately dropped, or no newer than a forgotten drop.
     Drop,
 }
 
@@ -74,6 +89,107 @@ struct State {
     highest_out_ts: u32,
     /// When `highest_out_ts` was first sent, in RTP clock ticks.
     highest_ts_ticks: u64,
+    /// Deliberate drops that closed their gap: bit `i` is `highest_in_seq - i`.
+    skipped: u128,
+    /// Deliberate drops that came too late to close their gap, by the same bits.
+    refused: u128,
+    /// How far behind `highest_in_seq` the newest drop that left the window is (saturating;
+    /// `u16::MAX` when none has): it and older packets are neither sent nor mapped back.
+    evicted_drop: u16,
+}
+
+impl State {
+    /// A fresh state whose first packet `seq`, `ts` is sent as `out_seq`, `out_ts`.
+    fn new(source: u32, seq: u16, ts: u32, out_seq: u16, out_ts: u32, now_ticks: u64) -> Self {
+        State {
+            source,
+            replaced: None,
+            seq_offset: out_seq.wrapping_sub(seq),
+            ts_offset: out_ts.wrapping_sub(ts),
+            highest_in_seq: seq,
+            since_switch: 0,
+            highest_out_seq: out_seq,
+            highest_out_ts: out_ts,
+            highest_ts_ticks: now_ticks,
+            skipped: 0,
+            refused: 0,
+            evicted_drop: u16::MAX,
+        }
+    }
+
+    /// Moves the head of the current source `ahead` (at least 1) numbers on, to `seq`.
+    fn advance(&mut self, seq: u16, ahead: u16) {
+        self.since_switch = self.since_switch.saturating_add(ahead).min(SEQ_HALF);
+        self.highest_in_seq = seq;
+        self.evicted_drop = self.evicted_drop.saturating_add(ahead);
+        let drops = self.skipped | self.refused;
+        let (evicted, skipped, refused) = if ahead >= DROP_WINDOW {
+            (drops, 0, 0)
+        } else {
+            let shift = u32::from(ahead);
+            let evicted = drops & !(u128::MAX >> shift);
+            (evicted, self.skipped << shift, self.refused << shift)
+        };
+        if evicted != 0 {
+            // The lowest bit evicted is the newest of those drops.
+            let behind = evicted.trailing_zeros() as u16;
+            self.evicted_drop = behind.saturating_add(ahead);
+        }
+        self.skipped = skipped;
+        self.refused = refused;
+    }
+
+    /// How many skipped packets are newer than the one `behind` numbers behind the head, or
+    /// None when it is no newer than a forgotten drop.
+    fn skips_after(&self, behind: u16) -> Option<u16> {
+        if behind >= self.evicted_drop {
+            return None;
+        }
+        let newer = if behind >= DROP_WINDOW {
+            self.skipped
+        } else {
+            self.skipped & ((1u128 << behind) - 1)
+        };
+        Some(newer.count_ones() as u16)
+    }
+
+    /// The packet `behind` numbers behind the head was deliberately dropped.
+    fn deliberately_dropped(&self, behind: u16) -> bool {
+        behind < DROP_WINDOW && ((self.skipped | self.refused) >> behind) & 1 == 1
+    }
+
+    /// The viewer-side number of the current source's packet `seq`, `behind` numbers behind
+    /// the head, or None when it must not be sent: older than the switch point, deliberately
+    /// dropped, or no newer than a forgotten drop.
+    fn out_seq(&self, seq: u16, behind: u16) -> Option<u16> {
+        if behind > self.since_switch || self.deliberately_dropped(behind) {
+            return None;
+        }
+        let skips = self.skips_after(behind)?;
+        Some(seq.wrapping_add(self.seq_offset).wrapping_add(skips))
+    }
+
+    /// How far behind the head the packet sent as `head_out - out_behind` is, where
+    /// `head_out` is the number the head maps to: the `behind` that is not a skip and has
+    /// `behind - (skips newer than it) = out_behind`.
+    fn behind_for_out(&self, out_behind: u16) -> u16 {
+        // The least fixed point of `behind = out_behind + skips in 0..=behind`, found by
+        // iteration: each step adds the skips the last guess stepped over (at most 128).
+        let mut behind = out_behind;
+        loop {
+            let upto = behind.saturating_add(1);
+            let skips = if upto >= DROP_WINDOW {
+                self.skipped
+            } else {
+                self.skipped & ((1u128 << upto) - 1)
+            };
+            let next = out_behind.saturating_add(skips.count_ones() as u16);
+            if next == behind {
+                return behind;
+            }
+            behind = next;
+        }
+    }
 }
 
 /// `a` is after `b` in RFC 1982 serial-number order (16 bits).
@@ -105,17 +221,7 @@ impl Munger {
     pub fn rewrite(&mut self, source: u32, seq: u16, ts: u32, now_ticks: u64) -> Verdict {
         let Some(st) = self.state.as_mut() else {
             self.switch_pending = false;
-            self.state = Some(State {
-                source,
-                replaced: None,
-                seq_offset: 0,
-                ts_offset: 0,
-                highest_in_seq: seq,
-                since_switch: 0,
-                highest_out_seq: seq,
-                highest_out_ts: ts,
-                highest_ts_ticks: now_ticks,
-            });
+            self.state = Some(State::new(source, seq, ts, seq, ts, now_ticks));
             return Verdict::Forward { seq, ts };
         };
         if self.switch_pending || source != st.source {
@@ -128,31 +234,21 @@ impl Munger {
                 .clamp(1, MAX_TS_GAP) as u32;
             let out_seq = st.highest_out_seq.wrapping_add(1);
             let out_ts = st.highest_out_ts.wrapping_add(elapsed);
-            st.replaced = Some(st.source).filter(|old| *old != source);
-            st.source = source;
-            st.seq_offset = out_seq.wrapping_sub(seq);
-            st.ts_offset = out_ts.wrapping_sub(ts);
-            st.highest_in_seq = seq;
-            st.since_switch = 0;
-            st.highest_out_seq = out_seq;
-            st.highest_out_ts = out_ts;
-            st.highest_ts_ticks = now_ticks;
+            let replaced = Some(st.source).filter(|old| *old != source);
+            *st = State::new(source, seq, ts, out_seq, out_ts, now_ticks);
+            st.replaced = replaced;
             return Verdict::Forward {
                 seq: out_seq,
                 ts: out_ts,
             };
         }
         if seq_after(seq, st.highest_in_seq) {
-            let ahead = seq.wrapping_sub(st.highest_in_seq);
-            st.since_switch = st.since_switch.saturating_add(ahead).min(SEQ_HALF);
-            st.highest_in_seq = seq;
-        } else {
-            let behind = st.highest_in_seq.wrapping_sub(seq);
-            if behind > st.since_switch {
-                return Verdict::Drop;
-            }
+            st.advance(seq, seq.wrapping_sub(st.highest_in_seq));
         }
-        let out_seq = seq.wrapping_add(st.seq_offset);
+        let behind = st.highest_in_seq.wrapping_sub(seq);
+        let Some(out_seq) = st.out_seq(seq, behind) else {
+            return Verdict::Drop;
+        };
         let out_ts = ts.wrapping_add(st.ts_offset);
         if seq_after(out_seq, st.highest_out_seq) {
             st.highest_out_seq = out_seq;
@@ -167,24 +263,61 @@ impl Munger {
         }
     }
 
+    /// Records that the current source's packet `seq` is deliberately not sent (temporal
+    /// layer filtering), so that later packets close its gap. Nothing changes when `source`
+    /// is not the current source (or a switch is pending): the next packet sent starts the
+    /// new source right after the last number sent anyway.
+    pub fn drop_packet(&mut self, source: u32, seq: u16) {
+        if self.switch_pending {
+            return;
+        }
+        let Some(st) = self.state.as_mut().filter(|st| st.source == source) else {
+            return;
+        };
+        if seq_after(seq, st.highest_in_seq) {
+            st.advance(seq, seq.wrapping_sub(st.highest_in_seq));
+            st.skipped |= 1;
+            st.seq_offset = st.seq_offset.wrapping_sub(1);
+            return;
+        }
+        // A late packet: its number is taken (or sent already when it is the head).
+        let behind = st.highest_in_seq.wrapping_sub(seq);
+        if behind != 0 && behind < DROP_WINDOW && behind <= st.since_switch {
+            st.refused |= (1u128 << behind) & !st.skipped;
+        }
+    }
+
     /// The current source's sequence number that was sent as `out_seq`, if `out_seq` belongs
-    /// to the current source (sent since its switch point). Used to answer a viewer's NACK.
+    /// to the current source (sent since its switch point, and not the number of a packet that
+    /// was deliberately dropped). Used to answer a viewer's NACK.
     pub fn source_seq(&self, out_seq: u16) -> Option<u16> {
         let st = self.state.as_ref().filter(|_| !self.switch_pending)?;
-        let behind = st.highest_out_seq.wrapping_sub(out_seq);
-        let in_seq = out_seq.wrapping_sub(st.seq_offset);
-        let in_behind = st.highest_in_seq.wrapping_sub(in_seq);
-        (behind < SEQ_HALF && in_behind <= st.since_switch).then_some(in_seq)
+        let head_out = st.highest_in_seq.wrapping_add(st.seq_offset);
+        let out_behind = head_out.wrapping_sub(out_seq);
+        if out_behind >= SEQ_HALF {
+            return None;
+        }
+        let behind = st.behind_for_out(out_behind);
+        let in_seq = st.highest_in_seq.wrapping_sub(behind);
+        st.out_seq(in_seq, behind).map(|_| in_seq)
     }
 
     /// The viewer-side numbering a packet of the current source was (or would be) sent with,
-    /// without moving any state: for retransmissions.
+    /// without moving any state: for retransmissions of what [`Munger::source_seq`] named.
     pub fn resend(&self, seq: u16, ts: u32) -> (u16, u32) {
         match self.state.as_ref() {
-            Some(st) => (
-                seq.wrapping_add(st.seq_offset),
-                ts.wrapping_add(st.ts_offset),
-            ),
+            Some(st) => {
+                let behind = st.highest_in_seq.wrapping_sub(seq);
+                let skips = if behind < SEQ_HALF {
+                    st.skips_after(behind).unwrap_or(0)
+                } else {
+                    0
+                };
+                (
+                    seq.wrapping_add(st.seq_offset).wrapping_add(skips),
+                    ts.wrapping_add(st.ts_offset),
+                )
+            }
             None => (seq, ts),
         }
     }
@@ -200,8 +333,12 @@ mod tests {
         /// (source, seq, ts, now_ticks) and the expected verdict.
         Pkt(u32, u16, u32, u64, Verdict),
         Switch,
+        /// (source, seq) deliberately not sent.
+        Skip(u32, u16),
+        /// A NACK of this viewer-side seq, and the source seq it maps back to.
+        Nack(u16, Option<u16>),
     }
-    use Step::{Pkt, Switch};
+    use Step::{Nack, Pkt, Skip, Switch};
 
     const fn fwd(seq: u16, ts: u32) -> Verdict {
         Verdict::Forward { seq, ts }
@@ -231,6 +368,13 @@ mod tests {
         for (i, step) in steps.iter().enumerate() {
             match *step {
                 Switch => m.switch_source(),
+                Skip(source, seq) => m.drop_packet(source, seq),
+                Nack(out, want) => {
+                    assert_eq!(m.source_seq(out), want, "{name}: step {i}: NACK {out}");
+                    if let Some(seq) = want {
+                        assert_eq!(m.resend(seq, 0).0, out, "{name}: step {i}: resend {seq}");
+                    }
+                }
                 Pkt(source, seq, ts, now, want) => {
                     let got = m.rewrite(source, seq, ts, now);
                     assert_eq!(got, want, "{name}: step {i} ({source}, {seq}, {ts}, {now})");
@@ -449,6 +593,121 @@ mod tests {
     }
 
     #[test]
+    fn deliberate_drops() {
+        let table: &[(&str, &[Step])] = &[
+            (
+                "drops in order close their gap",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Skip(1, 11),
+                    Nack(10, Some(10)),
+                    Nack(11, None),
+                    Pkt(1, 12, 300, 2, fwd(11, 300)),
+                    Skip(1, 13),
+                    Skip(1, 14),
+                    Pkt(1, 15, 600, 5, fwd(12, 600)),
+                    Pkt(1, 15, 600, 6, fwd(12, 600)),
+                    Pkt(1, 14, 500, 7, DROP),
+                    Nack(12, Some(15)),
+                    Nack(11, Some(12)),
+                    Nack(10, Some(10)),
+                    Nack(13, None),
+                ],
+            ),
+            (
+                "real loss still shows as a gap, and fills in when it arrives late",
+                &[
+                    Pkt(1, 10, 100, 0, fwd(10, 100)),
+                    Skip(1, 12),
+                    Pkt(1, 13, 300, 3, fwd(12, 300)),
+                    Nack(11, Some(11)),
+                    Pkt(1, 11, 110, 4, fwd(11, 110)),
+                    Skip(1, 14),
+                    Pkt(1, 16, 600, 6, fwd(14, 600)),
+                    Nack(13, Some(15)),
+                    Pkt(1, 15, 500, 7, fwd(13, 500)),
+                    Nack(12, Some(13)),
+                ],
+            ),
+            (
+                "a late drop leaves its gap, which maps back to nothing",
+                &[
+                    Pkt(1, 20, 200, 0, fwd(20, 200)),
+                    Pkt(1, 22, 220, 2, fwd(22, 220)),
+                    Skip(1, 21),
+                    Nack(21, None),
+                    Pkt(1, 21, 210, 3, DROP),
+                    Skip(1, 22),
+                    Nack(22, Some(22)),
+                    Pkt(1, 23, 230, 4, fwd(23, 230)),
+                ],
+            ),
+            (
+                "drops across the sequence wrap",
+                &[
+                    Pkt(1, 65534, 10, 0, fwd(65534, 10)),
+                    Skip(1, 65535),
+                    Pkt(1, 0, 30, 2, fwd(65535, 30)),
+                    Skip(1, 1),
+                    Pkt(1, 3, 50, 4, fwd(1, 50)),
+                    Pkt(1, 2, 40, 5, fwd(0, 40)),
+                    Nack(65535, Some(0)),
+                    Nack(0, Some(2)),
+                    Nack(1, Some(3)),
+                ],
+            ),
+            (
+                "trailing drops, then a switch continues right after the last sent",
+                &[
+                    Pkt(1, 10, 1000, 0, fwd(10, 1000)),
+                    Skip(1, 11),
+                    Skip(1, 12),
+                    Skip(2, 499),
+                    Pkt(2, 500, 0, 90, fwd(11, 1090)),
+                    Nack(11, Some(500)),
+                    Nack(10, None),
+                    Skip(1, 13),
+                    Pkt(2, 501, 10, 91, fwd(12, 1100)),
+                    Pkt(2, 499, 0, 92, DROP),
+                ],
+            ),
+            (
+                "drops after the switch count for the new source only",
+                &[
+                    Pkt(1, 10, 1000, 0, fwd(10, 1000)),
+                    Switch,
+                    Skip(1, 11),
+                    Pkt(1, 40, 50, 10, fwd(11, 1010)),
+                    Skip(1, 41),
+                    Pkt(1, 42, 60, 11, fwd(12, 1020)),
+                    Nack(12, Some(42)),
+                    Nack(11, Some(40)),
+                ],
+            ),
+        ];
+        for (name, steps) in table {
+            run(name, steps);
+        }
+    }
+
+    #[test]
+    fn beyond_the_drop_window_only_packets_newer_than_every_forgotten_drop_are_numbered() {
+        let mut m = Munger::new();
+        assert_eq!(m.rewrite(1, 0, 0, 0), fwd(0, 0));
+        m.drop_packet(1, 1);
+        for seq in (2..=300).filter(|s| *s != 100) {
+            assert_eq!(m.rewrite(1, seq, 0, 0), fwd(seq - 1, 0), "{seq}");
+        }
+        // 100 was lost; it comes 200 numbers late, well past the window, yet after the skip.
+        assert_eq!(m.rewrite(1, 100, 0, 0), fwd(99, 0));
+        assert_eq!(m.source_seq(99), Some(100));
+        assert_eq!(m.resend(100, 0), (99, 0));
+        // 0 came before a skip the window no longer holds: its number cannot be told.
+        assert_eq!(m.rewrite(1, 0, 0, 0), DROP);
+        assert_eq!(m.source_seq(0), None);
+    }
+
+    #[test]
     fn switch_guard_expires_after_half_the_sequence_space() {
         let mut m = Munger::new();
         assert_eq!(m.rewrite(1, 0, 0, 0), fwd(0, 0));
@@ -530,5 +789,159 @@ mod tests {
         for (a, b, want) in table {
             assert_eq!(ts_after(*a, *b), *want, "ts_after({a}, {b})");
         }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    /// One source's stretch of the stream: its bases, whether the slot switches explicitly
+    /// (keeping the SSRC), and per packet in sequence order: a fate roll (0: lost upstream,
+    /// 1-2: deliberately dropped, else sent), a roll to swap it with the next one on the wire,
+    /// and its timestamp increment.
+    type Segment = (u16, u32, bool, Vec<(u8, u8, u32)>);
+
+    fn segments() -> impl Strategy<Value = Vec<Segment>> {
+        let packets = proptest::collection::vec((0u8..10, 0u8..10, 0u32..4000), 1..300);
+        proptest::collection::vec((any::<u16>(), any::<u32>(), any::<bool>(), packets), 1..6)
+    }
+
+    proptest! {
+        #[test]
+        fn drops_leave_no_gap_loss_does_and_nothing_repeats_or_goes_back(segs in segments()) {
+            check(&segs)?;
+        }
+    }
+
+    /// Feeds the segments through one munger, asserting on every verdict and on the NACK
+    /// mapping at the end of each segment.
+    fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
+        let mut m = Munger::new();
+        let mut seen = HashSet::new();
+        let mut newest: Option<(u16, u32)> = None; // highest seq and ts sent so far
+        let (mut now, mut ssrc) = (0u64, 0u32);
+        for (seg, (seq0, ts0, explicit, packets)) in segs.iter().enumerate() {
+            if *explicit {
+                m.switch_source();
+            } else {
+                ssrc += 1;
+            }
+            let ts_in: Vec<u32> = packets
+                .iter()
+                .scan(*ts0, |ts, p| {
+                    *ts = ts.wrapping_add(p.2);
+                    Some(*ts)
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..packets.len()).collect();
+            let mut i = 0;
+            while i + 1 < order.len() {
+                if packets[i].1 < 2 {
+                    order.swap(i, i + 1);
+                    i += 1;
+                }
+                i += 1;
+            }
+            // Per index: the viewer-side seq and ts it was sent with, or whether it was a
+            // deliberate drop that closed its gap.
+            let mut sent: Vec<Option<(u16, u32)>> = vec![None; packets.len()];
+            let mut skip = vec![false; packets.len()];
+            let mut dropped = vec![false; packets.len()];
+            let mut head: Option<usize> = None;
+            for &k in &order {
+                let seq = seq0.wrapping_add(k as u16);
+                let fate = if head.is_none() { 9 } else { packets[k].0 };
+                now += 1500;
+                let in_order = head.is_none_or(|h| k > h);
+                match fate {
+                    0 => continue,
+                    1 | 2 => {
+                        m.drop_packet(ssrc, seq);
+                        dropped[k] = true;
+                        skip[k] = in_order;
+                    }
+                    _ => match m.rewrite(ssrc, seq, ts_in[k], now) {
+                        Verdict::Forward { seq: out, ts } => {
+                            prop_assert!(seen.insert(out), "segment {seg}: {out} sent twice");
+                            if let Some((top, top_ts)) = newest.filter(|_| in_order) {
+                                prop_assert!(
+                                    seq_after(out, top),
+                                    "segment {seg}: {out} after {top}"
+                                );
+                                prop_assert!(
+                                    !ts_after(top_ts, ts),
+                                    "segment {seg}: ts {ts} before {top_ts}"
+                                );
+                                if head.is_none() {
+                                    prop_assert_eq!(
+                                        out,
+                                        top.wrapping_add(1),
+                                        "segment {}: switch",
+                                        seg
+                                    );
+                                }
+                            }
+                            if newest.is_none_or(|(top, _)| seq_after(out, top)) {
+                                newest = Some((out, ts));
+                            }
+                            sent[k] = Some((out, ts));
+                        }
+                        Verdict::Drop => {
+                            prop_assert!(k < head.unwrap_or(0), "segment {seg}: {k} refused")
+                        }
+                    },
+                }
+                head = Some(head.map_or(k, |h| h.max(k)));
+            }
+            // Between two packets sent, the viewer's numbers differ by the input distance
+            // less the drops that closed their gap: loss and late drops stay visible.
+            let numbered: Vec<(usize, u16)> = sent
+                .iter()
+                .enumerate()
+                .filter_map(|(k, s)| s.map(|(out, _)| (k, out)))
+                .collect();
+            for w in numbered.windows(2) {
+                let ((i, a), (j, b)) = (w[0], w[1]);
+                let skips = (i + 1..j).filter(|k| skip[*k]).count();
+                prop_assert_eq!(
+                    b.wrapping_sub(a) as usize,
+                    j - i - skips,
+                    "segment {}: {} -> {}",
+                    seg,
+                    i,
+                    j
+                );
+            }
+            // NACKs map back to what was sent, never to a deliberate drop.
+            let first = numbered.first().map(|(_, out)| *out).unwrap_or(0);
+            let last = numbered.last().map(|(_, out)| *out).unwrap_or(0);
+            for out in (0..=last.wrapping_sub(first)).map(|d| first.wrapping_add(d)) {
+                if let Some(seq) = m.source_seq(out) {
+                    let k = seq.wrapping_sub(*seq0) as usize;
+                    prop_assert!(
+                        k < packets.len() && !dropped[k],
+                        "segment {seg}: NACK {out} -> {seq}"
+                    );
+                    if let Some((sent_as, ts)) = sent[k] {
+                        prop_assert_eq!(sent_as, out);
+                        prop_assert_eq!(m.resend(seq, ts_in[k]), (sent_as, ts));
+                    }
+                }
+            }
+            let head = head.unwrap_or(0);
+            for (k, s) in sent
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| head.saturating_sub(*k) < usize::from(DROP_WINDOW))
+            {
+                if let Some((out, _)) = s {
+                    prop_assert_eq!(m.source_seq(*out), Some(seq0.wrapping_add(k as u16)));
+                }
+            }
+        }
+        Ok(())
     }
 }
