@@ -6,6 +6,7 @@ use crate::payload::VideoCodec;
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// WHIP/WHEP load generator and forwarding-cost benchmark.
 ///
@@ -75,6 +76,62 @@ pub enum Command {
     },
 }
 
+/// A layer limit: an id (0, 1 or 2), or `any` for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerId(pub Option<u8>);
+
+impl FromStr for LayerId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "any" | "-" => Ok(LayerId(None)),
+            n => match n.parse::<u8>() {
+                Ok(id) if id <= 2 => Ok(LayerId(Some(id))),
+                _ => Err(format!("{s:?} is not a layer id (0, 1, 2 or any)")),
+            },
+        }
+    }
+}
+
+/// What one viewer asks the server for through the WHEP layer extension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerLimits {
+    /// `maxWidth`.
+    pub max_width: Option<u32>,
+    /// `maxHeight`.
+    pub max_height: Option<u32>,
+    /// `maxTemporalLayerId`.
+    pub max_temporal: Option<u8>,
+    /// `maxSpatialLayerId`.
+    pub max_spatial: Option<u8>,
+}
+
+impl LoadArgs {
+    /// The limits of the step's `index`-th viewer (each list cycles over the viewers), or
+    /// `None` when it asks for nothing.
+    pub fn layer_limits(&self, index: usize) -> Option<LayerLimits> {
+        fn pick<T: Copy>(list: &[T], i: usize) -> Option<T> {
+            (!list.is_empty()).then(|| list[i % list.len()])
+        }
+        let limits = LayerLimits {
+            max_width: pick(&self.viewer_max_width, index).filter(|&w| w > 0),
+            max_height: pick(&self.viewer_max_height, index).filter(|&h| h > 0),
+            max_temporal: pick(&self.viewer_max_temporal_layer, index).and_then(|t| t.0),
+            max_spatial: pick(&self.viewer_max_spatial_layer, index).and_then(|t| t.0),
+        };
+        (limits != LayerLimits::default()).then_some(limits)
+    }
+
+    /// Whether viewers send layer requests at all.
+    pub fn limits_viewers(&self) -> bool {
+        !(self.viewer_max_width.is_empty()
+            && self.viewer_max_height.is_empty()
+            && self.viewer_max_temporal_layer.is_empty()
+            && self.viewer_max_spatial_layer.is_empty())
+    }
+}
+
 /// How the ceiling forwarder sends.
 #[derive(Args, Debug, Clone)]
 pub struct CeilingArgs {
@@ -124,6 +181,29 @@ pub struct LoadArgs {
     /// Video codec.
     #[arg(long, value_enum, default_value = "vp8")]
     pub codec: VideoCodec,
+    /// Publishers send simulcast (broadcast and meeting, VP8): three layers `q` 320x180,
+    /// `h` 640x360 and `f` 1280x720, each on its own SSRC with the mid and rid header
+    /// extensions and three VP8 temporal layers, splitting --video-kbps 1:3:10.
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Viewers ask for video no wider than this (a POST to the WHEP answer's layer Link
+    /// after joining). A list is spread over the viewers in turn: `320,640,0` gives the
+    /// first viewer 320, the second 640, the third no limit, the fourth 320 again.
+    /// 0 = no limit.
+    #[arg(long, value_delimiter = ',', value_name = "PIXELS")]
+    pub viewer_max_width: Vec<u32>,
+    /// Viewers ask for video no taller than this; spread over the viewers like
+    /// --viewer-max-width (each list cycles on its own). 0 = no limit.
+    #[arg(long, value_delimiter = ',', value_name = "PIXELS")]
+    pub viewer_max_height: Vec<u32>,
+    /// Viewers ask for temporal layers up to this id (0 = a quarter of the frames, 1 = half,
+    /// 2 = all); spread over the viewers like --viewer-max-width. `any` = no limit.
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    pub viewer_max_temporal_layer: Vec<LayerId>,
+    /// Viewers ask for spatial layers up to this id (0 = `q`, 1 = `h`, 2 = `f`); spread over
+    /// the viewers like --viewer-max-width. `any` = no limit.
+    #[arg(long, value_delimiter = ',', value_name = "ID")]
+    pub viewer_max_spatial_layer: Vec<LayerId>,
     /// Largest RTP payload in bytes.
     #[arg(long, default_value_t = 1100)]
     pub max_payload: usize,
@@ -177,4 +257,76 @@ pub struct LoadArgs {
     /// Write the report to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_args(extra: &[&str]) -> LoadArgs {
+        let mut argv = vec!["parley-load", "broadcast"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Broadcast { load, .. } => load,
+            other => panic!("not a broadcast: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simulcast_is_off_unless_asked() {
+        let a = load_args(&[]);
+        assert!(!a.simulcast && !a.limits_viewers());
+        assert_eq!(a.layer_limits(0), None);
+        assert!(load_args(&["--simulcast"]).simulcast);
+    }
+
+    #[test]
+    fn viewer_limits_cycle_over_viewers() {
+        let a = load_args(&[
+            "--simulcast",
+            "--viewer-max-width",
+            "320,640,0",
+            "--viewer-max-height",
+            "180",
+            "--viewer-max-temporal-layer",
+            "0,any",
+            "--viewer-max-spatial-layer",
+            "any,any,any,any,1",
+        ]);
+        assert!(a.limits_viewers());
+        let limits = |w, h, t| {
+            Some(LayerLimits {
+                max_width: w,
+                max_height: h,
+                max_temporal: t,
+                max_spatial: None,
+            })
+        };
+        assert_eq!(a.layer_limits(0), limits(Some(320), Some(180), Some(0)));
+        assert_eq!(a.layer_limits(1), limits(Some(640), Some(180), None));
+        assert_eq!(a.layer_limits(2), limits(None, Some(180), Some(0)));
+        assert_eq!(a.layer_limits(3), limits(Some(320), Some(180), None));
+        assert_eq!(a.layer_limits(4).and_then(|l| l.max_spatial), Some(1));
+    }
+
+    #[test]
+    fn zero_everywhere_asks_for_nothing() {
+        let a = load_args(&["--viewer-max-width", "0,640"]);
+        assert_eq!(a.layer_limits(0), None);
+        assert_eq!(a.layer_limits(1).and_then(|l| l.max_width), Some(640));
+    }
+
+    #[test]
+    fn bad_limits_are_rejected() {
+        for bad in [
+            ["--viewer-max-temporal-layer", "3"],
+            ["--viewer-max-temporal-layer", "all"],
+            ["--viewer-max-width", "-1"],
+            ["--viewer-max-width", "wide"],
+        ] {
+            let mut argv = vec!["parley-load", "broadcast"];
+            argv.extend_from_slice(&bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
 }

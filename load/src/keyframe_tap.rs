@@ -28,6 +28,23 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     })
 }
 
+/// The media SSRCs the compound's PLIs and FIRs ask a keyframe of (empty: no request).
+pub fn keyframe_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for p in packets {
+        let any = p.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
+            if fir.fir.is_empty() {
+                ssrcs.push(fir.media_ssrc);
+            }
+        }
+    }
+    ssrcs
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;

@@ -16,6 +16,7 @@ mod procfs;
 mod report;
 mod scenario;
 mod signaling;
+mod simulcast;
 mod stats;
 
 use anyhow::Result;

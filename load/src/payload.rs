@@ -3,7 +3,9 @@
 //!
 //! The stamp holds the publisher's send time (CLOCK_REALTIME nanoseconds) and frame flags,
 //! so a viewer measures one-way delay and sees keyframes without decoding anything. It sits
-//! right after each codec's payload header, inside the first 64 bytes of every packet.
+//! right after each codec's payload header, inside the first 64 bytes of every packet. A
+//! simulcast publisher's stamps also carry the packet's spatial and temporal layer, so a
+//! viewer counts which layer the server forwards to it.
 //! Pure functions: no I/O, no clock reads (the send time is an argument).
 
 /// Marks a stamp inside a payload.
@@ -19,6 +21,30 @@ pub const FLAG_KEYFRAME: u8 = 1;
 pub const FLAG_FRAME_START: u8 = 2;
 /// Flag: the packet is audio.
 pub const FLAG_AUDIO: u8 = 4;
+/// Flag: the stamp carries a [`LayerTag`] (in its otherwise spare sixth byte).
+pub const FLAG_LAYERED: u8 = 8;
+
+/// The layers a packet of a simulcast stream belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerTag {
+    /// Spatial layer (simulcast encoding) index, 0 = lowest (0..=3).
+    pub spatial: u8,
+    /// VP8 temporal layer id (0..=3).
+    pub temporal: u8,
+}
+
+impl LayerTag {
+    fn encode(self) -> u8 {
+        (self.spatial & 0x0f) | (self.temporal << 4)
+    }
+
+    fn decode(b: u8) -> LayerTag {
+        LayerTag {
+            spatial: b & 0x0f,
+            temporal: b >> 4,
+        }
+    }
+}
 
 /// What every synthetic packet carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,14 +57,24 @@ pub struct Stamp {
     pub send_ns: u64,
     /// Frame number (video) or packet number (audio).
     pub frame: u32,
+    /// The packet's layers (simulcast publishers only).
+    pub layer: Option<LayerTag>,
 }
 
 impl Stamp {
     /// Appends the 20-byte encoding.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&MAGIC);
-        out.push(self.flags);
-        out.push(0);
+        match self.layer {
+            Some(tag) => {
+                out.push(self.flags | FLAG_LAYERED);
+                out.push(tag.encode());
+            }
+            None => {
+                out.push(self.flags & !FLAG_LAYERED);
+                out.push(0);
+            }
+        }
         out.extend_from_slice(&self.stream.to_be_bytes());
         out.extend_from_slice(&self.send_ns.to_be_bytes());
         out.extend_from_slice(&self.frame.to_be_bytes());
@@ -51,10 +87,11 @@ impl Stamp {
             return None;
         }
         Some(Stamp {
-            flags: b[4],
+            flags: b[4] & !FLAG_LAYERED,
             stream: u16::from_be_bytes([b[6], b[7]]),
             send_ns: u64::from_be_bytes(b[8..16].try_into().ok()?),
             frame: u32::from_be_bytes(b[16..20].try_into().ok()?),
+            layer: (b[4] & FLAG_LAYERED != 0).then(|| LayerTag::decode(b[5])),
         })
     }
 
@@ -84,6 +121,11 @@ impl Stamp {
     pub fn keyframe_start(&self) -> bool {
         self.flags & (FLAG_KEYFRAME | FLAG_FRAME_START) == FLAG_KEYFRAME | FLAG_FRAME_START
     }
+
+    /// Whether the packet starts a frame.
+    pub fn frame_start(&self) -> bool {
+        self.flags & FLAG_FRAME_START != 0
+    }
 }
 
 /// Video codecs the publisher can send.
@@ -94,6 +136,29 @@ pub enum VideoCodec {
     Vp8,
     /// H264 packetization-mode 1 (RFC 6184): STAP-A and FU-A.
     H264,
+}
+
+/// The VP8 payload descriptor's extension fields (RFC 7741 section 4.2) for one frame of a
+/// temporally layered stream: I (15-bit PictureID), L (TL0PICIDX) and T (TID, Y).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vp8Layering {
+    /// PictureID, 15 bits.
+    pub picture_id: u16,
+    /// Index of the last base-layer (T0) frame.
+    pub tl0_pic_idx: u8,
+    /// Temporal layer id.
+    pub tid: u8,
+    /// Layer sync (Y): the frame depends only on T0 frames.
+    pub layer_sync: bool,
+}
+
+/// A frame of one simulcast layer: its spatial index and VP8 temporal fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layered {
+    /// Spatial layer index (into [`crate::simulcast::LAYERS`]).
+    pub spatial: u8,
+    /// The descriptor's extension fields.
+    pub vp8: Vp8Layering,
 }
 
 /// One video frame to packetize.
@@ -113,6 +178,12 @@ pub struct FrameSpec {
     pub frame: u32,
     /// Send time (CLOCK_REALTIME ns).
     pub send_ns: u64,
+    /// Keyframe dimensions (VP8 keyframe header).
+    pub width: u16,
+    /// Keyframe height.
+    pub height: u16,
+    /// Simulcast layer fields; `None` for a plain stream (one-byte VP8 descriptor).
+    pub layered: Option<Layered>,
 }
 
 fn stamp(spec: &FrameSpec, first: bool) -> Stamp {
@@ -128,6 +199,10 @@ fn stamp(spec: &FrameSpec, first: bool) -> Stamp {
         stream: spec.stream,
         send_ns: spec.send_ns,
         frame: spec.frame,
+        layer: spec.layered.map(|l| LayerTag {
+            spatial: l.spatial,
+            temporal: l.vp8.tid,
+        }),
     }
 }
 
@@ -156,27 +231,44 @@ pub fn video_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
     }
 }
 
+/// The VP8 payload descriptor: one byte, or six with the layering extension (X; I with
+/// a 15-bit PictureID, L, T; N on T2 frames, which nothing references).
+fn vp8_descriptor(p: &mut Vec<u8>, start: bool, layering: Option<Vp8Layering>) {
+    let s = if start { 0x10 } else { 0x00 };
+    let Some(l) = layering else {
+        p.push(s); // PID=0
+        return;
+    };
+    let n = if l.tid == 2 { 0x20 } else { 0x00 };
+    p.push(0x80 | n | s);
+    p.push(0x80 | 0x40 | 0x20); // I, L, T
+    p.push(0x80 | ((l.picture_id >> 8) & 0x7f) as u8);
+    p.push(l.picture_id as u8);
+    p.push(l.tl0_pic_idx);
+    p.push((l.tid << 6) | (u8::from(l.layer_sync) << 5));
+}
+
 fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
-    // Descriptor (1) + stamp; the first packet also has the 3-byte frame tag and, for a
+    // Descriptor + stamp; the first packet also has the 3-byte frame tag and, for a
     // keyframe, the start code and dimensions (7 more).
-    let overhead = 1 + STAMP_LEN;
+    let layering = spec.layered.map(|l| l.vp8);
+    let descriptor = if layering.is_some() { 6 } else { 1 };
+    let overhead = descriptor + STAMP_LEN;
     let n = packet_count(spec.size, spec.max_payload.saturating_sub(overhead + 10));
     let per = spec.size / n;
     (0..n)
         .map(|i| {
             let mut p = Vec::with_capacity(spec.max_payload);
+            vp8_descriptor(&mut p, i == 0, layering);
             if i == 0 {
-                p.push(0x10); // S=1, PID=0
                 let first_part = (per.min(0x7_ffff)) as u32;
                 let tag = (first_part << 5) | (1 << 4) | u32::from(!spec.keyframe);
                 p.extend_from_slice(&[tag as u8, (tag >> 8) as u8, (tag >> 16) as u8]);
                 if spec.keyframe {
                     p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                    p.extend_from_slice(&640u16.to_le_bytes());
-                    p.extend_from_slice(&360u16.to_le_bytes());
+                    p.extend_from_slice(&(spec.width & 0x3fff).to_le_bytes());
+                    p.extend_from_slice(&(spec.height & 0x3fff).to_le_bytes());
                 }
-            } else {
-                p.push(0x00); // continuation of partition 0
             }
             stamp(spec, i == 0).encode_into(&mut p);
             let target = (overhead + per).max(p.len());
@@ -251,6 +343,7 @@ pub fn opus_packet(size: usize, stream: u16, n: u32, send_ns: u64) -> Vec<u8> {
         stream,
         send_ns,
         frame: n,
+        layer: None,
     }
     .encode_into(&mut p);
     fill(&mut p, size, n);
@@ -270,6 +363,9 @@ mod tests {
             stream: 7,
             frame: 42,
             send_ns: 1_700_000_000_123_456_789,
+            width: 640,
+            height: 360,
+            layered: None,
         }
     }
 
@@ -280,6 +376,7 @@ mod tests {
             stream: 65535,
             send_ns: u64::MAX - 1,
             frame: 0xdead_beef,
+            layer: None,
         };
         let mut buf = vec![0x10, 1, 2, 3];
         s.encode_into(&mut buf);
@@ -316,6 +413,87 @@ mod tests {
         assert!(!second.keyframe_start());
         assert_eq!(second.send_ns, 1_700_000_000_123_456_789);
         assert_eq!(packets[1][0], 0x00);
+    }
+
+    #[test]
+    fn stamp_carries_the_layer() {
+        let s = Stamp {
+            flags: FLAG_FRAME_START,
+            stream: 1,
+            send_ns: 5,
+            frame: 9,
+            layer: Some(LayerTag {
+                spatial: 2,
+                temporal: 1,
+            }),
+        };
+        let mut buf = Vec::new();
+        s.encode_into(&mut buf);
+        assert_eq!(buf[4], FLAG_FRAME_START | FLAG_LAYERED);
+        assert_eq!(buf[5], 0x12);
+        assert_eq!(Stamp::decode(&buf), Some(s));
+        let plain = Stamp { layer: None, ..s };
+        buf.clear();
+        plain.encode_into(&mut buf);
+        assert_eq!((buf[4], buf[5]), (FLAG_FRAME_START, 0));
+        assert_eq!(Stamp::decode(&buf), Some(plain));
+    }
+
+    fn layered(spatial: u8, tid: u8, layer_sync: bool) -> Option<Layered> {
+        Some(Layered {
+            spatial,
+            vp8: Vp8Layering {
+                picture_id: 0x1234,
+                tl0_pic_idx: 0xab,
+                tid,
+                layer_sync,
+            },
+        })
+    }
+
+    #[test]
+    fn vp8_layered_keyframe_has_the_extended_descriptor_and_its_size() {
+        let mut s = spec(VideoCodec::Vp8, true, 5000);
+        (s.width, s.height, s.layered) = (1280, 720, layered(2, 0, false));
+        let packets = video_frame(&s);
+        let first = &packets[0];
+        // X and S; I, L, T; M + 15-bit PictureID; TL0PICIDX; TID 0, Y 0.
+        assert_eq!(&first[..6], &[0x90, 0xe0, 0x92, 0x34, 0xab, 0x00]);
+        assert_eq!(first[6] & 1, 0, "P=0 on a keyframe");
+        assert_eq!(&first[9..12], &[0x9d, 0x01, 0x2a]);
+        assert_eq!(u16::from_le_bytes([first[12], first[13]]), 1280);
+        assert_eq!(u16::from_le_bytes([first[14], first[15]]), 720);
+        let stamp = Stamp::find(first).expect("stamped");
+        assert!(stamp.keyframe_start());
+        assert_eq!(
+            stamp.layer,
+            Some(LayerTag {
+                spatial: 2,
+                temporal: 0
+            })
+        );
+        // Continuation packets repeat the extension fields without S.
+        assert_eq!(&packets[1][..6], &[0x80, 0xe0, 0x92, 0x34, 0xab, 0x00]);
+        assert!(packets.iter().all(|p| p.len() <= 1100));
+        let total: usize = packets.iter().map(Vec::len).sum();
+        assert!((5000..5200).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn vp8_layered_delta_frames_carry_tid_y_and_n() {
+        let mut s = spec(VideoCodec::Vp8, false, 400);
+        s.layered = layered(0, 2, true);
+        let p = &video_frame(&s)[0];
+        assert_eq!(p[0], 0xb0, "X, N (T2 is never referenced), S");
+        assert_eq!(p[5], 0xa0, "TID 2, Y");
+        assert_eq!(p[6] & 1, 1, "P=1 on a delta frame");
+        s.layered = layered(0, 1, false);
+        let p = &video_frame(&s)[0];
+        assert_eq!((p[0], p[5]), (0x90, 0x40));
+        assert_eq!(
+            Stamp::find(p).and_then(|s| s.layer).map(|l| l.temporal),
+            Some(1)
+        );
     }
 
     #[test]

@@ -8,15 +8,23 @@
 //! Viewers have no interceptors at all: no NACKs, no reports. The media thread may skip
 //! feeding most RTP packets to the stack (it counts them from their clear headers), and a
 //! NACK generator would then ask for every skipped packet.
+//!
+//! A simulcast publisher offers one video track with three encodings (`a=rid:q send`,
+//! `a=rid:h send`, `a=rid:f send`, `a=simulcast:send q;h;f`), each on its own SSRC, and the
+//! mid and rtp-stream-id header extensions. `rtc`'s sender does not add those two itself,
+//! so [`Outbound::header`] sets them on every packet with the ids negotiated on the leg
+//! (and leaves out one the answer did not accept, which the sender would refuse).
 
-use crate::keyframe_tap::{asks_for_keyframe, KeyframeTap};
+use crate::keyframe_tap::{keyframe_ssrcs, KeyframeTap};
 use crate::payload::VideoCodec;
+use crate::simulcast::LAYERS;
 use anyhow::{anyhow, Context, Result};
 use bytes::{Bytes, BytesMut};
+use rtc::crypto::{self, SignatureScheme};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -34,9 +42,11 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::{
+    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -60,8 +70,9 @@ pub enum PeerState {
 pub enum PeerEvent {
     /// The connection state changed (read it with [`ClientPeer::state`]).
     StateChanged,
-    /// The server asked a publisher for a keyframe (PLI or FIR).
-    KeyframeRequest,
+    /// The server asked a publisher for a keyframe (PLI or FIR) on the video layers whose
+    /// bits are set (bit i = encoding i; all bits when the SSRC names no layer).
+    KeyframeRequest(u8),
     /// A decrypted RTP packet reached a viewer.
     Rtp(rtc::rtp::Packet),
 }
@@ -70,13 +81,53 @@ pub enum PeerEvent {
 #[derive(Clone, Debug)]
 pub struct Outbound {
     sender: RTCRtpSenderId,
-    /// SSRC we chose.
-    pub ssrc: u32,
+    transceiver: RTCRtpTransceiverId,
+    /// SSRCs we chose, one per encoding (simulcast layer), lowest layer first.
+    pub ssrcs: Vec<u32>,
+    /// The encodings' rids (empty for a plain track).
+    rids: Vec<Bytes>,
     /// Payload type the answer accepted.
     pub payload_type: u8,
     /// Negotiated id of the audio-level header extension, if any.
     pub audio_level_id: Option<u8>,
+    /// The track's mid, and the negotiated id of the mid header extension.
+    mid: Option<(u8, Bytes)>,
+    /// Negotiated id of the rtp-stream-id header extension.
+    rid_id: Option<u8>,
     mime: &'static str,
+}
+
+impl Outbound {
+    /// The RTP header of a packet of encoding `layer`: its SSRC, the negotiated payload type,
+    /// and the mid and rid header extensions when the answer accepted them.
+    pub fn header(&self, layer: u8, marker: bool, seq: u16, timestamp: u32) -> rtc::rtp::Header {
+        let i = usize::from(layer).min(self.ssrcs.len().saturating_sub(1));
+        let mut header = rtc::rtp::Header {
+            version: 2,
+            marker,
+            payload_type: self.payload_type,
+            sequence_number: seq,
+            timestamp,
+            ssrc: self.ssrcs.get(i).copied().unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some((id, mid)) = &self.mid {
+            let _ = header.set_extension(*id, mid.clone());
+        }
+        if let (Some(id), Some(rid)) = (self.rid_id, self.rids.get(i)) {
+            let _ = header.set_extension(id, rid.clone());
+        }
+        header
+    }
+
+    /// Which layers (as a bit set) a keyframe request for `ssrc` asks for: that encoding's,
+    /// or all of them when `ssrc` is none of ours (0, say).
+    pub fn layers_of(&self, ssrc: u32) -> u8 {
+        match self.ssrcs.iter().position(|&s| s == ssrc) {
+            Some(i) => 1 << i,
+            None => crate::engine::ALL_LAYERS,
+        }
+    }
 }
 
 /// One client peer connection.
@@ -87,6 +138,8 @@ pub struct ClientPeer {
     pub audio: Option<Outbound>,
     /// Outbound video track (publisher only).
     pub video: Option<Outbound>,
+    /// The mids of a viewer's video m-lines, in offer order.
+    video_mids: Vec<String>,
     state: PeerState,
 }
 
@@ -99,6 +152,8 @@ pub enum Role {
         audio: bool,
         /// Send this video codec.
         video: Option<VideoCodec>,
+        /// Offer the video as three simulcast encodings.
+        simulcast: bool,
     },
     /// Recvonly: this many audio and video m-lines.
     Viewer {
@@ -107,6 +162,15 @@ pub enum Role {
         /// Video m-lines.
         video: usize,
     },
+}
+
+/// The one ECDSA P-256 certificate all of a run's peers share.
+pub fn certificate() -> Result<RTCCertificate> {
+    let provider = crypto::default_provider().map_err(|e| anyhow!("crypto provider: {e}"))?;
+    let params = CertificateParams::new(vec!["parley-load".to_owned()])
+        .map_err(|e| anyhow!("certificate params: {e}"))?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(|e| anyhow!("certificate: {e}"))
 }
 
 fn codec_params(
@@ -150,7 +214,11 @@ fn video_codec(codec: VideoCodec) -> RTCRtpCodecParameters {
 fn media_engine(role: Role) -> Result<MediaEngine> {
     let mut me = MediaEngine::default();
     match role {
-        Role::Publisher { audio, video } => {
+        Role::Publisher {
+            audio,
+            video,
+            simulcast,
+        } => {
             if audio {
                 me.register_codec(opus(), RtpCodecKind::Audio)?;
                 me.register_header_extension(
@@ -163,6 +231,17 @@ fn media_engine(role: Role) -> Result<MediaEngine> {
             }
             if let Some(codec) = video {
                 me.register_codec(video_codec(codec), RtpCodecKind::Video)?;
+                if simulcast {
+                    for uri in [SDES_MID_URI, SDES_RTP_STREAM_ID_URI] {
+                        me.register_header_extension(
+                            RTCRtpHeaderExtensionCapability {
+                                uri: uri.to_owned(),
+                            },
+                            RtpCodecKind::Video,
+                            None,
+                        )?;
+                    }
+                }
             }
         }
         Role::Viewer { .. } => {
@@ -214,21 +293,32 @@ impl ClientPeer {
             local_addr,
             audio: None,
             video: None,
+            video_mids: Vec::new(),
             state: PeerState::Connecting,
         };
+        let mut video_transceivers = Vec::new();
         match role {
-            Role::Publisher { audio, video } => {
+            Role::Publisher {
+                audio,
+                video,
+                simulcast,
+            } => {
                 if audio {
-                    peer.audio = Some(peer.add_sendonly(RtpCodecKind::Audio, opus())?);
+                    peer.audio = Some(peer.add_sendonly(RtpCodecKind::Audio, opus(), &[])?);
                 }
                 if let Some(codec) = video {
-                    peer.video = Some(peer.add_sendonly(RtpCodecKind::Video, video_codec(codec))?);
+                    let rids: Vec<&str> = match simulcast {
+                        true => LAYERS.iter().map(|l| l.rid).collect(),
+                        false => Vec::new(),
+                    };
+                    peer.video =
+                        Some(peer.add_sendonly(RtpCodecKind::Video, video_codec(codec), &rids)?);
                 }
             }
             Role::Viewer { audio, video } => {
                 for (kind, n) in [(RtpCodecKind::Audio, audio), (RtpCodecKind::Video, video)] {
                     for _ in 0..n {
-                        peer.pc.add_transceiver_from_kind(
+                        let id = peer.pc.add_transceiver_from_kind(
                             kind,
                             Some(RTCRtpTransceiverInit {
                                 direction: RTCRtpTransceiverDirection::Recvonly,
@@ -236,12 +326,31 @@ impl ClientPeer {
                                 send_encodings: vec![],
                             }),
                         )?;
+                        if kind == RtpCodecKind::Video {
+                            video_transceivers.push(id);
+                        }
                     }
                 }
             }
         }
         let offer = peer.pc.create_offer(None)?;
         peer.pc.set_local_description(now, offer)?;
+        for id in video_transceivers {
+            if let Some(mid) = peer.pc.rtp_transceiver(id).and_then(|t| t.mid().clone()) {
+                peer.video_mids.push(mid);
+            }
+        }
+        for out in [peer.audio.as_mut(), peer.video.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let mid = peer
+                .pc
+                .rtp_transceiver(out.transceiver)
+                .and_then(|t| t.mid().clone());
+            // The extension id is filled in from the answer.
+            out.mid = mid.map(|m| (0, Bytes::from(m)));
+        }
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -265,17 +374,20 @@ impl ClientPeer {
         Ok((peer, sdp))
     }
 
+    /// Adds a sendonly track: one encoding, or one per rid (simulcast), each on its own SSRC.
     fn add_sendonly(
         &mut self,
         kind: RtpCodecKind,
         codec: RTCRtpCodecParameters,
+        rids: &[&str],
     ) -> Result<Outbound> {
-        let ssrc = loop {
+        let mut ssrcs: Vec<u32> = Vec::new();
+        while ssrcs.len() < rids.len().max(1) {
             let s: u32 = rand::random();
-            if s != 0 {
-                break s;
+            if s != 0 && !ssrcs.contains(&s) {
+                ssrcs.push(s);
             }
-        };
+        }
         let mime = if kind == RtpCodecKind::Audio {
             MIME_TYPE_OPUS
         } else if codec.rtp_codec.mime_type == MIME_TYPE_H264 {
@@ -283,22 +395,28 @@ impl ClientPeer {
         } else {
             MIME_TYPE_VP8
         };
-        let track = MediaStreamTrack::new(
-            "parley-load".to_owned(),
-            format!("load-{kind}-{ssrc:08x}"),
-            format!("{kind}"),
-            kind,
-            vec![RTCRtpEncodingParameters {
+        let encodings = ssrcs
+            .iter()
+            .enumerate()
+            .map(|(i, &ssrc)| RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: rids.get(i).map_or_else(String::new, |r| (*r).to_owned()),
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
                 active: true,
                 codec: codec.rtp_codec.clone(),
                 ..Default::default()
-            }],
+            })
+            .collect();
+        let track = MediaStreamTrack::new(
+            "parley-load".to_owned(),
+            format!("load-{kind}-{:08x}", ssrcs[0]),
+            format!("{kind}"),
+            kind,
+            encodings,
         );
-        let id = self.pc.add_transceiver_from_track(
+        let transceiver = self.pc.add_transceiver_from_track(
             track,
             Some(RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Sendonly,
@@ -308,16 +426,25 @@ impl ClientPeer {
         )?;
         let sender = self
             .pc
-            .rtp_transceiver(id)
+            .rtp_transceiver(transceiver)
             .and_then(|t| t.sender())
             .ok_or_else(|| anyhow!("a sendonly transceiver without a sender"))?;
         Ok(Outbound {
             sender,
-            ssrc,
+            transceiver,
+            ssrcs,
+            rids: rids.iter().map(|r| Bytes::from(r.to_string())).collect(),
             payload_type: codec.payload_type,
             audio_level_id: None,
+            mid: None,
+            rid_id: None,
             mime,
         })
+    }
+
+    /// The mids of a viewer's video m-lines (for layer requests), in offer order.
+    pub fn video_mids(&self) -> &[String] {
+        &self.video_mids
     }
 
     /// Applies the server's answer; for a publisher, learns the negotiated payload types and
@@ -340,11 +467,19 @@ impl ClientPeer {
                 .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(out.mime))
                 .ok_or_else(|| anyhow!("the answer does not accept {}", out.mime))?;
             out.payload_type = codec.payload_type;
-            out.audio_level_id = params
-                .header_extensions
-                .iter()
-                .find(|e| e.uri == AUDIO_LEVEL_URI)
-                .and_then(|e| u8::try_from(e.id).ok());
+            let id_of = |uri: &str| {
+                params
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == uri)
+                    .and_then(|e| u8::try_from(e.id).ok())
+            };
+            out.audio_level_id = id_of(AUDIO_LEVEL_URI);
+            out.rid_id = id_of(SDES_RTP_STREAM_ID_URI);
+            out.mid = match (id_of(SDES_MID_URI), out.mid.take()) {
+                (Some(id), Some((_, mid))) => Some((id, mid)),
+                _ => None,
+            };
         }
         Ok(())
     }
@@ -397,8 +532,15 @@ impl ClientPeer {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, packet) => return Some(PeerEvent::Rtp(packet)),
-                RTCMessage::RtcpPacket(_, packets) if asks_for_keyframe(&packets) => {
-                    return Some(PeerEvent::KeyframeRequest)
+                RTCMessage::RtcpPacket(_, packets) => {
+                    let ssrcs = keyframe_ssrcs(&packets);
+                    if ssrcs.is_empty() {
+                        continue;
+                    }
+                    let layers = self.video.as_ref().map_or(crate::engine::ALL_LAYERS, |v| {
+                        ssrcs.iter().fold(0, |acc, &s| acc | v.layers_of(s))
+                    });
+                    return Some(PeerEvent::KeyframeRequest(layers));
                 }
                 _ => {}
             }
@@ -441,5 +583,137 @@ impl ClientPeer {
     pub fn close(&mut self) {
         let _ = self.pc.close();
         self.state = PeerState::Failed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(simulcast: bool) -> (ClientPeer, String) {
+        let role = Role::Publisher {
+            audio: true,
+            video: Some(VideoCodec::Vp8),
+            simulcast,
+        };
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        ClientPeer::new(
+            &certificate().expect("certificate"),
+            role,
+            addr,
+            Instant::now(),
+        )
+        .expect("offer")
+    }
+
+    /// The video m-section of an SDP.
+    fn video_section(sdp: &str) -> &str {
+        let at = sdp.find("m=video").expect("a video m-line");
+        &sdp[at..]
+    }
+
+    /// Answers `offer` as a server that accepts simulcast (VP8, Opus, mid and rid).
+    fn answer(offer: &str) -> String {
+        let mut me = MediaEngine::default();
+        me.register_codec(opus(), RtpCodecKind::Audio)
+            .expect("opus");
+        me.register_codec(video_codec(VideoCodec::Vp8), RtpCodecKind::Video)
+            .expect("vp8");
+        for (uri, kind) in [
+            (SDES_MID_URI, RtpCodecKind::Video),
+            (SDES_RTP_STREAM_ID_URI, RtpCodecKind::Video),
+            (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        ] {
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .expect("extension");
+        }
+        let now = Instant::now();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_media_engine(me)
+            .build(now)
+            .expect("answerer");
+        pc.set_remote_description(
+            now,
+            RTCSessionDescription::offer(offer.to_owned()).expect("offer"),
+        )
+        .expect("remote offer");
+        let answer = pc.create_answer(None).expect("answer");
+        pc.set_local_description(now, answer).expect("local answer");
+        pc.local_description().expect("answer").sdp
+    }
+
+    #[test]
+    fn simulcast_offer_has_three_rids_and_the_extensions() {
+        let (peer, offer) = publisher(true);
+        let video = video_section(&offer);
+        for rid in ["q", "h", "f"] {
+            assert!(video.contains(&format!("a=rid:{rid} send")), "{offer}");
+        }
+        assert!(video.contains("a=simulcast:send q;h;f"), "{offer}");
+        assert!(video.contains(SDES_MID_URI) && video.contains(SDES_RTP_STREAM_ID_URI));
+        let ssrcs = &peer.video.as_ref().expect("video").ssrcs;
+        assert_eq!(ssrcs.len(), 3);
+        assert!(ssrcs[0] != ssrcs[1] && ssrcs[1] != ssrcs[2] && ssrcs[0] != ssrcs[2]);
+        assert!(!video.contains("a=ssrc-group"), "no RTX");
+    }
+
+    #[test]
+    fn plain_offer_has_no_simulcast() {
+        let (peer, offer) = publisher(false);
+        assert!(!offer.contains("a=rid:") && !offer.contains("a=simulcast"));
+        assert!(!offer.contains(SDES_RTP_STREAM_ID_URI));
+        assert_eq!(peer.video.as_ref().map(|v| v.ssrcs.len()), Some(1));
+    }
+
+    #[test]
+    fn packets_carry_mid_and_rid_with_the_negotiated_ids() {
+        let (mut peer, offer) = publisher(true);
+        let sdp = answer(&offer);
+        assert!(
+            video_section(&sdp).contains("a=simulcast:recv q;h;f"),
+            "{sdp}"
+        );
+        peer.apply_answer(sdp, Instant::now())
+            .expect("answer applies");
+        let video = peer.video.clone().expect("video");
+        let (mid_id, mid) = video.mid.clone().expect("mid negotiated");
+        let rid_id = video.rid_id.expect("rid negotiated");
+        assert_ne!(mid_id, rid_id);
+        for (layer, rid) in ["q", "h", "f"].iter().enumerate() {
+            let h = video.header(layer as u8, true, 7, 9);
+            assert_eq!(h.ssrc, video.ssrcs[layer]);
+            assert_eq!((h.marker, h.sequence_number, h.timestamp), (true, 7, 9));
+            assert_eq!(h.payload_type, video.payload_type);
+            assert_eq!(h.get_extension(mid_id).as_deref(), Some(&mid[..]));
+            assert_eq!(h.get_extension(rid_id).as_deref(), Some(rid.as_bytes()));
+            assert_eq!(video.layers_of(video.ssrcs[layer]), 1 << layer);
+        }
+        assert_eq!(video.layers_of(0), crate::engine::ALL_LAYERS);
+        let audio = peer.audio.clone().expect("audio");
+        assert!(audio.audio_level_id.is_some());
+        let h = audio.header(0, false, 1, 2);
+        assert!(
+            h.extensions.is_empty(),
+            "audio carries only the level, set by the engine"
+        );
+    }
+
+    #[test]
+    fn viewers_know_their_video_mids() {
+        let addr: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        let role = Role::Viewer { audio: 2, video: 2 };
+        let (peer, offer) =
+            ClientPeer::new(&certificate().expect("cert"), role, addr, Instant::now())
+                .expect("offer");
+        assert_eq!(peer.video_mids(), ["2", "3"]);
+        for mid in peer.video_mids() {
+            assert!(offer.contains(&format!("a=mid:{mid}")));
+        }
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! The key column is the server's CPU time per forwarded packet, and its ratio to the bare
 //! forwarder's (`ceiling`) cost measured in the same run with the same fan-out and packet
-//! size: the ratio holds on a noisy machine where absolute microseconds do not.
+//! size: the ratio holds on a noisy machine where absolute microseconds do not. Simulcast
+//! steps add what the viewers received per layer ([`LayerReport`]).
 
 use crate::ceiling::{Mode, Outcome};
 use crate::cli::LoadArgs;
+use crate::engine::{LayerCounts, Snapshot};
 use crate::procfs::UdpCounters;
+use crate::simulcast::{SpatialLayer, LAYERS};
 use crate::stats::{Distribution, SeqCounters};
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -51,6 +54,104 @@ pub struct ServerReport {
     pub rss_mib: f64,
     /// RSS growth over the run's baseline divided by the step's peers, KiB.
     pub rss_per_peer_kib: Option<f64>,
+}
+
+/// What the viewers of a simulcast step received of one spatial layer during the window.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// Layer index (0 = lowest).
+    pub layer: usize,
+    /// Its rid.
+    pub rid: String,
+    /// Its keyframe dimensions.
+    pub width: u16,
+    /// Height.
+    pub height: u16,
+    /// Viewers that received any packet of it.
+    pub viewers: usize,
+    /// Viewers' video slots (streams) on it at the end of the window.
+    pub slots: u32,
+    /// RTP packets of it, all viewers.
+    pub packets: u64,
+    /// The same per second.
+    pub pps: f64,
+    /// Frames of it, all viewers.
+    pub frames: u64,
+    /// Frames by temporal layer id (T0, T1, T2).
+    pub frames_by_tid: [u64; 3],
+    /// Frames per second per slot on it (30 at full rate, 15 with T0+T1, 7.5 with T0 only).
+    pub fps_per_slot: f64,
+    /// Keyframes the publishers sent on it during the window.
+    pub keyframes_sent: u64,
+}
+
+impl LayerReport {
+    /// Layer `l`'s figures from the viewers' summed counts over a window of `secs`.
+    pub fn new(
+        l: usize,
+        layer: &SpatialLayer,
+        total: &LayerCounts,
+        viewers: usize,
+        keyframes_sent: u64,
+        secs: f64,
+    ) -> LayerReport {
+        let frames = total.frames_of(l);
+        let secs = secs.max(1e-9);
+        LayerReport {
+            layer: l,
+            rid: layer.rid.to_owned(),
+            width: layer.width,
+            height: layer.height,
+            viewers,
+            slots: total.streams[l],
+            packets: total.packets[l],
+            pps: total.packets[l] as f64 / secs,
+            frames,
+            frames_by_tid: total.frames[l],
+            fps_per_slot: match total.streams[l] {
+                0 => 0.0,
+                n => frames as f64 / secs / f64::from(n),
+            },
+            keyframes_sent,
+        }
+    }
+}
+
+/// Per simulcast layer: what the viewers `ids` received between two snapshots and what the
+/// publishers sent.
+pub fn layer_reports(a: &Snapshot, b: &Snapshot, ids: &[u64], secs: f64) -> Vec<LayerReport> {
+    let per_viewer: Vec<LayerCounts> = ids
+        .iter()
+        .filter_map(|id| {
+            let v1 = b.viewers.get(id)?;
+            let zero = LayerCounts::default();
+            let v0 = a.viewers.get(id).map_or(&zero, |v| &v.layers);
+            Some(v1.layers.since(v0))
+        })
+        .collect();
+    let mut total = LayerCounts::default();
+    for c in &per_viewer {
+        total.add(c);
+    }
+    LAYERS
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let viewers = per_viewer.iter().filter(|c| c.packets[l] > 0).count();
+            let keyframes_sent = b
+                .publishers
+                .iter()
+                .map(|(id, p)| {
+                    let k0 = a
+                        .publishers
+                        .get(id)
+                        .map_or(0, |p0| p0.keyframes_by_layer[l]);
+                    p.keyframes_by_layer[l].saturating_sub(k0)
+                })
+                .sum();
+            LayerReport::new(l, layer, &total, viewers, keyframes_sent, secs)
+        })
+        .collect()
 }
 
 /// One step of a scenario.
@@ -99,6 +200,12 @@ pub struct StepReport {
     pub post_retries: u32,
     /// Keyframes the publishers sent during the window.
     pub keyframes_sent: u64,
+    /// Layer requests (WHEP layer extension) answered 204.
+    pub layer_requests: usize,
+    /// Viewers whose layer request failed (no Link, or not a 204).
+    pub layer_request_failures: usize,
+    /// Simulcast runs: what the viewers received per layer, lowest first.
+    pub layers: Vec<LayerReport>,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// The generator's own CPU, cores.
@@ -154,6 +261,8 @@ pub struct Report {
     pub fps: u32,
     /// Codec.
     pub codec: String,
+    /// Publishers sent simulcast.
+    pub simulcast: bool,
     /// Measurement window, s.
     pub measure_secs: f64,
     /// Steps in order.
@@ -171,6 +280,7 @@ impl Report {
             video_kbps: args.video_kbps,
             fps: args.fps,
             codec: format!("{:?}", args.codec).to_lowercase(),
+            simulcast: args.simulcast,
             measure_secs: args.measure_secs,
             steps: Vec::new(),
             errors: Vec::new(),
@@ -193,8 +303,14 @@ impl Report {
         println!("{}", HEADER);
         for s in &self.steps {
             println!("{}", row(s));
+            if let Some(line) = layer_line(s) {
+                println!("{line}");
+            }
         }
         println!("{}", LEGEND);
+        if self.simulcast {
+            println!("{}", LAYER_LEGEND);
+        }
         for e in &self.errors {
             println!("error: {e}");
         }
@@ -208,6 +324,38 @@ const LEGEND: &str = "fwd = packets received by all viewers; srv µs/pkt = serve
                       forwarder (1 decrypt + per-copy AES-GCM + send) with the step's fan-out and size; \
                       ratio = srv / ceil; delay = publisher stamp -> viewer kernel rx time; join = POST -> \
                       first keyframe; KiB/peer = RSS growth over the run's baseline / N.";
+
+const LAYER_LEGEND: &str = "layers (simulcast): per rid, viewers that received any of it in the \
+                            window / video slots on it at the end / packets per second to all \
+                            viewers / frames per second per slot (30, 15 or 7.5 with temporal \
+                            limits) / keyframes the publishers sent on it in the window.";
+
+/// The per-layer line of a simulcast step, e.g.
+/// `  layers q/h/f: viewers 3/3/4, slots 3/3/4, pkt/s 90/270/1400, fps/slot 30.0/15.0/30.0,
+/// keyframes 3/3/3`.
+pub fn layer_line(s: &StepReport) -> Option<String> {
+    if s.layers.is_empty() {
+        return None;
+    }
+    let join =
+        |f: &dyn Fn(&LayerReport) -> String| s.layers.iter().map(f).collect::<Vec<_>>().join("/");
+    let mut line = format!(
+        "  layers {}: viewers {}, slots {}, pkt/s {}, fps/slot {}, keyframes {}",
+        join(&|l| l.rid.clone()),
+        join(&|l| l.viewers.to_string()),
+        join(&|l| l.slots.to_string()),
+        join(&|l| format!("{:.0}", l.pps)),
+        join(&|l| format!("{:.1}", l.fps_per_slot)),
+        join(&|l| l.keyframes_sent.to_string()),
+    );
+    if s.layer_requests + s.layer_request_failures > 0 {
+        line.push_str(&format!(
+            "; layer requests {} ok, {} viewers failed",
+            s.layer_requests, s.layer_request_failures
+        ));
+    }
+    Some(line)
+}
 
 fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
@@ -273,6 +421,9 @@ pub fn print_step(s: &StepReport) {
         s.keyframe_requests,
         s.keyframes_sent,
     );
+    if let Some(line) = layer_line(s) {
+        eprintln!("{line}");
+    }
     if let Some(other) = s.other_load() {
         if other > 0.3 {
             eprintln!(
@@ -302,6 +453,138 @@ pub fn print_ceiling(results: &[Outcome]) {
             o.us_per_copy,
             o.per_core_pps,
             o.delivered_ratio * 100.0
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{PublisherSnap, ViewerSnap};
+    use crate::peer::PeerState;
+
+    fn viewer(packets: [u64; 3], frames: [[u64; 3]; 3], streams: [u32; 3]) -> ViewerSnap {
+        ViewerSnap {
+            state: PeerState::Connected,
+            join_ms: None,
+            media_ms: None,
+            counters: SeqCounters::default(),
+            bytes: 0,
+            socket_drops: 0,
+            rx_datagrams: 0,
+            tx_datagrams: 0,
+            layers: LayerCounts {
+                packets,
+                frames,
+                streams,
+            },
+        }
+    }
+
+    fn publisher(keyframes_by_layer: [u64; 3]) -> PublisherSnap {
+        PublisherSnap {
+            state: PeerState::Connected,
+            packets: 0,
+            keyframes: keyframes_by_layer.iter().sum(),
+            keyframes_by_layer,
+            requests: 0,
+        }
+    }
+
+    #[test]
+    fn layer_reports_count_the_window_per_layer() {
+        let mut a = Snapshot::default();
+        let mut b = Snapshot::default();
+        // Viewer 1 stays on q at T0 only; viewer 2 moves from h to f during the window.
+        a.viewers.insert(
+            1,
+            viewer([100, 0, 0], [[10, 0, 0], [0; 3], [0; 3]], [1, 0, 0]),
+        );
+        b.viewers.insert(
+            1,
+            viewer([150, 0, 0], [[25, 0, 0], [0; 3], [0; 3]], [1, 0, 0]),
+        );
+        a.viewers.insert(
+            2,
+            viewer([0, 80, 0], [[0; 3], [5, 5, 10], [0; 3]], [0, 1, 0]),
+        );
+        b.viewers.insert(
+            2,
+            viewer([0, 90, 300], [[0; 3], [6, 6, 12], [15, 15, 30]], [0, 0, 1]),
+        );
+        a.publishers.insert(9, publisher([1, 1, 1]));
+        b.publishers.insert(9, publisher([3, 4, 3]));
+        let r = layer_reports(&a, &b, &[1, 2], 2.0);
+        let rids: Vec<_> = r.iter().map(|l| l.rid.as_str()).collect();
+        assert_eq!(rids, ["q", "h", "f"]);
+        let viewers: Vec<_> = r.iter().map(|l| l.viewers).collect();
+        assert_eq!(viewers, [1, 1, 1]);
+        let slots: Vec<_> = r.iter().map(|l| l.slots).collect();
+        assert_eq!(slots, [1, 0, 1]);
+        assert_eq!(
+            (r[0].packets, r[0].frames, r[0].fps_per_slot),
+            (50, 15, 7.5)
+        );
+        assert_eq!((r[2].pps, r[2].frames_by_tid), (150.0, [15, 15, 30]));
+        assert_eq!(r[2].fps_per_slot, 30.0);
+        assert_eq!(r[1].fps_per_slot, 0.0, "no slot left on h");
+        let keyframes: Vec<_> = r.iter().map(|l| l.keyframes_sent).collect();
+        assert_eq!(keyframes, [2, 3, 2]);
+    }
+
+    #[test]
+    fn the_layer_line() {
+        let a = Snapshot::default();
+        let mut b = Snapshot::default();
+        b.viewers.insert(
+            1,
+            viewer([60, 0, 0], [[30, 0, 0], [0; 3], [0; 3]], [1, 0, 0]),
+        );
+        let layers = layer_reports(&a, &b, &[1], 2.0);
+        let line = "  layers q/h/f: viewers 1/0/0, slots 1/0/0, pkt/s 30/0/0, \
+                    fps/slot 15.0/0.0/0.0, keyframes 0/0/0";
+        let mut step = StepReport {
+            scenario: "broadcast".into(),
+            step: 1,
+            peers: 1,
+            viewers: 1,
+            publishers: 1,
+            joined: 1,
+            errors: vec![],
+            window_secs: 2.0,
+            forwarded_pps: 0.0,
+            published_pps: 0.0,
+            fanout: 0.0,
+            avg_packet_bytes: 0.0,
+            counters: SeqCounters::default(),
+            viewers_with_loss: 0,
+            loss_pct: 0.0,
+            delay_ms: Millis::default(),
+            join_ms: Distribution::default(),
+            media_ms: Distribution::default(),
+            keyframe_requests: 0,
+            post_retries: 0,
+            keyframes_sent: 0,
+            layer_requests: 0,
+            layer_request_failures: 0,
+            layers: Vec::new(),
+            server: None,
+            generator_cores: 0.0,
+            machine_cores: None,
+            media_thread_cores: 0.0,
+            generator_socket_drops: 0,
+            generator_send_errors: 0,
+            udp: UdpCounters::default(),
+            ceiling: vec![],
+        };
+        assert_eq!(layer_line(&step), None, "not a simulcast step");
+        step.layers = layers;
+        assert_eq!(layer_line(&step).as_deref(), Some(line));
+        (step.layer_requests, step.layer_request_failures) = (3, 1);
+        let line = layer_line(&step).unwrap_or_default();
+        assert!(
+            line.ends_with("; layer requests 3 ok, 1 viewers failed"),
+            "{line}"
         );
     }
 }

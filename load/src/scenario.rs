@@ -4,18 +4,18 @@
 //! and packet size. Progress goes to stderr; results to [`crate::report`].
 
 use crate::ceiling;
-use crate::cli::LoadArgs;
+use crate::cli::{LayerLimits, LoadArgs};
 use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan, ViewerSnap};
 use crate::net::bind_udp;
-use crate::peer::{ClientPeer, PeerState, Role};
+use crate::payload::VideoCodec;
+use crate::peer::{certificate, ClientPeer, PeerState, Role};
 use crate::procfs::{machine_busy_secs, sample_pid, ProcSample, ServerProbe, UdpCounters};
-use crate::report::{self, Millis, Report, ServerReport, StepReport};
-use crate::signaling::{delete, endpoint_url, post_offer, Endpoint};
+use crate::report::{self, layer_reports, Millis, Report, ServerReport, StepReport};
+use crate::signaling::{delete, endpoint_url, post_offer, request_layers, Endpoint};
 use crate::stats::{Distribution, SeqCounters};
 use anyhow::{anyhow, Result};
 use reqwest::Url;
-use rtc::crypto::{self, SignatureScheme};
-use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::certificate::RTCCertificate;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,8 @@ struct Session {
     location: Url,
     /// POSTs answered 429/503 before the one that succeeded.
     retries: u32,
+    /// Layer requests sent, and why one failed (a viewer with limits only).
+    layer: Option<Result<usize, String>>,
 }
 
 /// What one join does.
@@ -74,6 +76,8 @@ struct JoinSpec {
     participant: Option<String>,
     role: Role,
     plan: Option<PublisherPlan>,
+    /// What a viewer asks for through the WHEP layer extension once it has joined.
+    limits: Option<LayerLimits>,
 }
 
 struct Ctx {
@@ -83,14 +87,6 @@ struct Ctx {
     certificate: RTCCertificate,
     probe: ServerProbe,
     next_id: AtomicU64,
-}
-
-fn certificate() -> Result<RTCCertificate> {
-    let provider = crypto::default_provider().map_err(|e| anyhow!("crypto provider: {e}"))?;
-    let params = CertificateParams::new(vec!["parley-load".to_owned()])
-        .map_err(|e| anyhow!("certificate params: {e}"))?;
-    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
-        .map_err(|e| anyhow!("certificate: {e}"))
 }
 
 fn progress(msg: &str) {
@@ -109,10 +105,11 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
     )?;
     let answer = post_offer(&ctx.http, &url, ctx.args.token.as_deref(), offer).await?;
     let posted_ns = answer.posted_ns;
-    let session = Session {
+    let mut session = Session {
         id: ctx.next_id.fetch_add(1, Ordering::Relaxed),
         location: answer.location,
         retries: answer.retries,
+        layer: None,
     };
     if let Err(e) = peer.apply_answer(answer.sdp, Instant::now()) {
         let _ = delete(&ctx.http, &session.location, ctx.args.token.as_deref()).await;
@@ -123,10 +120,17 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
         (None, Role::Viewer { video, .. }) => Job::View {
             posted_ns,
             expects_video: video > 0,
+            count_layers: ctx.args.simulcast,
         },
         (None, Role::Publisher { .. }) => return Err(anyhow!("a publisher needs a plan")),
     };
+    let mids = peer.video_mids().to_vec();
     ctx.engine.add(session.id, peer, socket, job);
+    if let Some(limits) = spec.limits {
+        let token = ctx.args.token.as_deref();
+        let layer_url = answer.layer_url.as_ref().ok_or(&url);
+        session.layer = Some(request_layers(&ctx.http, layer_url, token, &mids, &limits).await);
+    }
     Ok(session)
 }
 
@@ -185,6 +189,7 @@ fn plan(args: &LoadArgs, stream: u16, video: bool, talk: Talk) -> PublisherPlan 
             keyframe_ratio: args.keyframe_ratio,
             max_payload: args.max_payload,
             pace_kbps: (f64::from(args.video_kbps) * args.pacing_factor) as u32,
+            simulcast: args.simulcast,
         }),
         audio: Some(AudioPlan {
             bytes: args.audio_bytes,
@@ -214,19 +219,52 @@ fn publisher_spec(
         role: Role::Publisher {
             audio: true,
             video: video.then_some(args.codec),
+            simulcast: video && args.simulcast,
         },
         plan: Some(plan(args, stream, video, talk)),
+        limits: None,
     }
 }
 
-fn viewer_spec(room: &str, name: Option<String>, audio: usize, video: usize) -> JoinSpec {
+/// A WHEP viewer; `index` picks its layer limits from the spread lists.
+fn viewer_spec(
+    args: &LoadArgs,
+    room: &str,
+    name: Option<String>,
+    (audio, video): (usize, usize),
+    index: usize,
+) -> JoinSpec {
     JoinSpec {
         endpoint: Endpoint::Whep,
         room: room.to_owned(),
         participant: name,
         role: Role::Viewer { audio, video },
         plan: None,
+        limits: if video > 0 {
+            args.layer_limits(index)
+        } else {
+            None
+        },
     }
+}
+
+/// Options that cannot work together, caught before anything joins.
+fn check(scenario: &Scenario, args: &LoadArgs) -> Result<()> {
+    let video = !matches!(scenario, Scenario::Audio { .. });
+    if args.simulcast && !video {
+        return Err(anyhow!("--simulcast needs video: use broadcast or meeting"));
+    }
+    if args.simulcast && args.codec != VideoCodec::Vp8 {
+        return Err(anyhow!(
+            "--simulcast sends VP8 temporal layers: use --codec vp8"
+        ));
+    }
+    if args.limits_viewers() && !video {
+        return Err(anyhow!(
+            "--viewer-max-* needs video viewers: use broadcast or meeting"
+        ));
+    }
+    Ok(())
 }
 
 /// Waits until every publisher in `ids` is connected.
@@ -308,6 +346,7 @@ async fn wait_joined(ctx: &Ctx, ids: &[u64]) -> Snapshot {
 
 /// Runs a whole scenario and returns the report.
 pub async fn run(scenario: Scenario, args: LoadArgs) -> Result<Report> {
+    check(&scenario, &args)?;
     let probe = match (args.server_pid, &args.server_metrics) {
         (Some(pid), _) => ServerProbe::Pid(pid),
         (None, Some(url)) => ServerProbe::Metrics(url.clone()),
@@ -385,7 +424,7 @@ async fn step(
         Scenario::Broadcast { .. } => (
             vec![],
             (0..n)
-                .map(|_| viewer_spec(&args.room, None, 1, 1))
+                .map(|i| viewer_spec(args, &args.room, None, (1, 1), i))
                 .collect::<Vec<_>>(),
         ),
         Scenario::Meeting { slots, .. } | Scenario::Audio { slots, .. } => {
@@ -402,12 +441,15 @@ async fn step(
                     .collect(),
                 names
                     .iter()
-                    .map(|name| {
+                    .enumerate()
+                    .map(|(i, name)| {
+                        let video_slots = if video { *slots } else { 0 };
                         viewer_spec(
+                            args,
                             &step_room,
                             Some(name.clone()),
-                            *slots,
-                            if video { *slots } else { 0 },
+                            (*slots, video_slots),
+                            i,
                         )
                     })
                     .collect(),
@@ -444,6 +486,24 @@ async fn step(
         progress(&format!(
             "  the server answered 429/503 {post_retries} times (retried after Retry-After)"
         ));
+    }
+    let (layer_requests, layer_errors) = layer_outcomes(&viewers);
+    if layer_requests + layer_errors.len() > 0 {
+        progress(&format!(
+            "  layer requests: {layer_requests} answered 204, {} viewers failed",
+            layer_errors.len()
+        ));
+        if let Some(e) = layer_errors.first() {
+            progress(&format!("  error: {e}"));
+        }
+    }
+    let layer_request_failures = layer_errors.len();
+    if let Some(first) = layer_errors.first() {
+        let more = layer_errors.len() - 1;
+        errors.push(match more {
+            0 => first.clone(),
+            _ => format!("{first} (and {more} more viewers)"),
+        });
     }
     let viewer_ids: Vec<u64> = viewers.iter().map(|s| s.id).collect();
     let joined = wait_joined(ctx, &viewer_ids).await;
@@ -507,6 +567,11 @@ async fn step(
         })
         .sum();
     let requests: u64 = snap1.publishers.values().map(|p| p.requests).sum();
+    let layers = if args.simulcast {
+        layer_reports(&snap0, &snap1, &viewer_ids, secs)
+    } else {
+        Vec::new()
+    };
     let keyframes: u64 = snap1
         .publishers
         .iter()
@@ -588,6 +653,9 @@ async fn step(
         keyframe_requests: requests,
         keyframes_sent: keyframes,
         post_retries,
+        layer_requests,
+        layer_request_failures,
+        layers,
         server,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
         machine_cores: busy0.zip(busy1).map(|(a, b)| (b - a) / secs),
@@ -643,4 +711,17 @@ fn received_since(a: &Snapshot, b: &Snapshot, ids: &[u64]) -> SeqCounters {
         }
     }
     total
+}
+
+/// Layer requests that got their 204s, and one line per viewer whose request failed.
+fn layer_outcomes(viewers: &[Session]) -> (usize, Vec<String>) {
+    let (mut ok, mut errors) = (0, Vec::new());
+    for s in viewers {
+        match &s.layer {
+            Some(Ok(n)) => ok += n,
+            Some(Err(e)) => errors.push(e.clone()),
+            None => {}
+        }
+    }
+    (ok, errors)
 }

@@ -8,7 +8,8 @@
 mod publisher;
 mod viewer;
 
-pub use publisher::{AudioPlan, PublisherPlan, Talk, VideoPlan};
+pub use publisher::{AudioPlan, PublisherPlan, Talk, VideoPlan, ALL_LAYERS};
+pub use viewer::LayerCounts;
 
 use crate::net::{realtime_ns, Receiver};
 use crate::payload::Stamp;
@@ -36,6 +37,8 @@ pub enum Job {
         posted_ns: u64,
         /// Join means the first video keyframe (else the first audio packet).
         expects_video: bool,
+        /// Count frames and packets per simulcast layer (decrypts each frame's first packet).
+        count_layers: bool,
     },
 }
 
@@ -84,6 +87,8 @@ pub struct ViewerSnap {
     pub rx_datagrams: u64,
     /// Datagrams sent to the server.
     pub tx_datagrams: u64,
+    /// What it received per simulcast layer.
+    pub layers: LayerCounts,
 }
 
 /// A publisher's counters.
@@ -95,6 +100,8 @@ pub struct PublisherSnap {
     pub packets: u64,
     /// Keyframes sent.
     pub keyframes: u64,
+    /// Keyframes sent per simulcast layer (a plain stream counts as layer 0).
+    pub keyframes_by_layer: [u64; 3],
     /// Keyframe requests (PLI/FIR) received.
     pub requests: u64,
 }
@@ -333,7 +340,13 @@ impl MediaThread {
                     Job::View {
                         posted_ns,
                         expects_video,
-                    } => Role::Viewer(ViewerStats::new(posted_ns, expects_video, self.sample)),
+                        count_layers,
+                    } => Role::Viewer(ViewerStats::new(
+                        posted_ns,
+                        expects_video,
+                        self.sample,
+                        count_layers,
+                    )),
                 };
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.entries.push(None);
@@ -402,6 +415,7 @@ impl MediaThread {
                             socket_drops: v.socket_drops,
                             rx_datagrams: e.rx,
                             tx_datagrams: e.tx,
+                            layers: v.layer_counts(),
                         },
                     );
                 }
@@ -414,6 +428,7 @@ impl MediaThread {
                             state: e.peer.state(),
                             packets: *packets,
                             keyframes: schedule.keyframes,
+                            keyframes_by_layer: schedule.keyframes_by_layer,
                             requests: schedule.requests,
                         },
                     );
@@ -433,8 +448,8 @@ impl MediaThread {
             let got = self.receiver.recv_batch(&e.socket, |d| {
                 e.rx += 1;
                 let feed = match (&mut e.role, classify(d.data)) {
-                    (Role::Viewer(v), Class::Rtp { seq, ssrc }) => {
-                        v.on_rtp(seq, ssrc, d.data.len())
+                    (Role::Viewer(v), Class::Rtp { seq, ssrc, marker }) => {
+                        v.on_rtp(seq, ssrc, marker, d.data.len())
                     }
                     _ => true,
                 };
@@ -502,7 +517,7 @@ impl MediaThread {
                             &e.peer.audio
                         };
                         let Some(t) = track else { continue };
-                        let mut header = o.header(t.ssrc, t.payload_type);
+                        let mut header = t.header(o.layer, o.marker, o.seq, o.timestamp);
                         if let (Some(id), Some(level)) = (t.audio_level_id, o.audio_level) {
                             let _ = header.set_extension(id, bytes::Bytes::from(vec![level]));
                         }
@@ -563,8 +578,8 @@ fn on_event(
     delays: &mut Vec<u32>,
 ) {
     match (role, ev) {
-        (Role::Publisher { schedule, .. }, PeerEvent::KeyframeRequest) => {
-            schedule.request_keyframe()
+        (Role::Publisher { schedule, .. }, PeerEvent::KeyframeRequest(layers)) => {
+            schedule.request_keyframe(layers)
         }
         (Role::Viewer(v), PeerEvent::Rtp(packet)) => {
             if let Some(d) = v.on_decrypted(packet.header.ssrc, &packet.payload, arrival_ns) {

@@ -6,9 +6,14 @@
 //! either as one burst or through a pacer, as browsers send them: a leaky bucket at
 //! `pace_kbps`. Audio is one Opus packet every 20 ms and is never paced. Time is an
 //! argument: no clock reads, no I/O.
+//!
+//! A simulcast publisher sends the three layers of [`crate::simulcast::LAYERS`] at each
+//! frame tick, each its own RTP stream (sequence numbers, timestamps, VP8 PictureID and
+//! temporal pattern) with its share of the bitrate, through the one pacer. Periodic
+//! keyframes come on all layers at once; a request names the layers it wants one on.
 
-use crate::payload::{opus_packet, video_frame, FrameSpec, VideoCodec};
-use rtc::rtp::Header;
+use crate::payload::{opus_packet, video_frame, FrameSpec, Layered, VideoCodec};
+use crate::simulcast::{layer_kbps, temporal_weight, TemporalPattern, LAYERS};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -29,18 +34,25 @@ pub struct VideoPlan {
     pub max_payload: usize,
     /// Pacing rate in kbit/s for the frames' packets; 0 sends each frame as one burst.
     pub pace_kbps: u32,
+    /// Send the three simulcast layers (VP8 with temporal layers) instead of one stream;
+    /// `kbps` is then their sum.
+    pub simulcast: bool,
 }
 
 impl VideoPlan {
-    /// (keyframe bytes, delta-frame bytes) averaging the bitrate over a keyframe interval.
-    pub fn frame_sizes(&self) -> (usize, usize) {
-        let avg = f64::from(self.kbps) * 1000.0 / 8.0 / f64::from(self.fps.max(1));
+    /// (keyframe bytes, delta-frame bytes) of a stream of `kbps` (the plan's, or one
+    /// simulcast layer's share), averaging the bitrate over a keyframe interval.
+    pub fn frame_sizes(&self, kbps: u32) -> (usize, usize) {
+        let avg = f64::from(kbps) * 1000.0 / 8.0 / f64::from(self.fps.max(1));
         let n = f64::from(self.keyframe_interval.max(1));
         let ratio = f64::from(self.keyframe_ratio.max(1));
         let delta = avg * n / (n - 1.0 + ratio);
         ((delta * ratio) as usize, delta as usize)
     }
 }
+
+/// Keyframe requests for every layer (a PLI whose SSRC names none of them in particular).
+pub const ALL_LAYERS: u8 = 0xff;
 
 /// Audio parameters of a publisher.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +104,8 @@ pub struct PublisherPlan {
 pub struct Outgoing {
     /// Video track (else audio).
     pub video: bool,
+    /// Simulcast layer (the video encoding's index; 0 for a plain stream or audio).
+    pub layer: u8,
     /// Marker bit.
     pub marker: bool,
     /// RTP timestamp.
@@ -104,21 +118,6 @@ pub struct Outgoing {
     pub audio_level: Option<u8>,
 }
 
-impl Outgoing {
-    /// The RTP header, given the track's negotiated fields.
-    pub fn header(&self, ssrc: u32, payload_type: u8) -> Header {
-        Header {
-            version: 2,
-            marker: self.marker,
-            payload_type,
-            sequence_number: self.seq,
-            timestamp: self.timestamp,
-            ssrc,
-            ..Default::default()
-        }
-    }
-}
-
 /// The running schedule of one publisher.
 pub struct Schedule {
     plan: PublisherPlan,
@@ -129,21 +128,64 @@ pub struct Schedule {
     keyframe_phase: u32,
     /// Offsets this publisher's frame and audio clocks from other publishers'.
     start_offset: Duration,
-    keyframe_pending: bool,
+    /// One RTP stream per simulcast layer, or the one plain stream.
+    streams: Vec<VideoStream>,
     /// Video packets waiting for the pacer.
     paced: VecDeque<Outgoing>,
     /// When the pacer may send the next packet.
     pace_next: Instant,
     next_audio: Instant,
     audio_n: u32,
-    video_seq: u16,
     audio_seq: u16,
-    video_ts: u32,
     audio_ts: u32,
     /// Keyframes sent.
     pub keyframes: u64,
+    /// Keyframes sent per layer (a plain stream counts as layer 0).
+    pub keyframes_by_layer: [u64; 3],
     /// Keyframe requests received.
     pub requests: u64,
+}
+
+/// One outgoing video RTP stream: a simulcast layer or the plain stream.
+struct VideoStream {
+    /// Layer index (0 for a plain stream).
+    layer: u8,
+    kbps: u32,
+    width: u16,
+    height: u16,
+    seq: u16,
+    ts: u32,
+    /// VP8 temporal layering (simulcast layers only).
+    temporal: Option<TemporalPattern>,
+    keyframe_pending: bool,
+}
+
+impl VideoStream {
+    fn new(layer: u8, kbps: u32, (width, height): (u16, u16), layered: bool) -> Self {
+        VideoStream {
+            layer,
+            kbps,
+            width,
+            height,
+            seq: rand::random(),
+            ts: rand::random(),
+            temporal: layered.then(|| TemporalPattern::new(rand::random(), rand::random())),
+            keyframe_pending: true,
+        }
+    }
+}
+
+fn video_streams(plan: Option<VideoPlan>) -> Vec<VideoStream> {
+    match plan {
+        Some(v) if v.simulcast => layer_kbps(v.kbps)
+            .iter()
+            .zip(LAYERS)
+            .enumerate()
+            .map(|(i, (&kbps, l))| VideoStream::new(i as u8, kbps, (l.width, l.height), true))
+            .collect(),
+        Some(v) => vec![VideoStream::new(0, v.kbps, (640, 360), false)],
+        None => Vec::new(),
+    }
 }
 
 /// Falling this far behind resets the schedule instead of catching up with a burst.
@@ -163,24 +205,28 @@ impl Schedule {
             frame: 0,
             keyframe_phase: rand::random::<u32>() % interval,
             start_offset: Duration::from_secs(1) / fps * (rand::random::<u32>() % 1000) / 1000,
-            keyframe_pending: true,
+            streams: video_streams(plan.video),
             paced: VecDeque::new(),
             pace_next: now,
             next_audio: now,
             audio_n: 0,
-            video_seq: rand::random(),
             audio_seq: rand::random(),
-            video_ts: rand::random(),
             audio_ts: rand::random(),
             keyframes: 0,
+            keyframes_by_layer: [0; 3],
             requests: 0,
         }
     }
 
-    /// A keyframe was asked for: the next frame is one.
-    pub fn request_keyframe(&mut self) {
+    /// A keyframe was asked for on the layers whose bits are set in `layers` (bit 0 = the
+    /// lowest or the plain stream; [`ALL_LAYERS`] for all): their next frame is one.
+    pub fn request_keyframe(&mut self, layers: u8) {
         self.requests += 1;
-        self.keyframe_pending = true;
+        for s in &mut self.streams {
+            if layers & (1 << s.layer) != 0 {
+                s.keyframe_pending = true;
+            }
+        }
     }
 
     /// The earliest instant something is due (None before the first call to `due`).
@@ -235,6 +281,7 @@ impl Schedule {
                 let payload = opus_packet(a.bytes, self.plan.stream, self.audio_n, send_ns);
                 out.push(Outgoing {
                     video: false,
+                    layer: 0,
                     marker: self.audio_n == 0,
                     timestamp: self.audio_ts,
                     seq: self.audio_seq,
@@ -265,39 +312,57 @@ impl Schedule {
     }
 
     fn video_frame(&mut self, v: &VideoPlan, send_ns: u64, out: &mut Vec<Outgoing>) {
-        let keyframe = self.keyframe_pending
-            || self
-                .frame
-                .wrapping_add(self.keyframe_phase)
-                .is_multiple_of(v.keyframe_interval.max(1));
-        self.keyframe_pending = false;
-        if keyframe {
-            self.keyframes += 1;
-        }
-        let (key_size, delta_size) = v.frame_sizes();
-        let packets = video_frame(&FrameSpec {
-            codec: v.codec,
-            keyframe,
-            size: if keyframe { key_size } else { delta_size },
-            max_payload: v.max_payload,
-            stream: self.plan.stream,
-            frame: self.frame,
-            send_ns,
-        });
-        let last = packets.len().saturating_sub(1);
-        for (i, p) in packets.into_iter().enumerate() {
-            out.push(Outgoing {
-                video: true,
-                marker: i == last,
-                timestamp: self.video_ts,
-                seq: self.video_seq,
-                payload: p,
-                audio_level: None,
+        let periodic = self
+            .frame
+            .wrapping_add(self.keyframe_phase)
+            .is_multiple_of(v.keyframe_interval.max(1));
+        for s in &mut self.streams {
+            let keyframe = s.keyframe_pending || periodic;
+            s.keyframe_pending = false;
+            if keyframe {
+                self.keyframes += 1;
+                if let Some(k) = self.keyframes_by_layer.get_mut(usize::from(s.layer)) {
+                    *k += 1;
+                }
+            }
+            let vp8 = s.temporal.as_mut().map(|t| t.next(keyframe));
+            let (key_size, delta_size) = v.frame_sizes(s.kbps);
+            let size = match (keyframe, vp8) {
+                (true, _) => key_size,
+                (false, Some(l)) => (delta_size as f64 * temporal_weight(l.tid)) as usize,
+                (false, None) => delta_size,
+            };
+            let packets = video_frame(&FrameSpec {
+                codec: v.codec,
+                keyframe,
+                size,
+                max_payload: v.max_payload,
+                stream: self.plan.stream,
+                frame: self.frame,
+                send_ns,
+                width: s.width,
+                height: s.height,
+                layered: vp8.map(|vp8| Layered {
+                    spatial: s.layer,
+                    vp8,
+                }),
             });
-            self.video_seq = self.video_seq.wrapping_add(1);
+            let last = packets.len().saturating_sub(1);
+            for (i, p) in packets.into_iter().enumerate() {
+                out.push(Outgoing {
+                    video: true,
+                    layer: s.layer,
+                    marker: i == last,
+                    timestamp: s.ts,
+                    seq: s.seq,
+                    payload: p,
+                    audio_level: None,
+                });
+                s.seq = s.seq.wrapping_add(1);
+            }
+            s.ts = s.ts.wrapping_add(90_000 / v.fps.max(1));
         }
         self.frame = self.frame.wrapping_add(1);
-        self.video_ts = self.video_ts.wrapping_add(90_000 / v.fps.max(1));
     }
 }
 
@@ -317,6 +382,7 @@ mod tests {
                 keyframe_ratio: 5,
                 max_payload: 1100,
                 pace_kbps: 0,
+                simulcast: false,
             }),
             audio: Some(AudioPlan {
                 bytes: 120,
@@ -373,7 +439,7 @@ mod tests {
         s.due(t0 + Duration::from_millis(34), 0, &mut out);
         out.clear();
         let before = s.keyframes;
-        s.request_keyframe();
+        s.request_keyframe(ALL_LAYERS);
         s.due(t0 + Duration::from_millis(68), 0, &mut out);
         let first = out.iter().find(|o| o.video).expect("a frame");
         assert!(Stamp::find(&first.payload).is_some_and(|s| s.keyframe_start()));
@@ -436,7 +502,10 @@ mod tests {
         }
         // The first frame is a keyframe of 45 packets (5 delta frames' worth): at the
         // pacing rate it takes about 66 ms to leave, instead of one burst.
-        let (_, delta) = plan().video.map(|v| v.frame_sizes()).unwrap_or_default();
+        let (_, delta) = plan()
+            .video
+            .map(|v| v.frame_sizes(v.kbps))
+            .unwrap_or_default();
         let key_packets = (delta * 5).div_ceil(1100);
         assert_eq!(key_packets, 45);
         let span = sent_at[key_packets - 1] - sent_at[0];
@@ -460,5 +529,91 @@ mod tests {
         let bytes: usize = video.iter().map(|o| o.payload.len()).sum();
         let kbps = bytes * 8 / 20 / 1000;
         assert!((2400..2650).contains(&kbps), "{kbps} kbit/s");
+    }
+
+    fn simulcast_plan() -> PublisherPlan {
+        let mut p = plan();
+        if let Some(v) = p.video.as_mut() {
+            (v.simulcast, v.kbps) = (true, 2800);
+        }
+        p
+    }
+
+    fn layer_of(o: &Outgoing) -> (u8, Option<crate::payload::LayerTag>) {
+        (o.layer, Stamp::find(&o.payload).and_then(|s| s.layer))
+    }
+
+    #[test]
+    fn simulcast_layers_split_the_bitrate_each_on_its_own_stream() {
+        let out = twenty_seconds(simulcast_plan());
+        for (layer, expected_kbps) in [(0u8, 200), (1, 600), (2, 2000)] {
+            let video: Vec<_> = out.iter().filter(|o| o.video && o.layer == layer).collect();
+            let bytes: usize = video.iter().map(|o| o.payload.len()).sum();
+            let kbps = bytes * 8 / 20 / 1000;
+            let lo = expected_kbps * 95 / 100;
+            assert!(
+                (lo..expected_kbps * 110 / 100).contains(&kbps),
+                "layer {layer}: {kbps} kbit/s"
+            );
+            for pair in video.windows(2) {
+                assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1), "layer {layer}");
+            }
+            assert!(video
+                .iter()
+                .all(|o| layer_of(o).1.map(|t| t.spatial) == Some(layer)));
+            // 30 frames/s, one marker each.
+            let frames = video.iter().filter(|o| o.marker).count();
+            assert!((599..=600).contains(&frames), "layer {layer}: {frames}");
+            let keyframes = video
+                .iter()
+                .filter(|o| Stamp::find(&o.payload).is_some_and(|s| s.keyframe_start()))
+                .count();
+            assert!((10..=11).contains(&keyframes), "layer {layer}: {keyframes}");
+        }
+    }
+
+    #[test]
+    fn simulcast_frames_follow_the_temporal_pattern() {
+        let out = twenty_seconds(simulcast_plan());
+        let tids: Vec<u8> = out
+            .iter()
+            .filter(|o| o.video && o.layer == 2)
+            .filter_map(|o| Stamp::find(&o.payload).filter(|s| s.frame_start()))
+            .filter_map(|s| s.layer.map(|l| l.temporal))
+            .collect();
+        let count = |t| tids.iter().filter(|&&x| x == t).count();
+        // Half the frames are T2, a quarter each T0 and T1 (keyframes restart the pattern).
+        assert!((295..=305).contains(&count(2)), "{}", count(2));
+        assert!((145..=160).contains(&count(0)), "{}", count(0));
+        assert!((140..=155).contains(&count(1)), "{}", count(1));
+    }
+
+    #[test]
+    fn a_request_names_the_layers_that_get_a_keyframe() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(simulcast_plan(), t0);
+        s.keyframe_phase = 30; // no periodic keyframe in the frames below
+        let mut out = Vec::new();
+        s.due(t0, 0, &mut out);
+        s.due(t0 + Duration::from_millis(34), 0, &mut out);
+        assert_eq!(
+            s.keyframes_by_layer,
+            [1, 1, 1],
+            "the first frame of every layer"
+        );
+        out.clear();
+        s.request_keyframe(0b010);
+        s.due(t0 + Duration::from_millis(68), 0, &mut out);
+        let starts: Vec<(u8, bool)> = out
+            .iter()
+            .filter(|o| o.video)
+            .filter_map(|o| {
+                let st = Stamp::find(&o.payload)?;
+                st.frame_start().then_some((o.layer, st.keyframe_start()))
+            })
+            .collect();
+        assert!(starts.contains(&(1, true)), "{starts:?}");
+        assert!(starts.contains(&(0, false)) && starts.contains(&(2, false)));
+        assert_eq!(s.keyframes_by_layer[1] - s.keyframes_by_layer[0], 1);
     }
 }
