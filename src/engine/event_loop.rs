@@ -508,6 +508,8 @@ impl Engine {
                     Skip::NotBound | Skip::Stale => metrics::Drop::Stale,
                     Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
                     Skip::NoCodec => metrics::Drop::NoCodec,
+                    // Not a loss: the slot's temporal layer leaves this frame out.
+                    Skip::Temporal => continue,
                 });
                 continue;
             }
@@ -522,9 +524,16 @@ impl Engine {
                     now,
                 ),
                 None => {
+                    let payload = if forwarder.has_patch() {
+                        let mut copy = packet.payload.to_vec();
+                        forwarder.patch_payload(&mut copy);
+                        copy.into()
+                    } else {
+                        packet.payload.clone()
+                    };
                     let out = rtc::rtp::Packet {
                         header: self.scratch.clone(),
-                        payload: packet.payload.clone(),
+                        payload,
                     };
                     if self.dirty_set.insert(viewer_key) {
                         self.dirty.push(viewer_key);
@@ -551,8 +560,9 @@ impl Engine {
     }
 }
 
-/// Writes the slot's packet (header `header`, payload of `packet`) into the next free slot
-/// of `outgoing`, seals it for the viewer and queues it for `to`.
+/// Writes the slot's packet (header `header`, payload of `packet` with the slot's payload
+/// rewrite applied in place) into the next free slot of `outgoing`, seals it for the viewer
+/// and queues it for `to`.
 fn seal_into(
     outgoing: &mut SendBatch,
     viewer: &mut Session,
@@ -565,8 +575,12 @@ fn seal_into(
     let Some(buf) = outgoing.slot() else {
         return false;
     };
-    let sealed = write_packet(header, &packet.payload, buf)
-        .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len));
+    let sealed = write_packet(header, &packet.payload, buf).and_then(|(head, len)| {
+        if let Some(f) = viewer.forwarders.get(slot).filter(|f| f.has_patch()) {
+            f.patch_payload(&mut buf[head..len]);
+        }
+        viewer.peer.seal_rtp(now, slot, buf, head, len)
+    });
     match sealed {
         Some(n) => {
             outgoing.commit(to, n, viewer.key);
@@ -588,7 +602,7 @@ impl Engine {
             return;
         };
         for &seq in seqs.iter().take(MAX_RESEND_PER_NACK) {
-            let Some(forwarder) = viewer.forwarders.get(slot) else {
+            let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
                 return;
             };
             let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
@@ -597,7 +611,10 @@ impl Engine {
             let Some(packet) = self.caches.get(&sid).and_then(|c| c.get(source_seq)) else {
                 continue;
             };
-            if forwarder.resend_header(packet, &mut self.scratch).is_err() {
+            if forwarder
+                .resend_header(sid, packet, &mut self.scratch)
+                .is_err()
+            {
                 continue;
             }
             if seal_into(

@@ -13,7 +13,7 @@ use super::room::SessionKey;
 use super::session::{source_id, source_parts, track_of};
 use super::EngineError;
 use crate::forward::keyframe::is_keyframe_start;
-use crate::forward::layers::LayerSet;
+use crate::forward::layers::{timestamp_alignment, LayerSet};
 use crate::forward::selector::{self, Preferences, Step, Switch};
 use crate::forward::slot::LegParams;
 use crate::transport::MediaKind;
@@ -104,6 +104,22 @@ impl Engine {
     fn leg_params(&self, publisher: SessionKey, track: usize) -> Option<LegParams> {
         let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
         Some(LegParams::from_leg(&t.codecs, &t.extensions))
+    }
+
+    /// What to add to layer `to`'s timestamps to put them on layer `from`'s timeline, when
+    /// both layers have sent a sender report.
+    fn alignment(
+        &self,
+        publisher: SessionKey,
+        track: usize,
+        from: usize,
+        to: usize,
+    ) -> Option<u32> {
+        let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
+        let clock = t.codecs.first().map(|c| c.clock_rate).unwrap_or(90_000);
+        let from = t.layers.get(from)?.sender_report?;
+        let to = t.layers.get(to)?.sender_report?;
+        Some(timestamp_alignment(from, to, clock))
     }
 
     fn track_layers(&self, publisher: SessionKey, track: usize) -> Option<&LayerSet> {
@@ -248,9 +264,11 @@ impl Engine {
                     return Some((Some(target), false));
                 }
                 let params = self.leg_params(publisher, track)?;
+                let align =
+                    current_layer.and_then(|from| self.alignment(publisher, track, from, layer));
                 let session = self.sessions.get_mut(&viewer)?;
                 let forwarder = session.forwarders.get_mut(slot)?;
-                forwarder.bind(target, &params);
+                forwarder.bind_aligned(target, &params, align);
                 Some((Some(target), true))
             }
         }

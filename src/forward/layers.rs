@@ -193,6 +193,19 @@ impl LayerSet {
     }
 }
 
+/// What to add to layer `to`'s RTP timestamps to put them on layer `from`'s timeline, from
+/// each layer's last sender report (NTP time in RFC 3550's 32.32 fixed point, RTP timestamp).
+/// The layers of one track are captured together, so one wall-clock instant maps to both.
+pub fn timestamp_alignment(from: (u64, u32), to: (u64, u32), clock_rate: u32) -> u32 {
+    let (ntp_from, rtp_from) = from;
+    let (ntp_to, rtp_to) = to;
+    // Seconds from `from`'s report to `to`'s, as 32.32 fixed point (signed).
+    let delta = ntp_to.wrapping_sub(ntp_from) as i64;
+    let ticks = ((i128::from(delta) * i128::from(clock_rate)) >> 32) as i64;
+    let from_at_to = rtp_from.wrapping_add(ticks as u32);
+    from_at_to.wrapping_sub(rtp_to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +286,26 @@ mod tests {
         assert!(!set.layers()[0].live);
         assert!(set.on_packet(0, 100, false, Some(None), t0 + ms(1300)));
         assert!(set.layers()[0].live);
+    }
+
+    #[test]
+    fn sender_reports_align_two_layers_timelines() {
+        let second = 1u64 << 32;
+        // Layer f: at NTP 100 s its RTP clock read 1_000_000. Layer q's base is 3_000_000
+        // higher, and its report came 0.5 s later.
+        let f = (100 * second, 1_000_000u32);
+        let q = (100 * second + second / 2, 4_000_000u32 + 45_000);
+        let align = timestamp_alignment(f, q, 90_000);
+        assert_eq!(q.1.wrapping_add(align), 1_000_000 + 45_000);
+        assert_eq!(align, 0u32.wrapping_sub(3_000_000));
+        // Reports in the other order, and across the 32-bit wrap of the RTP clock.
+        let a = (200 * second, u32::MAX - 10);
+        let b = (200 * second - second, 5u32);
+        let align = timestamp_alignment(a, b, 90_000);
+        assert_eq!(
+            b.1.wrapping_add(align),
+            (u32::MAX - 10).wrapping_sub(90_000)
+        );
     }
 
     #[test]

@@ -50,6 +50,10 @@ const SEQ_HALF: u16 = 0x8000;
 /// drops for (one bit each in a `u128`).
 pub const DROP_WINDOW: u16 = 128;
 
+/// How far past twice the arrival-time gap an aligned switch timestamp may land (RTP ticks:
+/// 50 ms at 90 kHz) before the alignment is distrusted.
+const ALIGN_SLACK: u64 = 4500;
+
 /// What to do with one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -70,6 +74,9 @@ pub enum Verdict {
 pub struct Munger {
     state: Option<State>,
     switch_pending: bool,
+    /// For the pending switch: what to add to the new source's timestamps to put them on the
+    /// current source's timeline (from the two streams' sender reports).
+    align: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -212,6 +219,17 @@ impl Munger {
     /// the same source id as the current one.
     pub fn switch_source(&mut self) {
         self.switch_pending = true;
+        self.align = None;
+    }
+
+    /// Like [`Munger::switch_source`], for a new source whose timestamps plus `align` are on
+    /// the current source's timeline (two simulcast layers of one track, mapped through their
+    /// sender reports). The new source's first timestamp then continues the picture's timing
+    /// exactly, when that lands after what was sent and not far past the arrival-time guess;
+    /// otherwise the switch falls back to arrival time.
+    pub fn switch_source_aligned(&mut self, align: Option<u32>) {
+        self.switch_pending = true;
+        self.align = align;
     }
 
     /// The viewer-side numbering for one packet of `source`, or [`Verdict::Drop`].
@@ -233,7 +251,17 @@ impl Munger {
                 .saturating_sub(st.highest_ts_ticks)
                 .clamp(1, MAX_TS_GAP) as u32;
             let out_seq = st.highest_out_seq.wrapping_add(1);
-            let out_ts = st.highest_out_ts.wrapping_add(elapsed);
+            let guess = st.highest_out_ts.wrapping_add(elapsed);
+            let aligned = self
+                .align
+                .take()
+                .map(|a| ts.wrapping_add(a).wrapping_add(st.ts_offset))
+                .filter(|t| {
+                    let ahead = t.wrapping_sub(st.highest_out_ts);
+                    ts_after(*t, st.highest_out_ts)
+                        && u64::from(ahead) <= 2 * u64::from(elapsed) + ALIGN_SLACK
+                });
+            let out_ts = aligned.unwrap_or(guess);
             let replaced = Some(st.source).filter(|old| *old != source);
             *st = State::new(source, seq, ts, out_seq, out_ts, now_ticks);
             st.replaced = replaced;
@@ -344,6 +372,36 @@ mod tests {
         Verdict::Forward { seq, ts }
     }
     const DROP: Verdict = Verdict::Drop;
+
+    #[test]
+    fn an_aligned_switch_keeps_the_picture_timing_and_a_wild_one_falls_back() {
+        fn fwd(v: Verdict) -> (u16, u32) {
+            match v {
+                Verdict::Forward { seq, ts } => (seq, ts),
+                Verdict::Drop => panic!("dropped"),
+            }
+        }
+        // Layer A: ts 1000 sent at tick 0; layer B's timeline is A's minus 500_000.
+        let mut m = Munger::new();
+        assert_eq!(fwd(m.rewrite(1, 10, 1000, 0)), (10, 1000));
+        assert_eq!(fwd(m.rewrite(1, 11, 4000, 3000)), (11, 4000));
+        // B's frame captured with A's ts 7000 arrives 3300 ticks later (a little jitter).
+        m.switch_source_aligned(Some(500_000));
+        assert_eq!(
+            fwd(m.rewrite(2, 900, 7000u32.wrapping_sub(500_000), 6300)),
+            (12, 7000)
+        );
+        assert_eq!(
+            fwd(m.rewrite(2, 901, 10_000u32.wrapping_sub(500_000), 9300)),
+            (13, 10_000)
+        );
+        // An alignment that would jump seconds ahead is distrusted: arrival time decides.
+        m.switch_source_aligned(Some(9_000_000));
+        assert_eq!(fwd(m.rewrite(3, 5, 13_000, 12_300)), (14, 10_000 + 3000));
+        // One that would go backwards too.
+        m.switch_source_aligned(Some(0u32.wrapping_sub(90_000)));
+        assert_eq!(fwd(m.rewrite(4, 7, 16_000, 15_300)), (15, 13_000 + 3000));
+    }
 
     #[test]
     fn source_seq_inverts_the_current_offset_and_refuses_older_sources() {

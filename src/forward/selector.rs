@@ -270,7 +270,14 @@ mod tests {
         let now = Instant::now();
         let set = three(now);
         // (name, preferences, budget, layer, temporal, reason)
-        type Case = (&'static str, Preferences, Option<u64>, Option<usize>, u8, Reason);
+        type Case = (
+            &'static str,
+            Preferences,
+            Option<u64>,
+            Option<usize>,
+            u8,
+            Reason,
+        );
         let cases: Vec<Case> = vec![
             ("no limits", prefs(), None, Some(2), 2, Reason::Highest),
             (

@@ -10,6 +10,7 @@
 use super::codec::{codecs_match, CodecSpec};
 use super::keyframe::{is_keyframe_start, VideoCodec};
 use super::munger::{Munger, Verdict};
+use super::vp8::{self, TemporalFilter, Vp8Descriptor, Vp8Verdict};
 use crate::transport::{Codec, HeaderExt};
 use bytes::Bytes;
 use rtc::rtp::header::{Extension, Header};
@@ -85,6 +86,8 @@ pub enum Skip {
     NoCodec,
     /// The munger refused it (a late packet from before a switch).
     Stale,
+    /// A VP8 frame above the slot's temporal layer.
+    Temporal,
 }
 
 /// One source as bound to a slot: the maps between its leg and the viewer's.
@@ -95,6 +98,25 @@ struct Binding {
     ext_map: [u8; 256],
     clock_rate: u32,
     video: Option<VideoCodec>,
+    /// What to add to this source's timestamps to put them on the timeline of the source it
+    /// replaces (simulcast layers of one track; from their sender reports).
+    align: Option<u32>,
+}
+
+/// What a slot sent before its last switch: enough to answer NACKs for those packets.
+#[derive(Debug, Clone)]
+struct Previous {
+    binding: Binding,
+    munger: Munger,
+    temporal: TemporalFilter,
+}
+
+/// The VP8 descriptor fields of the packet just forwarded that differ from the source's.
+#[derive(Debug, Clone, Copy)]
+struct Vp8Patch {
+    descriptor: Vp8Descriptor,
+    picture_id: Option<u16>,
+    tl0picidx: Option<u8>,
 }
 
 /// Rewrites one source's packets for one viewer slot.
@@ -112,7 +134,13 @@ pub struct SlotForwarder {
     waiting_keyframe: bool,
     munger: Munger,
     epoch: Option<Instant>,
-    max_temporal: u8,
+    /// VP8 temporal-layer filtering and PictureID/TL0PICIDX renumbering.
+    temporal: TemporalFilter,
+    /// The next forwarded packet is the first of a new source.
+    fresh: bool,
+    /// The payload rewrite of the packet just forwarded, if any.
+    patch: Option<Vp8Patch>,
+    previous: Option<Box<Previous>>,
 }
 
 impl SlotForwarder {
@@ -133,7 +161,10 @@ impl SlotForwarder {
             waiting_keyframe: false,
             munger: Munger::new(),
             epoch: None,
-            max_temporal: super::selector::MAX_TEMPORAL,
+            temporal: TemporalFilter::new(),
+            fresh: false,
+            patch: None,
+            previous: None,
         }
     }
 
@@ -145,14 +176,15 @@ impl SlotForwarder {
             .map(|b| b.source)
     }
 
-    /// Sets the highest VP8 temporal layer the slot forwards.
+    /// Sets the highest VP8 temporal layer the slot forwards (it takes effect at a frame
+    /// boundary going down, at a layer-sync frame going up).
     pub fn set_max_temporal(&mut self, max: u8) {
-        self.max_temporal = max;
+        self.temporal.set_target(max);
     }
 
-    /// The highest temporal layer the slot forwards.
+    /// The highest temporal layer the slot forwards now.
     pub fn max_temporal(&self) -> u8 {
-        self.max_temporal
+        self.temporal.current()
     }
 
     /// The source whose packets the slot sends now.
@@ -190,6 +222,7 @@ impl SlotForwarder {
             ext_map: [0; 256],
             clock_rate: 90_000,
             video: None,
+            align: None,
         };
         let mut any = false;
         for p in &publisher.codecs {
@@ -223,9 +256,17 @@ impl SlotForwarder {
     /// current source until the new one sends a keyframe; audio switches now. Returns false
     /// (and leaves the slot as it was) when none of the source's codecs fit this slot.
     pub fn bind(&mut self, source: u64, publisher: &LegParams) -> bool {
-        let Some(binding) = self.binding(source, publisher) else {
+        self.bind_aligned(source, publisher, None)
+    }
+
+    /// Like [`SlotForwarder::bind`], for a source whose timestamps plus `align` are on the
+    /// current source's timeline (another simulcast layer of the same track): the switch
+    /// then keeps the picture's timing exactly.
+    pub fn bind_aligned(&mut self, source: u64, publisher: &LegParams, align: Option<u32>) -> bool {
+        let Some(mut binding) = self.binding(source, publisher) else {
             return false;
         };
+        binding.align = align;
         if binding.video.is_some() && self.current.is_some() {
             self.pending = Some(binding);
         } else {
@@ -233,6 +274,7 @@ impl SlotForwarder {
             self.current = Some(binding);
             self.pending = None;
             self.munger.switch_source();
+            self.fresh = true;
         }
         true
     }
@@ -264,13 +306,23 @@ impl SlotForwarder {
         now: Instant,
         out: &mut Header,
     ) -> Result<(), Skip> {
+        self.patch = None;
         if self.pending.as_ref().is_some_and(|b| b.source == source) {
             let codec = self.pending.as_ref().and_then(|b| b.video);
             if !codec.is_some_and(|c| is_keyframe_start(c, &packet.payload)) {
                 return Err(Skip::NoKeyframeYet);
             }
+            let align = self.pending.as_ref().and_then(|b| b.align);
+            if let Some(binding) = self.current.take() {
+                self.previous = Some(Box::new(Previous {
+                    binding,
+                    munger: self.munger.clone(),
+                    temporal: self.temporal.clone(),
+                }));
+            }
             self.current = self.pending.take();
-            self.munger.switch_source();
+            self.munger.switch_source_aligned(align);
+            self.fresh = true;
             self.waiting_keyframe = false;
         }
         let binding = self
@@ -286,6 +338,31 @@ impl SlotForwarder {
             }
             self.waiting_keyframe = false;
         }
+        let vp8 = if binding.video == Some(VideoCodec::Vp8) {
+            vp8::parse(&packet.payload)
+        } else {
+            None
+        };
+        if let Some(d) = &vp8 {
+            match self.temporal.on_packet(d, self.fresh) {
+                Vp8Verdict::Drop => {
+                    self.munger
+                        .drop_packet(packet.header.ssrc, packet.header.sequence_number);
+                    return Err(Skip::Temporal);
+                }
+                Vp8Verdict::Forward {
+                    picture_id,
+                    tl0picidx,
+                } => {
+                    let changed = picture_id != d.picture_id || tl0picidx != d.tl0picidx;
+                    self.patch = changed.then_some(Vp8Patch {
+                        descriptor: *d,
+                        picture_id,
+                        tl0picidx,
+                    });
+                }
+            }
+        }
         let clock_rate = u128::from(binding.clock_rate);
         let epoch = *self.epoch.get_or_insert(now);
         let micros = now.saturating_duration_since(epoch).as_micros();
@@ -297,34 +374,93 @@ impl SlotForwarder {
             ticks,
         ) {
             Verdict::Forward { seq, ts } => (seq, ts),
-            Verdict::Drop => return Err(Skip::Stale),
+            Verdict::Drop => {
+                self.patch = None;
+                return Err(Skip::Stale);
+            }
         };
-        self.write_header(&packet.header, pt, seq, ts, out);
+        self.fresh = false;
+        self.write_header(binding, &packet.header, pt, seq, ts, out);
         Ok(())
     }
 
-    /// For a viewer's NACK of `out_seq`: the source and its sequence number, when that packet
-    /// came from the slot's current source.
-    pub fn retransmission(&self, out_seq: u16) -> Option<(u64, u16)> {
-        let binding = self.current.as_ref()?;
-        Some((binding.source, self.munger.source_seq(out_seq)?))
+    /// Rewrites, in `payload` (the copy of the packet just forwarded or resent, in the send
+    /// buffer), the payload fields that differ for this viewer: VP8 PictureID and TL0PICIDX.
+    pub fn patch_payload(&self, payload: &mut [u8]) {
+        if let Some(p) = &self.patch {
+            vp8::patch(payload, &p.descriptor, p.picture_id, p.tl0picidx);
+        }
     }
 
-    /// Writes into `out` the header a retransmission of `packet` (of the current source)
-    /// goes with: the same sequence number and timestamp it was first sent with.
-    pub fn resend_header(&self, packet: &Packet, out: &mut Header) -> Result<(), Skip> {
-        let binding = self.current.as_ref().ok_or(Skip::NotBound)?;
+    /// Whether the packet just forwarded or resent needs [`SlotForwarder::patch_payload`].
+    pub fn has_patch(&self) -> bool {
+        self.patch.is_some()
+    }
+
+    /// For a viewer's NACK of `out_seq`: the source and its sequence number, when that packet
+    /// came from the slot's current source or from the one before its last switch.
+    pub fn retransmission(&self, out_seq: u16) -> Option<(u64, u16)> {
+        let binding = self.current.as_ref()?;
+        if let Some(seq) = self.munger.source_seq(out_seq) {
+            return Some((binding.source, seq));
+        }
+        let previous = self.previous.as_ref()?;
+        Some((
+            previous.binding.source,
+            previous.munger.source_seq(out_seq)?,
+        ))
+    }
+
+    /// Writes into `out` the header a retransmission of `packet` (of `source`, the current
+    /// source or the one before the last switch) goes with: the same sequence number,
+    /// timestamp and VP8 numbering it was first sent with.
+    pub fn resend_header(
+        &mut self,
+        source: u64,
+        packet: &Packet,
+        out: &mut Header,
+    ) -> Result<(), Skip> {
+        self.patch = None;
+        let (binding, munger, temporal) = match (&self.current, &self.previous) {
+            (Some(b), _) if b.source == source => (b, &self.munger, &self.temporal),
+            (_, Some(p)) if p.binding.source == source => (&p.binding, &p.munger, &p.temporal),
+            _ => return Err(Skip::NotBound),
+        };
         let pt = mapped_pt(binding, packet.header.payload_type)?;
-        let (seq, ts) = self
-            .munger
-            .resend(packet.header.sequence_number, packet.header.timestamp);
-        self.write_header(&packet.header, pt, seq, ts, out);
+        if binding.video == Some(VideoCodec::Vp8) {
+            if let Some(d) = vp8::parse(&packet.payload) {
+                match temporal.resend(&d) {
+                    Vp8Verdict::Drop => return Err(Skip::Temporal),
+                    Vp8Verdict::Forward {
+                        picture_id,
+                        tl0picidx,
+                    } => {
+                        let changed = picture_id != d.picture_id || tl0picidx != d.tl0picidx;
+                        self.patch = changed.then_some(Vp8Patch {
+                            descriptor: d,
+                            picture_id,
+                            tl0picidx,
+                        });
+                    }
+                }
+            }
+        }
+        let (seq, ts) = munger.resend(packet.header.sequence_number, packet.header.timestamp);
+        self.write_header(binding, &packet.header, pt, seq, ts, out);
         Ok(())
     }
 
     /// `out` = `header` with this slot's SSRC, the given payload type and numbering, and the
     /// extensions translated to the viewer's ids (those it did not negotiate dropped).
-    fn write_header(&self, header: &Header, pt: u8, seq: u16, ts: u32, out: &mut Header) {
+    fn write_header(
+        &self,
+        binding: &Binding,
+        header: &Header,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        out: &mut Header,
+    ) {
         out.version = 2;
         out.padding = header.padding;
         out.marker = header.marker;
@@ -338,7 +474,7 @@ impl SlotForwarder {
         out.extensions.clear();
         out.extensions_padding = 0;
         if header.extension {
-            if let Some(binding) = self.current.as_ref() {
+            {
                 let mid_id = self.mid_ext;
                 out.extensions
                     .extend(header.extensions.iter().filter_map(|e| {
@@ -567,5 +703,97 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(5, &b"\x80"[..]), (1, b"7")]);
         assert_eq!(out.header.extensions_padding, 0);
+    }
+
+    /// A VP8 packet with PictureID (15-bit), TL0PICIDX and TID/Y, one packet per frame.
+    fn vp8_temporal(ssrc: u32, seq: u16, pic: u16, tl0: u8, tid: u8, y: bool, key: bool) -> Packet {
+        let mut p = packet(ssrc, seq, u32::from(seq) * 3000, 96, key);
+        let tk = (tid << 6) | (u8::from(y) << 5);
+        p.payload = Bytes::from(vec![
+            0x90, // X=1, S=1, PID=0
+            0xe0, // I, L, T
+            0x80 | (pic >> 8) as u8,
+            pic as u8,
+            tl0,
+            tk,
+            if key { 0x00 } else { 0x01 },
+            0x9d,
+            0x01,
+            0x2a,
+        ]);
+        p.header.marker = true;
+        p
+    }
+
+    #[test]
+    fn a_lower_temporal_layer_drops_frames_without_gaps_and_renumbers_vp8() {
+        let t0 = Instant::now();
+        let mut f = SlotForwarder::new(9, "1", leg(vec![vp8(96)], &[]));
+        f.bind(1, &leg(vec![vp8(96)], &[]));
+        f.set_max_temporal(0);
+        // T0 T2 T1 T2 T0 T2 T1 T2 T0: only the T0 frames pass.
+        let pattern = [0u8, 2, 1, 2, 0, 2, 1, 2, 0];
+        let mut sent = Vec::new();
+        for (i, tid) in pattern.iter().enumerate() {
+            let i16 = i as u16;
+            let tl0 = (i / 4) as u8 + 10;
+            let p = vp8_temporal(5, 100 + i16, 300 + i16, tl0, *tid, *tid > 0, i == 0);
+            let mut buf = [0u8; 64];
+            let mut out = Header::default();
+            match f.forward_header(1, &p, t0, &mut out) {
+                Ok(()) => {
+                    buf[..p.payload.len()].copy_from_slice(&p.payload);
+                    f.patch_payload(&mut buf[..p.payload.len()]);
+                    let d = vp8::parse(&buf[..p.payload.len()]).expect("descriptor");
+                    sent.push((d.picture_id, d.tl0picidx, out.sequence_number));
+                }
+                Err(skip) => assert_eq!(skip, Skip::Temporal, "frame {i}"),
+            }
+        }
+        let pics: Vec<_> = sent.iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(
+            pics,
+            vec![
+                (Some(300), Some(10)),
+                (Some(301), Some(11)),
+                (Some(302), Some(12))
+            ]
+        );
+        assert_eq!(f.max_temporal(), 0);
+    }
+
+    #[test]
+    fn nacks_after_a_layer_switch_reach_the_layer_that_was_sent() {
+        let t0 = Instant::now();
+        let mut f = SlotForwarder::new(9, "1", leg(vec![vp8(96)], &[]));
+        f.bind(1, &leg(vec![vp8(96)], &[]));
+        let a = f.forward(1, &packet(5, 10, 1000, 96, true), t0).unwrap();
+        let b = f.forward(1, &packet(5, 11, 4000, 96, false), t0).unwrap();
+        assert!(f.bind_aligned(2, &leg(vec![vp8(96)], &[]), Some(7000u32.wrapping_sub(90))));
+        let c = f
+            .forward(
+                2,
+                &packet(6, 500, 90, 96, true),
+                t0 + Duration::from_millis(30),
+            )
+            .unwrap();
+        assert_eq!(
+            c.header.sequence_number,
+            b.header.sequence_number.wrapping_add(1)
+        );
+        assert_eq!(
+            c.header.timestamp, 7000,
+            "aligned through the sender reports"
+        );
+        assert_eq!(f.retransmission(c.header.sequence_number), Some((2, 500)));
+        assert_eq!(f.retransmission(a.header.sequence_number), Some((1, 10)));
+        let mut out = Header::default();
+        f.resend_header(1, &packet(5, 10, 1000, 96, true), &mut out)
+            .expect("old layer");
+        assert_eq!((out.sequence_number, out.timestamp), (10, 1000));
+        assert_eq!(
+            f.resend_header(3, &packet(5, 10, 1000, 96, true), &mut out),
+            Err(Skip::NotBound)
+        );
     }
 }
