@@ -2,6 +2,7 @@
 //! participant) applied to every viewer, plus keyframe requests and the periodic speaker and
 //! stall checks that can change the answer.
 
+use super::decodable::decodable;
 use super::event_loop::Engine;
 use super::events::RoomEvent;
 use super::keymap::KeyMap;
@@ -29,6 +30,8 @@ struct Plan {
     participant: Option<ParticipantKey>,
     name: Option<String>,
     source: Option<(SessionKey, usize)>,
+    /// Participants left out because the viewer cannot decode their codec.
+    skipped: Vec<String>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -127,14 +130,22 @@ impl Engine {
                 }
             }
             let participant = forwarder.source().and(p.participant);
-            if *assigned != participant {
+            let skipped_changed = viewer
+                .slot_layers
+                .get(p.slot)
+                .is_some_and(|l| l.skipped != p.skipped);
+            if *assigned != participant || skipped_changed {
                 *assigned = participant;
+                if let Some(l) = viewer.slot_layers.get_mut(p.slot) {
+                    l.skipped.clone_from(&p.skipped);
+                }
                 events.push((
                     p.viewer,
                     RoomEvent::SlotAssigned {
                         mid: p.mid,
                         kind: p.kind.as_str(),
                         participant: participant.and(p.name),
+                        skipped: p.skipped.into_iter().map(|n| (n, "codec")).collect(),
                     },
                 ));
             }
@@ -183,7 +194,26 @@ impl Engine {
             let own = room.key_of(&viewer.participant);
             let target = viewer.target.as_deref().map(|t| room.key_of(t));
             for kind in [MediaKind::Audio, MediaKind::Video] {
-                let live = &sources[kind_index(kind)];
+                let all_live = &sources[kind_index(kind)];
+                // Sources this viewer cannot decode are left out; the next participant
+                // fills the slot.
+                let codecs = self.viewer_codecs(viewer.session, kind).unwrap_or(&[]);
+                let mut skipped = Vec::new();
+                let mut live = HashMap::with_capacity(all_live.len());
+                for (k, (s, t)) in all_live {
+                    let fits = self
+                        .track_codecs(*s, *t)
+                        .is_some_and(|pc| decodable(codecs, pc));
+                    if fits {
+                        live.insert(*k, (*s, *t));
+                    } else if Some(*k) != own {
+                        if let Some(name) = room.name_of(*k) {
+                            skipped.push(name.to_owned());
+                        }
+                    }
+                }
+                skipped.sort_unstable();
+                let live = &live;
                 let slots: Vec<usize> = session
                     .peer
                     .slots()
@@ -247,6 +277,7 @@ impl Engine {
                         participant: *who,
                         name: who.and_then(|k| room.name_of(k)).map(str::to_owned),
                         source: who.and_then(|k| live.get(&k).copied()),
+                        skipped: skipped.clone(),
                     });
                 }
             }

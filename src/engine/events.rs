@@ -7,6 +7,7 @@ use super::event_loop::Engine;
 use super::room::SessionKey;
 use super::EngineError;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -52,6 +53,10 @@ pub enum RoomEvent {
         kind: &'static str,
         /// Who it shows; null when idle.
         participant: Option<String>,
+        /// Participants the slot cannot show and why (`"codec"`: the viewer's offer cannot
+        /// decode their video); absent when none.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        skipped: BTreeMap<String, &'static str>,
     },
     /// The room's active speaker changed.
     ActiveSpeaker {
@@ -154,11 +159,17 @@ impl Engine {
                 });
             }
         }
-        for (slot, who) in session.peer.slots().iter().zip(&session.slot_participants) {
+        let slots = session.peer.slots().iter().zip(&session.slot_participants);
+        for ((slot, who), layers) in slots.zip(&session.slot_layers) {
             snapshot.push(RoomEvent::SlotAssigned {
                 mid: slot.mid.clone(),
                 kind: slot.kind.as_str(),
                 participant: who.and_then(|k| room.name_of(k)).map(str::to_owned),
+                skipped: layers
+                    .skipped
+                    .iter()
+                    .map(|n| (n.clone(), "codec"))
+                    .collect(),
             });
         }
         snapshot.push(RoomEvent::ActiveSpeaker {

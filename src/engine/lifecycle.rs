@@ -84,6 +84,9 @@ impl Engine {
         if !usable {
             return Err(EngineError::Unserviceable(NO_CODEC.into()));
         }
+        if kind == SessionKind::Whep {
+            self.check_decodable(&room, &participant, target.as_deref(), &peer)?;
+        }
         let key = self.next_key;
         self.next_key += 1;
         let public_id = format!("{:032x}", rand::random::<u128>());

@@ -10,6 +10,7 @@
 mod api;
 mod assign;
 pub mod batch;
+mod decodable;
 pub mod demux;
 mod event_loop;
 mod events;

@@ -117,7 +117,7 @@ pub(super) struct TrackTap {
     pub layers: LayerSet,
 }
 
-/// A viewer slot's layer state.
+/// A viewer slot's layer state, and who it leaves out.
 #[derive(Clone, Debug, Default)]
 pub(super) struct SlotLayers {
     /// What the viewer asked for (the WHEP layer endpoint).
@@ -128,6 +128,8 @@ pub(super) struct SlotLayers {
     pub reported: Option<String>,
     /// The spatial rank of the layer the slot plays, once it plays one.
     pub active_spatial: Option<u8>,
+    /// The participants last reported as left out of the slot for their codec.
+    pub skipped: Vec<String>,
 }
 
 /// A forwarding source id: publisher session, track index and layer index in one number.

@@ -7,6 +7,7 @@
 
 mod keyframe_tap;
 mod peer;
+pub mod rids;
 mod rtcp_figures;
 pub mod sdp;
 mod sealer;

@@ -294,9 +294,10 @@ impl Peer {
         ice: (&str, &str),
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
+        let offer = super::rids::limit_simulcast(offer)?;
         let mut peer = Self::build(ctx, ice, now)?;
         peer.pc
-            .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
+            .set_remote_description(now, RTCSessionDescription::offer(offer.into_owned())?)?;
         let answer = peer.answer(ctx, now)?;
         Ok((peer, answer))
     }
