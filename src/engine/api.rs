@@ -1,7 +1,9 @@
 //! Read-only views of rooms for the room API (`GET /rooms`, `GET /rooms/{room}`). They show
-//! names, tracks, slots and counters, never session ids (a session URL is its capability).
+//! names, tracks with their layers, slots with the layer they play, and counters, never
+//! session ids (a session URL is its capability).
 
 use super::event_loop::Engine;
+use super::events::LayerInfo;
 use super::session::SessionKind;
 use serde::Serialize;
 use std::time::Instant;
@@ -73,6 +75,9 @@ pub struct TrackView {
     pub codec: String,
     /// No packets for a second.
     pub stalled: bool,
+    /// Video: its live layers, smallest first (one without simulcast).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerInfo>,
 }
 
 /// A session, without its id.
@@ -96,6 +101,9 @@ pub struct SlotView {
     pub kind: &'static str,
     /// Who it shows.
     pub participant: Option<String>,
+    /// Video: the layer it plays now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerInfo>,
 }
 
 impl Engine {
@@ -137,6 +145,7 @@ impl Engine {
                         kind: t.kind.as_str(),
                         codec: t.codec.clone(),
                         stalled: t.stalled,
+                        layers: self.live_layers(p.session, t.index),
                     })
                     .collect();
             }
@@ -160,11 +169,13 @@ impl Engine {
                     plays,
                 });
                 if s.kind == SessionKind::Whep {
-                    for (slot, assigned) in s.peer.slots().iter().zip(&s.slot_participants) {
+                    let slots = s.peer.slots().iter().zip(&s.slot_participants);
+                    for (i, (slot, assigned)) in slots.enumerate() {
                         view.slots.push(SlotView {
                             mid: slot.mid.clone(),
                             kind: slot.kind.as_str(),
                             participant: assigned.and_then(|k| room.name_of(k)).map(str::to_owned),
+                            layer: self.active_layer(s.key, i),
                         });
                     }
                 }

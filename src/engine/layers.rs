@@ -13,7 +13,7 @@ use super::room::SessionKey;
 use super::session::{source_id, source_parts, track_of};
 use super::EngineError;
 use crate::forward::keyframe::is_keyframe_start;
-use crate::forward::layers::{timestamp_alignment, LayerSet};
+use crate::forward::layers::{timestamp_alignment, Layer, LayerSet};
 use crate::forward::selector::{self, Preferences, Step, Switch};
 use crate::forward::slot::LegParams;
 use crate::transport::MediaKind;
@@ -332,6 +332,38 @@ impl Engine {
         }
     }
 
+    /// The live layers of a publisher's track, smallest first.
+    pub(super) fn live_layers(&self, publisher: SessionKey, track: usize) -> Vec<LayerInfo> {
+        let Some(set) = self.track_layers(publisher, track) else {
+            return Vec::new();
+        };
+        let mut live: Vec<LayerInfo> = set
+            .layers()
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.live)
+            .map(|(i, l)| layer_info(i, l))
+            .collect();
+        live.sort_by_key(|l| l.spatial_layer_id);
+        live
+    }
+
+    /// The layer a viewer's slot plays now (None before its first keyframe, and for audio).
+    pub(super) fn active_layer(&self, viewer: SessionKey, slot: usize) -> Option<LayerInfo> {
+        let forwarder = self.sessions.get(&viewer)?.forwarders.get(slot)?;
+        let assigned = forwarder.source()?;
+        let current = forwarder
+            .current_source()
+            .filter(|c| track_of(*c) == track_of(assigned))?;
+        let (publisher, track, layer) = source_parts(current);
+        let set = self.track_layers(publisher, track)?;
+        let mut info = layer_info(layer, set.layers().get(layer)?);
+        if set.layers().len() > 1 || forwarder.max_temporal() < selector::MAX_TEMPORAL {
+            info.temporal_layer_id = Some(forwarder.max_temporal());
+        }
+        Some(info)
+    }
+
     /// The `layers` event of each video slot of a viewer, with a signature that leaves out
     /// measured bitrates (which change every second).
     pub(super) fn layer_events(&self, viewer: SessionKey) -> Vec<(usize, RoomEvent, String)> {
@@ -343,44 +375,14 @@ impl Engine {
             if s.kind != MediaKind::Video {
                 continue;
             }
-            let forwarder = &session.forwarders[slot];
-            let track = forwarder.source().map(source_parts);
-            let set = track.and_then(|(p, t, _)| self.track_layers(p, t));
-            let info = |i: usize, l: &crate::forward::layers::Layer| LayerInfo {
-                rid: l.rid.clone(),
-                spatial_layer_id: l.spatial,
-                temporal_layer_id: None,
-                width: l.size.0,
-                height: l.size.1,
-                bitrate: l.bitrate,
-                index: i,
-            };
-            let layers: Vec<LayerInfo> = set
-                .map(|set| {
-                    let mut v: Vec<LayerInfo> = set
-                        .layers()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, l)| l.live)
-                        .map(|(i, l)| info(i, l))
-                        .collect();
-                    v.sort_by_key(|l| l.spatial_layer_id);
-                    v
+            let layers = session.forwarders[slot]
+                .source()
+                .map(|sid| {
+                    let (publisher, track, _) = source_parts(sid);
+                    self.live_layers(publisher, track)
                 })
                 .unwrap_or_default();
-            let active = forwarder
-                .current_source()
-                .filter(|c| {
-                    track
-                        .is_some_and(|(p, t, _)| source_parts(*c).0 == p && source_parts(*c).1 == t)
-                })
-                .and_then(|c| {
-                    let layer = source_parts(c).2;
-                    let l = set?.layers().get(layer)?;
-                    let mut i = info(layer, l);
-                    i.temporal_layer_id = Some(forwarder.max_temporal());
-                    Some(i)
-                });
+            let active = self.active_layer(viewer, slot);
             let signature = format!(
                 "{:?}|{:?}",
                 active
@@ -402,5 +404,17 @@ impl Engine {
             ));
         }
         out
+    }
+}
+
+fn layer_info(index: usize, l: &Layer) -> LayerInfo {
+    LayerInfo {
+        rid: l.rid.clone(),
+        spatial_layer_id: l.spatial,
+        temporal_layer_id: None,
+        width: l.size.0,
+        height: l.size.1,
+        bitrate: l.bitrate,
+        index,
     }
 }
