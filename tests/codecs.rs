@@ -95,14 +95,18 @@ async fn a_slot_skips_video_its_viewer_cannot_decode_and_says_so() {
         .expect("Location");
     let events = Events::open(&location, None).await.expect("events");
     let got = events
-        .wait_for("the video slot shows bob and names alice as skipped", WAIT, |all| {
-            all.iter().any(|e| {
-                e["type"] == "slot_assigned"
-                    && e["kind"] == "video"
-                    && e["participant"] == "bob"
-                    && e["skipped"]["alice"] == "codec"
-            })
-        })
+        .wait_for(
+            "the video slot shows bob and names alice as skipped",
+            WAIT,
+            |all| {
+                all.iter().any(|e| {
+                    e["type"] == "slot_assigned"
+                        && e["kind"] == "video"
+                        && e["participant"] == "bob"
+                        && e["skipped"]["alice"] == "codec"
+                })
+            },
+        )
         .await
         .expect("slot_assigned with skipped");
     assert!(
@@ -128,7 +132,11 @@ async fn an_offer_that_cannot_decode_the_only_publisher_gets_422_naming_the_code
             .send()
             .await
             .expect("POST");
-        assert_eq!(resp.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}"
+        );
         let reason = resp.text().await.unwrap_or_default();
         assert!(reason.contains("H264"), "{path}: {reason}");
     }

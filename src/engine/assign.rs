@@ -113,7 +113,10 @@ impl Engine {
             };
             if current != wanted_track {
                 if let Some(layers) = viewer.slot_layers.get_mut(p.slot) {
-                    layers.switch.reset();
+                    match wanted.filter(|_| p.kind == MediaKind::Video) {
+                        Some(sid) => layers.switch.begin(source_parts(sid).2, now),
+                        None => layers.switch.reset(),
+                    }
                     layers.active_spatial = None;
                 }
                 match (wanted, params) {

@@ -170,6 +170,7 @@ impl Engine {
             .collect();
         let mut keyframes = Vec::new();
         let mut refresh = Vec::new();
+        let mut touched = all;
         for viewer in viewers {
             let Some(session) = self.sessions.get(&viewer) else {
                 continue;
@@ -185,6 +186,7 @@ impl Engine {
                 })
                 .map(|(i, _)| i)
                 .collect();
+            touched |= !slots.is_empty();
             for slot in slots {
                 if let Some((want_keyframe, moved)) = self.select_slot(viewer, slot, now) {
                     keyframes.extend(want_keyframe);
@@ -200,7 +202,9 @@ impl Engine {
         for sid in keyframes {
             self.request_keyframe(sid, now, true);
         }
-        self.report_layers(room, only);
+        if touched {
+            self.report_layers(room, only);
+        }
     }
 
     /// Chooses one slot's layer and takes the switch's next step. Returns the source to ask
@@ -215,7 +219,7 @@ impl Engine {
         let forwarder = session.forwarders.get(slot)?;
         let assigned = forwarder.source()?;
         let current = forwarder
-            .current_source()
+            .playing_source()
             .filter(|c| track_of(*c) == track_of(assigned));
         let (publisher, track, _) = source_parts(assigned);
         let set = self.track_layers(publisher, track)?;
@@ -353,7 +357,7 @@ impl Engine {
         let forwarder = self.sessions.get(&viewer)?.forwarders.get(slot)?;
         let assigned = forwarder.source()?;
         let current = forwarder
-            .current_source()
+            .playing_source()
             .filter(|c| track_of(*c) == track_of(assigned))?;
         let (publisher, track, layer) = source_parts(current);
         let set = self.track_layers(publisher, track)?;

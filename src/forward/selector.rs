@@ -189,6 +189,13 @@ impl Switch {
         *self = Switch::default();
     }
 
+    /// A slot bound to a new track starts on `layer`: it waits for that layer's keyframe
+    /// like any switch.
+    pub fn begin(&mut self, layer: usize, now: Instant) {
+        *self = Switch::default();
+        self.pending = Some((layer, now));
+    }
+
     /// The switch landed: the pending layer now plays.
     pub fn landed(&mut self) {
         self.pending = None;

@@ -192,6 +192,15 @@ impl SlotForwarder {
         self.current.as_ref().map(|b| b.source)
     }
 
+    /// The source whose packets the slot has started sending (its current source once that
+    /// source's first keyframe went out).
+    pub fn playing_source(&self) -> Option<u64> {
+        self.current
+            .as_ref()
+            .filter(|_| !self.waiting_keyframe)
+            .map(|b| b.source)
+    }
+
     /// The source the slot switches to on its next keyframe.
     pub fn pending_source(&self) -> Option<u64> {
         self.pending.as_ref().map(|b| b.source)
