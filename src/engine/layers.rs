@@ -159,15 +159,7 @@ impl Engine {
         all: bool,
         now: Instant,
     ) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        let viewers: Vec<SessionKey> = r
-            .viewers
-            .iter()
-            .map(|v| v.session)
-            .filter(|v| only.is_none_or(|o| o == *v))
-            .collect();
+        let viewers = self.room_viewers(room, only);
         let mut keyframes = Vec::new();
         let mut refresh = Vec::new();
         let mut touched = all;
@@ -307,17 +299,23 @@ impl Engine {
         Ok(())
     }
 
+    /// A room's WHEP sessions, or just `only`.
+    fn room_viewers(&self, room: &str, only: Option<SessionKey>) -> Vec<SessionKey> {
+        self.rooms
+            .get(room)
+            .map(|r| {
+                r.viewers
+                    .iter()
+                    .map(|v| v.session)
+                    .filter(|v| only.is_none_or(|o| o == *v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Sends each viewer's slots' `layers` event where it changed.
     fn report_layers(&mut self, room: &str, only: Option<SessionKey>) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        let viewers: Vec<SessionKey> = r
-            .viewers
-            .iter()
-            .map(|v| v.session)
-            .filter(|v| only.is_none_or(|o| o == *v))
-            .collect();
+        let viewers = self.room_viewers(room, only);
         for viewer in viewers {
             let events = self.layer_events(viewer);
             for (slot, event, signature) in events {
