@@ -27,11 +27,14 @@ pub mod hostile_raw;
 pub mod hostile_replay;
 pub mod hostile_storm;
 pub mod hostile_wire;
+pub mod layer_api;
+pub mod layered;
 mod payload;
 mod peer;
 mod publisher;
 mod relay;
 mod signaling;
+pub mod simulcast;
 mod viewer;
 
 // Re-exports: each test binary uses a different subset.

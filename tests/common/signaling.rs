@@ -5,7 +5,7 @@
 //! opened them and every `#[tokio::test]` has its own runtime.
 
 use super::HarnessError;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, LINK, LOCATION};
 use reqwest::{Client, StatusCode, Url};
 
 /// The server's answer to an offer.
@@ -14,6 +14,8 @@ pub(crate) struct Answer {
     pub location: String,
     pub etag: Option<String>,
     pub sdp: String,
+    /// Every `Link` header value, as sent.
+    pub links: Vec<String>,
 }
 
 /// `{base}/{endpoint}/{room}[?participant=..]`, with the room and participant escaped.
@@ -67,6 +69,13 @@ pub(crate) async fn post_offer(
     let status = response.status();
     let location = header(&response, LOCATION);
     let etag = header(&response, ETAG);
+    let links = response
+        .headers()
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
     let body = response.text().await.map_err(http_err)?;
     if status != StatusCode::CREATED {
         return Err(HarnessError::Status {
@@ -93,6 +102,7 @@ pub(crate) async fn post_offer(
         location: location.to_string(),
         etag,
         sdp: body,
+        links,
     })
 }
 

@@ -106,6 +106,8 @@ pub struct Viewer {
     pub etag: Option<String>,
     pub offer_sdp: String,
     pub answer_sdp: String,
+    /// The `Link` header values of the 201.
+    pub links: Vec<String>,
     token: Option<String>,
     record: Arc<Record>,
     peer: Peer,
@@ -160,6 +162,7 @@ pub async fn play(base: &str, room: &str, opts: PlayOptions) -> Result<Viewer, H
         etag: answer.etag,
         offer_sdp,
         answer_sdp: answer.sdp,
+        links: answer.links,
         token: opts.token,
         record,
         peer,
@@ -290,7 +293,23 @@ impl Viewer {
         }
     }
 
-    /// Every packet received so far, in arrival order.
+    /// The absolute URL of the `Link` whose `rel` is `rel`, resolved against the session URL.
+    pub fn link(&self, rel: &str) -> Option<String> {
+        let wanted = format!("rel=\"{rel}\"");
+        self.links.iter().find_map(|l| {
+            let (target, params) = l.split_once(';')?;
+            if !params.split(';').any(|p| p.trim() == wanted) {
+                return None;
+            }
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            reqwest::Url::parse(&self.location)
+                .ok()?
+                .join(target)
+                .ok()
+                .map(String::from)
+        })
+    }
+
     /// The slots of the answer: m-line id, kind and the SSRC the server sends it with.
     pub fn slots(&self) -> Vec<SlotInfo> {
         let mut slots = Vec::new();
@@ -314,6 +333,7 @@ impl Viewer {
         slots
     }
 
+    /// Every packet received so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.record.packets().clone()
     }
