@@ -182,9 +182,10 @@ impl SlotForwarder {
         self.temporal.set_target(max);
     }
 
-    /// The highest temporal layer the slot forwards now.
+    /// The highest temporal layer the slot forwards (once the change has taken effect at a
+    /// frame boundary or sync frame).
     pub fn max_temporal(&self) -> u8 {
-        self.temporal.current()
+        self.temporal.target().min(super::selector::MAX_TEMPORAL)
     }
 
     /// The source whose packets the slot sends now.

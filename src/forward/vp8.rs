@@ -266,6 +266,11 @@ impl TemporalFilter {
         self.target = max_tid.min(MAX_TID);
     }
 
+    /// The highest temporal layer asked for (it takes effect at a frame or sync point).
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
     /// The highest temporal layer in effect: frames above it are dropped. 0 until a frame
     /// has put a layer in effect.
     pub fn current(&self) -> u8 {
