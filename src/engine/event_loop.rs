@@ -508,8 +508,9 @@ impl Engine {
                     Skip::NotBound | Skip::Stale => metrics::Drop::Stale,
                     Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
                     Skip::NoCodec => metrics::Drop::NoCodec,
-                    // Not a loss: the slot's temporal layer leaves this frame out.
-                    Skip::Temporal => continue,
+                    // Not a loss: the slot's temporal layer leaves this frame out, or the
+                    // packet is padding.
+                    Skip::Temporal | Skip::Padding => continue,
                 });
                 continue;
             }

@@ -174,7 +174,7 @@ impl Engine {
                 .zip(&session.slot_layers)
                 .enumerate()
                 .filter(|(_, (s, l))| {
-                    s.kind == MediaKind::Video && (all || l.switch.pending().is_some())
+                    s.kind == MediaKind::Video && (all || l.switch.unsettled(now))
                 })
                 .map(|(i, _)| i)
                 .collect();

@@ -115,6 +115,11 @@ impl LayerSet {
         let Some(l) = self.layers.get_mut(layer) else {
             return false;
         };
+        if bytes == 0 {
+            // Padding only: an encoder that paused a layer may keep probing the link on its
+            // SSRC. That carries no picture and does not keep the layer available.
+            return false;
+        }
         l.window_start.get_or_insert(now);
         l.window_bytes += bytes as u64;
         l.window_frames += u32::from(frame_end);
@@ -306,6 +311,19 @@ mod tests {
             b.1.wrapping_add(align),
             (u32::MAX - 10).wrapping_sub(90_000)
         );
+    }
+
+    #[test]
+    fn padding_alone_does_not_keep_a_layer_available() {
+        let t0 = Instant::now();
+        let mut set = LayerSet::new();
+        set.add("f");
+        set.on_packet(0, 1200, true, Some(Some((1280, 720))), t0);
+        for i in 1..20 {
+            assert!(!set.on_packet(0, 0, false, None, t0 + ms(i * 100)));
+        }
+        assert!(set.tick(t0 + ms(2000)), "silent but for padding");
+        assert!(!set.layers()[0].live);
     }
 
     #[test]

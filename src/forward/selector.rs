@@ -184,6 +184,17 @@ impl Switch {
         self.pending.map(|(l, _)| l)
     }
 
+    /// Whether the slot has a switch in progress, or gave up on a layer recently enough
+    /// that it will try again: either way it needs looking at on the next tick.
+    pub fn unsettled(&self, now: Instant) -> bool {
+        self.pending.is_some()
+            || self
+                .failed
+                .iter()
+                .flatten()
+                .any(|t| now.saturating_duration_since(*t) <= RETRY_AFTER + Duration::from_secs(1))
+    }
+
     /// Forgets everything (the slot changed track).
     pub fn reset(&mut self) {
         *self = Switch::default();

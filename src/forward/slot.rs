@@ -88,6 +88,8 @@ pub enum Skip {
     Stale,
     /// A VP8 frame above the slot's temporal layer.
     Temporal,
+    /// A padding-only video packet: nothing to show.
+    Padding,
 }
 
 /// One source as bound to a slot: the maps between its leg and the viewer's.
@@ -347,6 +349,13 @@ impl SlotForwarder {
                 return Err(Skip::NoKeyframeYet);
             }
             self.waiting_keyframe = false;
+        }
+        if packet.payload.is_empty() && binding.video.is_some() {
+            // Padding only (a publisher probing its uplink): nothing for the viewer, and
+            // later sequence numbers close the gap.
+            self.munger
+                .drop_packet(packet.header.ssrc, packet.header.sequence_number);
+            return Err(Skip::Padding);
         }
         let vp8 = if binding.video == Some(VideoCodec::Vp8) {
             vp8::parse(&packet.payload)
