@@ -3,8 +3,9 @@
 //!
 //! Each test runs one script of `tests/browser/` (`node SCRIPT BASE_URL ARTIFACT_DIR ...`),
 //! reads the JSON line it prints, and asserts on it. `./scripts/test.sh` installs
-//! playwright-core under `target/node` and the `chromium` package. Artifacts (the call
-//! screenshot) go to `target/browser-artifacts/`.
+//! playwright-core under `target/node` and the `chromium` and `ffmpeg` packages (ffmpeg
+//! makes the 1280x720 camera clip of the simulcast test). Artifacts (screenshots of the
+//! pages) go to `target/browser-artifacts/`.
 //!
 //! The browsers are not put in a network namespace: the server runs in this process, outside
 //! any namespace the script could enter, and everything listens on 127.0.0.1 anyway.
@@ -201,6 +202,30 @@ async fn two_pages_in_a_call_decode_each_other_and_never_themselves() {
         u64_of(&shot["colours"]) > 50 && u64_of(&shot["stddev"]) > 10,
         "the screenshot is not blank: {shot}"
     );
+    // Each page limits the other's slot to its tile's size, asks again when the tile
+    // shrinks, and never asks twice in a row for the same size.
+    let layers = &result["layers"];
+    for p in pages {
+        let (me, mid) = (p["name"].as_str().unwrap_or_default(), &p["mid"]);
+        let asked = &layers[me];
+        assert!(u64_of(&asked["tile"]["maxWidth"]) > 0, "{me}: {asked}");
+        let sizes: Vec<(u64, u64)> = asked["requests"]
+            .as_array()
+            .expect("layer requests")
+            .iter()
+            .filter(|r| r["mediaId"] == *mid)
+            .map(|r| (u64_of(&r["maxWidth"]), u64_of(&r["maxHeight"])))
+            .collect();
+        assert!(
+            sizes.windows(2).all(|w| w[0] != w[1]),
+            "{me} posts only a changed size: {asked}"
+        );
+    }
+    let ann = &layers["ann"];
+    assert!(
+        u64_of(&ann["resized"]["maxWidth"]) < u64_of(&ann["tile"]["maxWidth"]),
+        "a narrower window asks for a smaller layer: {ann}"
+    );
     assert_eq!(result["room_after_leave"], "gone", "{result}");
     wait_for_no_sessions(&server, "Leave DELETEd every session").await;
     server.shutdown().await;
@@ -228,6 +253,11 @@ async fn a_watch_page_without_a_camera_plays_a_publish_page() {
         assert_eq!(l["sent"], wanted, "the codec choice is what is sent: {l}");
         assert_eq!(l["received"], wanted, "and what comes back: {l}");
         assert!(u64_of(&l["frames"]) > 5, "{l}");
+        assert_eq!(
+            u64_of(&l["width"]),
+            320,
+            "a 320x240 camera is sent whole, not as simulcast's 80x60 quarter: {l}"
+        );
     }
     let watch = &result["watch"];
     assert_eq!(
@@ -312,4 +342,87 @@ async fn tokens_are_asked_for_and_errors_are_shown_in_words() {
     wait_for_no_sessions(&server, "the token pages DELETEd their sessions").await;
     server.shutdown().await;
     broken.shutdown().await;
+}
+
+#[tokio::test]
+async fn simulcast_from_a_publish_page_reaches_each_viewer_at_the_size_it_asked_for() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let result = run_script("simulcast.mjs", &[server.base_url()]).await;
+
+    assert_eq!(
+        result["simulcast_box_checked"], true,
+        "simulcast is on by default"
+    );
+    let sent = result["sent_first"].as_array().expect("layers sent");
+    let rids: Vec<&str> = sent.iter().filter_map(|l| l["rid"].as_str()).collect();
+    assert_eq!(
+        rids,
+        ["q", "h", "f"],
+        "three layers, smallest first: {result}"
+    );
+    assert!(u64_of(&sent[2]["width"]) >= 960, "{result}");
+
+    let widths = |who: &str| -> Vec<u64> {
+        result["measured"][who]["widths_seen"]
+            .as_array()
+            .map(|a| a.iter().map(u64_of).collect())
+            .unwrap_or_default()
+    };
+    let (auto, small) = (&result["measured"]["auto"], &result["measured"]["small"]);
+    assert!(
+        !widths("auto").is_empty() && widths("auto").iter().all(|w| *w >= 960),
+        "the viewer without limits decodes 960 or wider throughout: {auto}"
+    );
+    assert!(
+        !widths("small").is_empty() && widths("small").iter().all(|w| (1..=320).contains(w)),
+        "the viewer limited to maxWidth 320 decodes 320 or narrower throughout: {small}"
+    );
+    for (who, m) in [("auto", auto), ("small", small)] {
+        assert!(
+            u64_of(&m["freezes"]) <= 1,
+            "{who}: at most one freeze in 10 s: {m}"
+        );
+        assert!(
+            m["fps"].as_f64().unwrap_or(0.0) >= 5.0,
+            "{who} keeps decoding: {m}"
+        );
+        assert_eq!(m["layers"].as_array().map(Vec::len), Some(3), "{who}: {m}");
+    }
+    // The layers events name what each slot plays, and the watch page shows it.
+    assert_eq!(auto["active"]["rid"], "f", "{auto}");
+    assert_eq!(auto["active"]["spatialLayerId"], 2, "{auto}");
+    assert_eq!(small["active"]["rid"], "q", "{small}");
+    assert_eq!(small["active"]["spatialLayerId"], 0, "{small}");
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text(&auto["line"]).starts_with("Layer: f 1280×720 of q 320×180 · h 640×360 · f 1280×720"),
+        "{auto}"
+    );
+    assert!(
+        text(&small["line"]).starts_with("Layer: q 320×180"),
+        "{small}"
+    );
+    assert!(
+        text(&auto["line"]).contains("decoding 1280×720"),
+        "the line shows the decoder's size: {auto}"
+    );
+    assert_eq!(
+        auto["options"],
+        serde_json::json!([
+            "Auto",
+            "High (1280×720)",
+            "Medium (640×360)",
+            "Low (320×180)"
+        ]),
+        "{auto}"
+    );
+    // The Quality menu pins Low, then Auto gives the full size back.
+    let menu = &result["menu"];
+    assert!((1..=320).contains(&u64_of(&menu["low"]["width"])), "{menu}");
+    assert_eq!(menu["low"]["shown"], "q", "{menu}");
+    assert!(u64_of(&menu["auto"]["width"]) >= 960, "{menu}");
+    assert_eq!(result["room_gone_after_stop"], true, "{result}");
+    wait_for_no_sessions(&server, "the pages DELETEd their sessions").await;
+    server.shutdown().await;
 }

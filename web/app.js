@@ -1,10 +1,10 @@
 // Parley's page: three views (publish, watch, call) behind hash URLs that can be shared:
-//   #/publish/ROOM?participant=NAME&codec=VP8&source=camera
+//   #/publish/ROOM?participant=NAME&codec=VP8&source=camera&simulcast=0
 //   #/watch/ROOM[/PARTICIPANT]
-//   #/call/ROOM?name=NAME&slots=4
+//   #/call/ROOM?name=NAME&slots=4&simulcast=0
 // The URL follows the form. Media goes through webrtc.js; this file owns the DOM.
 
-import { Session, HttpError, UserError, capture, preferCodec, sendableCodecs, roomEvents, StatsMeter } from './webrtc.js';
+import { Session, HttpError, UserError, capture, preferCodec, sendableCodecs, SIMULCAST, addSender, keepResolution, roomEvents, StatsMeter } from './webrtc.js';
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const role = (section, name) => $(`[data-role="${name}"]`, section);
@@ -161,10 +161,37 @@ async function connect(run, kind, path, setup) {
   return session;
 }
 
-/** Subscribes to a WHEP session's room events for the rest of the run. */
+/** Subscribes to a WHEP session's room events for the rest of the run (kept in `run.events`). */
 function follow(run, session, onEvent) {
   if (!session.eventsUrl) return;
-  run.defer(roomEvents(session.eventsUrl, session.token, onEvent));
+  run.events = run.events || [];
+  run.defer(
+    roomEvents(session.eventsUrl, session.token, (e) => {
+      run.events.push(e);
+      onEvent(e);
+    }),
+  );
+}
+
+/**
+ * Publishes a capture over WHIP: audio, and video as simulcast when `simulcast` is set and
+ * the browser and the capture's size allow. Keeps the picture size under load; returns the
+ * session.
+ */
+async function sendCapture(run, path, stream, codec, simulcast) {
+  const senders = [];
+  const whip = await connect(run, 'whip', path, (pc) => {
+    senders.length = 0;
+    for (const track of stream.getTracks()) {
+      const { transceiver } = addSender(pc, track, stream, simulcast);
+      if (track.kind === 'video') {
+        preferCodec(transceiver, codec);
+        senders.push(transceiver.sender);
+      }
+    }
+  });
+  await Promise.all(senders.map(keepResolution));
+  return whip;
 }
 
 // ---------------------------------------------------------------- forms and URLs
@@ -200,6 +227,7 @@ function hashFor(view, v) {
       if (v.codec && v.codec !== 'auto') q.set('codec', v.codec);
       if (v.source !== 'camera') q.set('source', v.source);
       if (!v.loopback) q.set('loopback', '0');
+      if (!v.simulcast) q.set('simulcast', '0');
       return `#/publish/${enc(v.room)}${q.size ? `?${q}` : ''}`;
     case 'watch':
       return `#/watch/${enc(v.room)}${v.participant ? `/${enc(v.participant)}` : ''}`;
@@ -207,6 +235,7 @@ function hashFor(view, v) {
       if (v.name) q.set('name', v.name);
       q.set('slots', v.slots);
       if (v.codec && v.codec !== 'auto') q.set('codec', v.codec);
+      if (!v.simulcast) q.set('simulcast', '0');
       return `#/call/${enc(v.room)}?${q}`;
     default:
       return '#/';
@@ -248,14 +277,27 @@ const fmt = {
   size: (s) => (s.width ? `${s.width}×${s.height}${s.fps ? ` @${Math.round(s.fps)}` : ''}` : '–'),
 };
 
+/**
+ * A `layers` event in words: the layer a slot receives and those it could get, e.g.
+ * "f 1280×720 of q 320×180 · h 640×360 · f 1280×720".
+ */
+function describeLayers(e) {
+  const name = (l) => [l.rid, l.width ? `${l.width}×${l.height}` : 'size not known yet'].filter(Boolean).join(' ');
+  if (!e) return '–';
+  if (!e.layers.length) return 'none (no video published)';
+  const active = e.active ? name(e.active) : 'waiting for a keyframe';
+  return e.layers.length > 1 ? `${active} of ${e.layers.map(name).join(' · ')}` : active;
+}
+
 /** Renders rows of stream stats as a table into `el`. */
 function renderStats(el, rows) {
   const table = document.createElement('table');
-  const head = ['', 'codec', 'bitrate', 'packets', 'lost', 'RTT / jitter', 'frames', 'size'];
+  const head = ['', 'codec', 'bitrate', 'packets', 'lost', 'RTT / jitter', 'frames', 'size', 'freezes'];
   table.append(rowOf('th', head));
   for (const r of rows) {
     const delay = r.rtt !== undefined ? fmt.ms(r.rtt) : fmt.ms(r.jitter);
-    table.append(rowOf('td', [r.label, r.codec || '–', fmt.kbps(r.kbps), fmt.n(r.packets), fmt.n(r.lost), delay, fmt.n(r.frames), r.kind === 'video' ? fmt.size(r) : '']));
+    const video = r.kind === 'video';
+    table.append(rowOf('td', [r.label, r.codec || '–', fmt.kbps(r.kbps), fmt.n(r.packets), fmt.n(r.lost), delay, fmt.n(r.frames), video ? fmt.size(r) : '', video ? fmt.n(r.freezes) : '']));
   }
   el.replaceChildren(table);
 }
@@ -270,15 +312,21 @@ function rowOf(cell, values) {
   return tr;
 }
 
-/** Samples each session once a second and renders its streams. */
-function showStats(run, el, sources) {
+/**
+ * Samples each session once a second and renders its streams (simulcast layers sent are
+ * one row each, smallest first); `onSample(label, sample)` sees each sample too.
+ */
+function showStats(run, el, sources, onSample = () => {}) {
   const meters = sources.map(([label, session]) => [label, new StatsMeter(session.pc)]);
   run.every(1000, async () => {
     const rows = [];
     for (const [label, meter] of meters) {
       const s = await meter.sample();
-      for (const o of s.outbound) rows.push({ ...o, label: `${label} ${o.kind}`, rtt: o.rtt ?? s.rtt });
+      const layer = (o) => SIMULCAST.findIndex((e) => e.rid === o.rid);
+      s.outbound.sort((a, b) => a.kind.localeCompare(b.kind) || layer(a) - layer(b));
+      for (const o of s.outbound) rows.push({ ...o, label: `${label} ${o.kind}${o.rid ? ` ${o.rid}` : ''}`, rtt: o.rtt ?? s.rtt });
       for (const i of s.inbound) if (i.packets) rows.push({ ...i, label: `${label} ${i.kind}` });
+      if (!run.stopped) onSample(label, s);
     }
     if (!run.stopped) renderStats(el, rows);
   });
@@ -298,12 +346,7 @@ async function publish(run, v) {
   if (video) video.addEventListener('ended', () => run.stop());
 
   const query = v.participant ? `?participant=${enc(v.participant)}` : '';
-  const whip = await connect(run, 'whip', `/whip/${enc(v.room)}${query}`, (pc) => {
-    for (const track of stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-      if (track.kind === 'video') preferCodec(t, v.codec);
-    }
-  });
+  const whip = await sendCapture(run, `/whip/${enc(v.room)}${query}`, stream, v.codec, v.simulcast);
   const watch = `${location.origin}/#/watch/${enc(v.room)}${v.participant ? `/${enc(v.participant)}` : ''}`;
   const link = role(section, 'watch-link');
   link.href = link.textContent = watch;
@@ -320,11 +363,17 @@ async function publish(run, v) {
     });
     const tile = role(section, 'loopback-tile');
     const player = role(section, 'loopback');
+    const caption = $('figcaption', tile);
+    const title = caption.textContent;
     player.srcObject = new MediaStream([receiver.track]);
     tile.hidden = false;
     run.defer(() => {
       tile.hidden = true;
       player.srcObject = null;
+      caption.textContent = title;
+    });
+    follow(run, whep, (e) => {
+      if (e.type === 'layers') caption.textContent = `${title} · layer ${describeLayers(e)}`;
     });
     sources.push(['back', whep]);
   }
@@ -341,10 +390,12 @@ async function watch(run, v) {
   const unmute = role(section, 'unmute');
   const target = v.participant ? `/whep/${enc(v.room)}/${enc(v.participant)}` : `/whep/${enc(v.room)}`;
   const tracks = [];
+  let videoSlot;
   caption.textContent = 'Connecting…';
   const whep = await connect(run, 'whep', target, (pc) => {
     tracks.push(pc.addTransceiver('audio', { direction: 'recvonly' }).receiver.track);
-    tracks.push(pc.addTransceiver('video', { direction: 'recvonly' }).receiver.track);
+    videoSlot = pc.addTransceiver('video', { direction: 'recvonly' });
+    tracks.push(videoSlot.receiver.track);
   });
   player.srcObject = new MediaStream(tracks);
   player.muted = true;
@@ -361,14 +412,73 @@ async function watch(run, v) {
     unmute.hidden = true;
     caption.textContent = 'Not playing';
   });
+  const layers = chooseLayer(run, whep, videoSlot.mid);
   follow(run, whep, (e) => {
     if (e.type === 'slot_assigned' && e.kind === 'video') {
       caption.textContent = e.participant ? `Playing ${e.participant} from room ${v.room}` : waiting;
       section.dataset.showing = e.participant || '';
+    } else if (e.type === 'layers' && e.mid === videoSlot.mid) {
+      layers.received(e);
     }
   });
-  showStats(run, role(section, 'stats'), [['received', whep]]);
+  showStats(run, role(section, 'stats'), [['received', whep]], (_label, s) => {
+    layers.decoded(s.inbound.find((i) => i.kind === 'video' && i.mid === videoSlot.mid));
+  });
   run.defer(() => role(section, 'stats').replaceChildren());
+}
+
+/** Spatial layer ids behind the watch page's quality choices (Parley ranks 0 the smallest). */
+const QUALITY = { high: 2, medium: 1, low: 0 };
+
+/**
+ * The watch page's quality choice (Auto, or a pinned High, Medium or Low layer) for the video
+ * slot `mid`, and the line that says which layer arrives and what the decoder makes of it.
+ * Returns `received(layersEvent)` and `decoded(inboundVideoStats)` to feed that line.
+ */
+function chooseLayer(run, session, mid) {
+  const section = run.section;
+  const select = role(section, 'layer');
+  const line = role(section, 'layer-info');
+  select.value = 'auto';
+  line.textContent = '';
+  let event = null;
+  let stats = null;
+  const show = () => {
+    const parts = [`Layer: ${describeLayers(event)}`];
+    if (stats && stats.width) parts.push(`decoding ${fmt.size(stats)}`);
+    line.textContent = parts.join(' · ');
+    section.dataset.layer = event && event.active ? event.active.rid || String(event.active.spatialLayerId) : '';
+  };
+  const labels = new Map([...select.options].map((o) => [o, o.textContent.split(' (')[0]]));
+  select.onchange = async () => {
+    const quality = select.value;
+    const request = quality === 'auto' ? { mediaId: mid } : { mediaId: mid, spatialLayerId: QUALITY[quality] };
+    try {
+      await session.setLayer(request);
+    } catch (e) {
+      if (!run.stopped) say(e.message);
+    }
+  };
+  run.defer(() => {
+    select.onchange = null;
+    line.textContent = '';
+    for (const [o, label] of labels) o.textContent = label;
+  });
+  return {
+    received(e) {
+      event = e;
+      // Each choice names the size it stands for, when the publisher sends that layer.
+      for (const [o, label] of labels) {
+        const layer = e.layers.find((l) => l.spatialLayerId === QUALITY[o.value]);
+        o.textContent = layer && layer.width ? `${label} (${layer.width}×${layer.height})` : label;
+      }
+      show();
+    },
+    decoded(s) {
+      stats = s || null;
+      show();
+    },
+  };
 }
 
 // ---------------------------------------------------------------- call
@@ -417,12 +527,7 @@ async function call(run, v) {
   run.defer(() => (mute.hidden = true));
 
   const name = `?participant=${enc(v.name)}`;
-  const whip = await connect(run, 'whip', `/whip/${enc(v.room)}${name}`, (pc) => {
-    for (const track of stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-      if (track.kind === 'video') preferCodec(t, v.codec);
-    }
-  });
+  const whip = await sendCapture(run, `/whip/${enc(v.room)}${name}`, stream, v.codec, v.simulcast);
 
   // One recvonly audio and one recvonly video m-line per slot; Parley fills them with the
   // others' tracks and says who is in which slot with slot_assigned events.
@@ -465,10 +570,8 @@ async function call(run, v) {
       tile.classList.toggle('speaking', !!speaker && tile.dataset.participant === speaker);
     }
   };
-  const log = [];
-  run.events = log;
+  fitLayersToTiles(run, whep, tiles);
   follow(run, whep, (e) => {
-    log.push(e);
     if (e.type === 'snapshot') people.clear();
     else if (e.type === 'participant_joined') people.add(e.participant);
     else if (e.type === 'participant_left') people.delete(e.participant);
@@ -479,6 +582,9 @@ async function call(run, v) {
       $('figcaption', tile).textContent = e.participant || '';
       tile.classList.toggle('idle', !e.participant);
       empty.hidden = [...tiles.values()].some((t) => !t.classList.contains('idle'));
+    } else if (e.type === 'layers' && tiles.has(e.mid)) {
+      const active = e.active;
+      tiles.get(e.mid).dataset.layer = active ? active.rid || `${active.width}×${active.height}` : '';
     }
     showRoster();
     highlight();
@@ -489,15 +595,63 @@ async function call(run, v) {
   const received = new StatsMeter(whep.pc);
   run.every(1000, async () => {
     const [s, r] = await Promise.all([sent.sample(), received.sample()]);
-    const out = s.outbound.find((o) => o.kind === 'video');
-    if (out) $('.info', own).textContent = `${fmt.kbps(out.kbps)} · RTT ${fmt.ms(out.rtt ?? s.rtt)}`;
+    const out = s.outbound.filter((o) => o.kind === 'video');
+    if (out.length) {
+      const kbps = out.some((o) => o.kbps !== null) ? out.reduce((sum, o) => sum + (o.kbps || 0), 0) : null;
+      const layers = out.length > 1 ? ` · ${out.filter((o) => o.kbps).length} layers` : '';
+      $('.info', own).textContent = `${fmt.kbps(kbps)}${layers} · RTT ${fmt.ms(out[0].rtt ?? s.rtt)}`;
+    }
     for (const i of r.inbound) {
       const tile = i.kind === 'video' && (tiles.get(i.mid) || trackTiles.get(i.track));
-      if (tile) $('.info', tile).textContent = `${fmt.kbps(i.kbps)} · ${fmt.size(i)} · lost ${fmt.n(i.lost)}`;
+      if (!tile) continue;
+      const layer = tile.dataset.layer ? `${tile.dataset.layer} · ` : '';
+      $('.info', tile).textContent = `${layer}${fmt.kbps(i.kbps)} · ${fmt.size(i)} · lost ${fmt.n(i.lost)}`;
     }
   });
   showStats(run, role(section, 'stats'), [['sent', whip], ['received', whep]]);
   run.defer(() => role(section, 'stats').replaceChildren());
+}
+
+/**
+ * Limits each video slot to the size its tile takes on screen (in device pixels), through the
+ * WHEP layer endpoint, so a small tile does not get the publisher's largest layer. Sizes are
+ * read with a ResizeObserver, settled for 300 ms, and sent only when they changed; a hidden
+ * (idle) tile keeps its last limits.
+ */
+function fitLayersToTiles(run, session, tiles) {
+  if (!session.layerUrl || !window.ResizeObserver) return;
+  const wanted = new Map(); // mid -> "WxH" to ask for
+  const asked = new Map(); // mid -> "WxH" the server has
+  let timer = null;
+  const flush = async () => {
+    timer = null;
+    for (const [mid, size] of wanted) {
+      if (asked.get(mid) === size || run.stopped) continue;
+      asked.set(mid, size);
+      const [w, h] = size.split('x').map(Number);
+      try {
+        await session.setLayer({ mediaId: mid, maxWidth: w, maxHeight: h });
+      } catch (e) {
+        asked.delete(mid); // the next resize tries again
+        if (!run.stopped) console.warn(`could not limit tile ${mid} to ${size}`, e);
+      }
+    }
+  };
+  const observer = new ResizeObserver((entries) => {
+    const dpr = window.devicePixelRatio || 1;
+    for (const entry of entries) {
+      const { width, height } = entry.contentRect;
+      if (width < 1 || height < 1) continue;
+      wanted.set(entry.target.closest('.tile').dataset.mid, `${Math.round(width * dpr)}x${Math.round(height * dpr)}`);
+    }
+    clearTimeout(timer);
+    timer = setTimeout(flush, 300);
+  });
+  for (const tile of tiles.values()) observer.observe($('video', tile));
+  run.defer(() => {
+    observer.disconnect();
+    clearTimeout(timer);
+  });
 }
 
 // ---------------------------------------------------------------- wiring

@@ -1,5 +1,6 @@
 // WHIP/WHEP client for Parley's page: one offer/answer over HTTP per session, DELETE on
-// leave, room events over server-sent events, and getStats summaries. No DOM here.
+// leave, room events over server-sent events, simulcast sending and the WHEP layer choice,
+// and getStats summaries. No DOM here.
 
 /** An HTTP error with the server's one-line reason. */
 export class HttpError extends Error {
@@ -14,6 +15,7 @@ export class HttpError extends Error {
 export class UserError extends Error {}
 
 const EVENTS_REL = 'urn:ietf:params:whep:ext:core:server-sent-events';
+const LAYER_REL = 'urn:ietf:params:whep:ext:core:layer';
 
 /** Sessions still open, so that a closing page can DELETE them. */
 const open = new Set();
@@ -140,6 +142,33 @@ export class Session {
     return link ? link.url : null;
   }
 
+  /** The layer choice URL from the 201's Link header (WHEP only), or null. */
+  get layerUrl() {
+    const link = this.links.find((l) => l.rel === LAYER_REL);
+    return link ? link.url : null;
+  }
+
+  /**
+   * Chooses what a video slot receives (WHEP layer extension): `{mediaId, maxWidth,
+   * maxHeight}` limits the server's automatic choice, `{mediaId, spatialLayerId}` or
+   * `{mediaId, rid}` pins a layer, `{mediaId}` alone returns to automatic.
+   */
+  async setLayer(request) {
+    const url = this.layerUrl;
+    if (!url) throw new UserError('This server does not let viewers choose a layer (no layer link in its answer).');
+    let res;
+    try {
+      res = await fetch(url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...authHeaders(this.token) },
+        body: JSON.stringify(request),
+      });
+    } catch (e) {
+      throw new UserError(`Could not reach the server to choose a layer (${e.message}).`);
+    }
+    if (!res.ok) throw new HttpError(res.status, (await res.text()).trim().split('\n')[0]);
+  }
+
   iceChanged() {
     const state = this.pc.iceConnectionState;
     if (state === 'failed') this.failed('ice');
@@ -205,6 +234,66 @@ export function sendableCodecs() {
   if (!window.RTCRtpSender || !RTCRtpSender.getCapabilities) return [];
   const names = RTCRtpSender.getCapabilities('video').codecs.map((c) => c.mimeType.split('/')[1].toUpperCase());
   return ['VP8', 'H264', 'VP9', 'AV1'].filter((c) => names.includes(c));
+}
+
+/**
+ * Simulcast layers a publisher sends: a quarter, a half and the full capture size. Parley
+ * ranks them by the size it sees in their keyframes, so the rids are only names.
+ */
+export const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4 },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'f', scaleResolutionDownBy: 1 },
+];
+
+/**
+ * The simulcast layers worth sending for a capture of `width`×`height`: three from 960×540,
+ * the half and full size from 480×270, else none. Chromium sends no more layers than that
+ * for a picture this size and drops the largest ones, so asking for three layers of a
+ * 320×240 camera would send only its 80×60 quarter.
+ */
+export function simulcastLayers(width, height) {
+  const pixels = (width || 0) * (height || 0);
+  if (pixels >= 960 * 540) return SIMULCAST.map((e) => ({ ...e }));
+  if (pixels >= 480 * 270) return SIMULCAST.slice(1).map((e) => ({ ...e }));
+  return [];
+}
+
+/**
+ * Adds a send-only transceiver for `track`; for video with `simulcast`, the layers its size
+ * allows ({@link simulcastLayers}), or one stream when the browser refuses them. Returns the
+ * transceiver and the rids it sends (empty without simulcast).
+ */
+export function addSender(pc, track, stream, simulcast) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  if (track.kind === 'video' && simulcast) {
+    const { width, height } = track.getSettings();
+    const layers = simulcastLayers(width, height);
+    if (layers.length) {
+      try {
+        return { transceiver: pc.addTransceiver(track, { ...init, sendEncodings: layers }), rids: layers.map((e) => e.rid) };
+      } catch (e) {
+        console.warn('this browser cannot send simulcast; sending one stream', e);
+      }
+    }
+  }
+  return { transceiver: pc.addTransceiver(track, init), rids: [] };
+}
+
+/**
+ * Asks the encoder to keep the picture size and lower the frame rate instead when the CPU
+ * or the network is short (with simulcast, a busy CPU would otherwise drop the top layers).
+ * Ignored where the browser does not support it.
+ */
+export async function keepResolution(sender) {
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) return;
+    params.degradationPreference = 'maintain-resolution';
+    await sender.setParameters(params);
+  } catch (e) {
+    console.warn('degradationPreference not supported', e);
+  }
 }
 
 /** Camera/microphone or screen, with errors in words. */
@@ -275,7 +364,7 @@ export function roomEvents(url, token, onEvent) {
   if (!token) {
     const source = new EventSource(url);
     source.addEventListener('open', () => onEvent({ type: 'snapshot' }));
-    for (const type of ['participant_joined', 'participant_left', 'track_published', 'track_unpublished', 'slot_assigned', 'active_speaker']) {
+    for (const type of ['participant_joined', 'participant_left', 'track_published', 'track_unpublished', 'slot_assigned', 'active_speaker', 'layers']) {
       source.addEventListener(type, (e) => deliver(e.data));
     }
     return () => source.close();
@@ -328,6 +417,7 @@ export class StatsMeter {
         out.outbound.push({
           kind: s.kind,
           mid: s.mid,
+          rid: s.rid,
           codec: codec(s),
           kbps: this.rate(s.id, s.bytesSent, s.timestamp),
           packets: s.packetsSent,
@@ -352,6 +442,7 @@ export class StatsMeter {
           width: s.frameWidth,
           height: s.frameHeight,
           fps: s.framesPerSecond,
+          freezes: s.freezeCount,
         });
       } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         if (s.currentRoundTripTime !== undefined) out.rtt = s.currentRoundTripTime;

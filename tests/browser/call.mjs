@@ -1,7 +1,8 @@
 // Two people join the same call from two browsers: ann's fake camera is red, bob's is blue;
 // ann talks, bob is silent. Each page must decode the other's video (framesDecoded grows, the
 // tile is the other's colour, labelled with the other's name) and never its own, and both
-// highlight ann as the speaker. Saves a screenshot of ann's page.
+// highlight ann as the speaker. Saves a screenshot of ann's page. Each page limits the other's
+// video slot to the size of its tile (layer endpoint), and again when ann's window shrinks.
 //
 //   node tests/browser/call.mjs <base_url> <artifact_dir>
 
@@ -15,6 +16,32 @@ const people = [
   { name: 'ann', rgb: [210, 40, 40], colour: 'red', speaking: true },
   { name: 'bob', rgb: [40, 70, 220], colour: 'blue', speaking: false },
 ];
+
+/** The layer requests (POST .../layer bodies) a page sends, in order. */
+function recordLayerRequests(page) {
+  const requests = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url().endsWith('/layer')) requests.push(JSON.parse(r.postData() || '{}'));
+  });
+  return requests;
+}
+
+/** A tile's video size on screen in device pixels, as the page should ask for it. */
+function tileSize(page, mid) {
+  return page.$eval(`#call .tile[data-mid="${mid}"] video`, (v) => {
+    const r = v.getBoundingClientRect();
+    return { maxWidth: Math.round(r.width * devicePixelRatio), maxHeight: Math.round(r.height * devicePixelRatio) };
+  });
+}
+
+/** Waits until the last layer request for `mid` asks for the tile's size on screen now. */
+async function limitedToTile(page, requests, mid, what) {
+  return waitFor(what, async () => {
+    const size = await tileSize(page, mid);
+    const last = requests.filter((r) => r.mediaId === mid).pop();
+    return last && last.maxWidth === size.maxWidth && last.maxHeight === size.maxHeight && size;
+  }, 10_000);
+}
 
 /** What a call page shows now: its tiles and the frames decoded per slot. */
 async function snapshot(page) {
@@ -45,6 +72,7 @@ main(async () => {
     const context = await launch({ camera, microphone });
     const page = context.pages()[0] || (await context.newPage());
     watchConsole(page, p.name);
+    p.layerRequests = recordLayerRequests(page);
     await page.goto(`${base}/#/call/${ROOM}?name=${p.name}&slots=4`);
     await page.click('#call [data-role="start"]');
     pages.push({ ...p, page });
@@ -107,6 +135,16 @@ main(async () => {
   await writeFile(file, png);
   const screenshot = { path: file, bytes: png.length, ...(await measurePng(ann, png)) };
 
+  // Each page asked for the other's slot at its tile's size; a narrower window asks again.
+  const layers = {};
+  for (const { me, first } of results) {
+    layers[me.name] = { tile: await limitedToTile(me.page, me.layerRequests, first.tile.mid, `${me.name}'s layer request for its tile size`) };
+  }
+  const annMid = results[0].first.tile.mid;
+  await ann.setViewportSize({ width: 760, height: 800 });
+  layers.ann.resized = await limitedToTile(ann, pages[0].layerRequests, annMid, "ann's layer request after her window shrank");
+  for (const p of pages) layers[p.name].requests = p.layerRequests;
+
   // Leaving DELETEs both sessions of each page.
   for (const p of pages) await p.page.click('#call [data-role="stop"]');
   const gone = await waitFor('the room to empty after both left', async () => {
@@ -114,5 +152,5 @@ main(async () => {
     return res.status === 404 ? 'gone' : null;
   }, 5000);
 
-  return { pages: report, speaker, server_active_speaker: room.active_speaker, screenshot, room_after_leave: gone };
+  return { pages: report, layers, speaker, server_active_speaker: room.active_speaker, screenshot, room_after_leave: gone };
 });

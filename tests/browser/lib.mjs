@@ -7,6 +7,8 @@
 // prints one JSON line as its result; it must never leave a browser running.
 
 import { createRequire } from 'node:module';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -119,6 +121,21 @@ export async function colourCamera(dir, name, [r, g, b]) {
 }
 
 /**
+ * Writes a Y4M clip for Chromium's fake camera with ffmpeg's moving `testsrc2` pattern, e.g.
+ * 1280×720 (Chromium sends three simulcast layers only from about 960×540 up). It loops.
+ */
+export async function testPatternCamera(dir, name, { width, height, seconds = 3, fps = 30 }) {
+  const file = path.join(dir, `${name}.y4m`);
+  const args = ['-v', 'error', '-y', '-f', 'lavfi', '-i', `testsrc2=size=${width}x${height}:rate=${fps}`, '-t', String(seconds), '-pix_fmt', 'yuv420p', file];
+  try {
+    await promisify(execFile)('ffmpeg', args);
+  } catch (e) {
+    throw new Error(`ffmpeg could not make the ${width}x${height} test camera (run ./scripts/test.sh, which installs ffmpeg): ${e.message}`);
+  }
+  return file;
+}
+
+/**
  * Writes a WAV for Chromium's fake microphone: 4 s of a voice-like warbling tone, or silence,
  * so that the server's active-speaker choice is known in advance.
  */
@@ -167,7 +184,10 @@ export async function waitFor(what, fn, ms = 20_000, every = 250) {
   throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
 }
 
-/** Inbound video of a page's session of `kind`, per mid: frames decoded and codec. */
+/**
+ * Inbound video of a page's session of `kind`, per mid: frames decoded, codec, and what the
+ * decoder reports (size, frame rate, freezes, PLIs sent).
+ */
 export function inboundVideo(page, kind = 'whep') {
   return page.evaluate(async (kind) => {
     const s = window.parley.sessions[kind];
@@ -178,7 +198,17 @@ export function inboundVideo(page, kind = 'whep') {
     const out = [];
     report.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
-        out.push({ mid: r.mid, frames: r.framesDecoded || 0, codec: codecs.get(r.codecId) || null });
+        out.push({
+          mid: r.mid,
+          frames: r.framesDecoded || 0,
+          codec: codecs.get(r.codecId) || null,
+          width: r.frameWidth || 0,
+          height: r.frameHeight || 0,
+          fps: r.framesPerSecond || 0,
+          freezes: r.freezeCount || 0,
+          freezeSecs: r.totalFreezesDuration || 0,
+          plis: r.pliCount || 0,
+        });
       }
     });
     return out;

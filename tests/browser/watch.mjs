@@ -2,7 +2,8 @@
 // calls getUserMedia, so its offer carries only mDNS (.local) candidates and the server must
 // learn its address from the first binding request (peer-reflexive).
 // First, the publish page sends each codec the browser offers and plays itself back through
-// the server: what comes back must be that codec.
+// the server: what comes back must be that codec, at the camera's size (320×240 is too small
+// for simulcast, so the page sends one full-size stream).
 //
 //   node tests/browser/watch.mjs <base_url> <artifact_dir>
 
@@ -52,7 +53,7 @@ main(async () => {
       report.forEach((r) => r.type === 'outbound-rtp' && r.kind === 'video' && out.push(codecs.get(r.codecId)));
       return out;
     });
-    loopback.push({ codec, sent, received: back.codec, frames: back.frames });
+    loopback.push({ codec, sent, received: back.codec, frames: back.frames, width: back.width });
     await publisher.click('#publish [data-role="stop"]');
   }
 
