@@ -50,6 +50,10 @@ const SEQ_HALF: u16 = 0x8000;
 /// drops for (one bit each in a `u128`).
 pub const DROP_WINDOW: u16 = 128;
 
+/// How many recent padding insertion points the munger remembers. A packet older than a
+/// forgotten one is neither sent nor mapped back, like one older than a forgotten drop.
+pub const PAD_POINTS: usize = 16;
+
 /// How far past twice the arrival-time gap an aligned switch timestamp may land (RTP ticks:
 /// 50 ms at 90 kHz) before the alignment is distrusted.
 const ALIGN_SLACK: u64 = 4500;
@@ -103,6 +107,10 @@ struct State {
     /// How far behind `highest_in_seq` the newest drop that left the window is (saturating;
     /// `u16::MAX` when none has): it and older packets are neither sent nor mapped back.
     evicted_drop: u16,
+    /// Padding packets inserted after input packets: (input sequence number, how many),
+    /// oldest first. Each shifts every later packet one number up.
+    pads: [(u16, u16); PAD_POINTS],
+    pad_points: usize,
 }
 
 impl State {
@@ -121,7 +129,30 @@ impl State {
             skipped: 0,
             refused: 0,
             evicted_drop: u16::MAX,
+            pads: [(0, 0); PAD_POINTS],
+            pad_points: 0,
         }
+    }
+
+    /// How many padding packets were inserted after the packet `behind` numbers behind the
+    /// head or after a later one (those numbers come after it).
+    fn pads_from(&self, behind: u16) -> u16 {
+        self.pads[..self.pad_points]
+            .iter()
+            .filter(|(seq, _)| self.highest_in_seq.wrapping_sub(*seq) <= behind)
+            .map(|(_, n)| *n)
+            .fold(0u16, u16::wrapping_add)
+    }
+
+    /// Forgets the oldest insertion point: it and older packets can no longer be numbered.
+    fn forget_oldest_pad(&mut self) {
+        if self.pad_points == 0 {
+            return;
+        }
+        let behind = self.highest_in_seq.wrapping_sub(self.pads[0].0);
+        self.evicted_drop = self.evicted_drop.min(behind);
+        self.pads.copy_within(1..self.pad_points, 0);
+        self.pad_points -= 1;
     }
 
     /// Moves the head of the current source `ahead` (at least 1) numbers on, to `seq`.
@@ -140,10 +171,14 @@ impl State {
         if evicted != 0 {
             // The lowest bit evicted is the newest of those drops.
             let behind = evicted.trailing_zeros() as u16;
-            self.evicted_drop = behind.saturating_add(ahead);
+            self.evicted_drop = self.evicted_drop.min(behind.saturating_add(ahead));
         }
         self.skipped = skipped;
         self.refused = refused;
+        while self.pad_points > 0 && self.highest_in_seq.wrapping_sub(self.pads[0].0) >= DROP_WINDOW
+        {
+            self.forget_oldest_pad();
+        }
     }
 
     /// How many skipped packets are newer than the one `behind` numbers behind the head, or
@@ -173,29 +208,27 @@ impl State {
             return None;
         }
         let skips = self.skips_after(behind)?;
-        Some(seq.wrapping_add(self.seq_offset).wrapping_add(skips))
+        Some(
+            seq.wrapping_add(self.seq_offset)
+                .wrapping_add(skips)
+                .wrapping_sub(self.pads_from(behind)),
+        )
     }
 
     /// How far behind the head the packet sent as `head_out - out_behind` is, where
-    /// `head_out` is the number the head maps to: the `behind` that is not a skip and has
-    /// `behind - (skips newer than it) = out_behind`.
-    fn behind_for_out(&self, out_behind: u16) -> u16 {
-        // The least fixed point of `behind = out_behind + skips in 0..=behind`, found by
-        // iteration: each step adds the skips the last guess stepped over (at most 128).
-        let mut behind = out_behind;
-        loop {
-            let upto = behind.saturating_add(1);
-            let skips = if upto >= DROP_WINDOW {
-                self.skipped
-            } else {
-                self.skipped & ((1u128 << upto) - 1)
-            };
-            let next = out_behind.saturating_add(skips.count_ones() as u16);
-            if next == behind {
-                return behind;
-            }
-            behind = next;
-        }
+    /// `head_out` is the number after the head and the paddings after it: the `behind` whose
+    /// packet [`State::out_seq`] numbers so, if any. Skips move a packet's number down and
+    /// paddings up, by at most the window's worth each, so the search is bounded.
+    fn behind_for_out(&self, out_behind: u16) -> Option<u16> {
+        let pads = self.pads_from(u16::MAX);
+        let head_out = self.highest_in_seq.wrapping_add(self.seq_offset);
+        let want = head_out.wrapping_sub(out_behind);
+        let low = out_behind.saturating_sub(pads);
+        let high = out_behind.saturating_add(DROP_WINDOW).min(SEQ_HALF);
+        (low..=high).find(|&behind| {
+            let seq = self.highest_in_seq.wrapping_sub(behind);
+            self.out_seq(seq, behind) == Some(want)
+        })
     }
 }
 
@@ -325,9 +358,40 @@ impl Munger {
         if out_behind >= SEQ_HALF {
             return None;
         }
-        let behind = st.behind_for_out(out_behind);
-        let in_seq = st.highest_in_seq.wrapping_sub(behind);
-        st.out_seq(in_seq, behind).map(|_| in_seq)
+        let behind = st.behind_for_out(out_behind)?;
+        Some(st.highest_in_seq.wrapping_sub(behind))
+    }
+
+    /// Numbers a padding-only packet sent right after the newest packet of the current
+    /// source (a frame boundary): the next sequence number and the newest timestamp. Every
+    /// later packet of the source moves one number up, and the padding's number maps back to
+    /// no packet. `None` before the first packet, while a switch is pending, or when the
+    /// newest number sent is not the head's (nothing may be inserted there).
+    pub fn pad(&mut self) -> Option<(u16, u32)> {
+        if self.switch_pending {
+            return None;
+        }
+        let st = self.state.as_mut()?;
+        let out = st
+            .highest_in_seq
+            .wrapping_add(st.seq_offset)
+            .wrapping_add(1);
+        if out != st.highest_out_seq.wrapping_add(1) {
+            return None;
+        }
+        match st.pad_points.checked_sub(1).map(|i| &mut st.pads[i]) {
+            Some((seq, n)) if *seq == st.highest_in_seq => *n = n.wrapping_add(1),
+            _ => {
+                if st.pad_points == PAD_POINTS {
+                    st.forget_oldest_pad();
+                }
+                st.pads[st.pad_points] = (st.highest_in_seq, 1);
+                st.pad_points += 1;
+            }
+        }
+        st.seq_offset = st.seq_offset.wrapping_add(1);
+        st.highest_out_seq = out;
+        Some((out, st.highest_out_ts))
     }
 
     /// The viewer-side numbering a packet of the current source was (or would be) sent with,
@@ -336,13 +400,15 @@ impl Munger {
         match self.state.as_ref() {
             Some(st) => {
                 let behind = st.highest_in_seq.wrapping_sub(seq);
-                let skips = if behind < SEQ_HALF {
-                    st.skips_after(behind).unwrap_or(0)
+                let (skips, pads) = if behind < SEQ_HALF {
+                    (st.skips_after(behind).unwrap_or(0), st.pads_from(behind))
                 } else {
-                    0
+                    (0, 0)
                 };
                 (
-                    seq.wrapping_add(st.seq_offset).wrapping_add(skips),
+                    seq.wrapping_add(st.seq_offset)
+                        .wrapping_add(skips)
+                        .wrapping_sub(pads),
                     ts.wrapping_add(st.ts_offset),
                 )
             }

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 /// One source's stretch of the stream: its bases, whether the slot switches explicitly
 /// (keeping the SSRC), and per packet in sequence order: a fate roll (0: lost upstream,
-/// 1-2: deliberately dropped, else sent), a roll to swap it with the next one on the wire,
-/// and its timestamp increment.
+/// 1-2: deliberately dropped, 3: sent and followed by padding when it is the newest, else
+/// sent), a roll to swap it with the next one on the wire, and its timestamp increment.
 type Segment = (u16, u32, bool, Vec<(u8, u8, u32)>);
 
 fn segments() -> impl Strategy<Value = Vec<Segment>> {
@@ -56,6 +56,10 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
         let mut sent: Vec<Option<(u16, u32)>> = vec![None; packets.len()];
         let mut skip = vec![false; packets.len()];
         let mut dropped = vec![false; packets.len()];
+        // Per index: padding packets inserted right after it; and the insertion points.
+        let mut pads = vec![0usize; packets.len()];
+        let mut pad_points: Vec<usize> = Vec::new();
+        let mut padding = HashSet::new();
         let mut head: Option<usize> = None;
         for &k in &order {
             let seq = seq0.wrapping_add(k as u16);
@@ -91,6 +95,23 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
                             newest = Some((out, ts));
                         }
                         sent[k] = Some((out, ts));
+                        if fate == 3 && in_order {
+                            for _ in 0..=packets[k].1 % 3 {
+                                let (pad, pad_ts) = m.pad().ok_or_else(|| {
+                                    TestCaseError::fail(format!("segment {seg}: no pad after {k}"))
+                                })?;
+                                prop_assert!(seen.insert(pad), "segment {seg}: pad {pad} twice");
+                                let (top, top_ts) = newest.unwrap_or((pad, pad_ts));
+                                prop_assert_eq!(pad, top.wrapping_add(1), "segment {}: pad", seg);
+                                prop_assert_eq!(pad_ts, top_ts);
+                                newest = Some((pad, pad_ts));
+                                padding.insert(pad);
+                                pads[k] += 1;
+                            }
+                            if pad_points.last() != Some(&k) {
+                                pad_points.push(k);
+                            }
+                        }
                     }
                     Verdict::Drop => {
                         prop_assert!(k < head.unwrap_or(0), "segment {seg}: {k} refused")
@@ -100,7 +121,8 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
             head = Some(head.map_or(k, |h| h.max(k)));
         }
         // Between two packets sent, the viewer's numbers differ by the input distance
-        // less the drops that closed their gap: loss and late drops stay visible.
+        // less the drops that closed their gap, plus the paddings inserted between them:
+        // loss and late drops stay visible.
         let numbered: Vec<(usize, u16)> = sent
             .iter()
             .enumerate()
@@ -109,9 +131,10 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
         for w in numbered.windows(2) {
             let ((i, a), (j, b)) = (w[0], w[1]);
             let skips = (i + 1..j).filter(|k| skip[*k]).count();
+            let padded: usize = pads[i..j].iter().sum();
             prop_assert_eq!(
                 b.wrapping_sub(a) as usize,
-                j - i - skips,
+                j - i - skips + padded,
                 "segment {}: {} -> {}",
                 seg,
                 i,
@@ -123,6 +146,7 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
         let last = numbered.last().map(|(_, out)| *out).unwrap_or(0);
         for out in (0..=last.wrapping_sub(first)).map(|d| first.wrapping_add(d)) {
             if let Some(seq) = m.source_seq(out) {
+                prop_assert!(!padding.contains(&out), "segment {seg}: NACK of pad {out}");
                 let k = seq.wrapping_sub(*seq0) as usize;
                 prop_assert!(
                     k < packets.len() && !dropped[k],
@@ -135,10 +159,16 @@ fn check(segs: &[Segment]) -> Result<(), TestCaseError> {
             }
         }
         let head = head.unwrap_or(0);
+        // Packets at or before a forgotten insertion point can no longer be numbered.
+        let forgotten = pad_points
+            .len()
+            .checked_sub(PAD_POINTS + 1)
+            .map(|i| pad_points[i]);
         for (k, s) in sent
             .iter()
             .enumerate()
             .filter(|(k, _)| head.saturating_sub(*k) < usize::from(DROP_WINDOW))
+            .filter(|(k, _)| forgotten.is_none_or(|f| *k > f))
         {
             if let Some((out, _)) = s {
                 prop_assert_eq!(m.source_seq(*out), Some(seq0.wrapping_add(k as u16)));
