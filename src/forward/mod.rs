@@ -10,11 +10,14 @@
 //! that combines them ([`slot`]). Nothing here does I/O, takes a lock, awaits, reads a clock
 //! or panics on what a peer sent.
 
+pub mod allocate;
 pub mod cache;
 pub mod codec;
+pub mod estimate;
 pub mod keyframe;
 pub mod layers;
 pub mod munger;
+pub mod probe;
 pub mod resolution;
 pub mod selector;
 pub mod slot;

@@ -1,0 +1,267 @@
+//! How much one viewer's downlink carries: a bitrate estimate per viewer connection.
+//!
+//! Three signals, best first:
+//! - **TWCC** (send-side): Parley numbers every packet it seals for the connection and the
+//!   viewer reports when each arrived (Chromium, Firefox, webrtc-rs). Arrival-time trends go
+//!   through the WebRTC stack's delay filter and overuse detector (GCC's), and the rate
+//!   control here decides: on overuse, 0.85 × what was delivered; otherwise grow 8 % a
+//!   second, never below what the link has just delivered (a probe that got through proves
+//!   its rate at once) and never above 1.5 × it (an estimate must rest on traffic sent);
+//!   heavy loss cuts it too.
+//! - **REMB** (receiver-side): the viewer's own estimate (aiortc; any client that stamps
+//!   abs-send-time arrivals), taken as it is.
+//! - **Receiver reports**: for a client that sends neither, the loss it reports: above 10 %
+//!   the estimate falls to what was sent less half the loss, below 2 % it grows 5 % a
+//!   second up to 1.5 × what was sent.
+//!
+//! No clock and no I/O: time and feedback come in as arguments, so recorded feedback
+//! sequences replay exactly in tests.
+
+use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// TWCC or REMB feedback older than this no longer counts: the next signal takes over.
+pub const FEEDBACK_STALE: Duration = Duration::from_secs(2);
+
+/// The window delivered bytes are measured over (on the receiver's clock).
+const DELIVERED_WINDOW: Duration = Duration::from_millis(750);
+
+/// At most one decrease this often (about a round trip and a reaction).
+const DECREASE_EVERY: Duration = Duration::from_millis(300);
+
+/// What the estimate rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// No feedback yet: the configured starting value.
+    Initial,
+    /// Transport-wide congestion control feedback.
+    Twcc,
+    /// The viewer's REMB.
+    Remb,
+    /// Loss in receiver reports.
+    Loss,
+}
+
+impl Signal {
+    /// The name used in the room API and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Initial => "initial",
+            Signal::Twcc => "twcc",
+            Signal::Remb => "remb",
+            Signal::Loss => "loss",
+        }
+    }
+}
+
+/// The estimate's bounds and starting value, in bits per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Before any feedback.
+    pub initial: u64,
+    /// Never below.
+    pub min: u64,
+    /// Never above.
+    pub max: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            initial: 1_000_000,
+            min: 100_000,
+            max: 20_000_000,
+        }
+    }
+}
+
+/// One viewer connection's downlink estimate.
+pub struct Estimator {
+    bounds: Bounds,
+    estimate: f64,
+    signal: Signal,
+    slope: SlopeEstimator,
+    detector: OveruseDetector,
+    /// Delivered packets: (arrival on the receiver's clock, bytes), oldest first.
+    delivered: VecDeque<(Duration, u32)>,
+    loss: f64,
+    last_twcc: Option<Instant>,
+    last_update: Option<Instant>,
+    last_decrease: Option<Instant>,
+    remb: Option<Instant>,
+}
+
+impl Estimator {
+    /// An estimator at `bounds.initial`.
+    pub fn new(bounds: Bounds) -> Self {
+        let bounds = Bounds {
+            min: bounds.min.min(bounds.max),
+            ..bounds
+        };
+        Estimator {
+            bounds,
+            estimate: bounds.initial.clamp(bounds.min, bounds.max) as f64,
+            signal: Signal::Initial,
+            slope: SlopeEstimator::new(),
+            detector: OveruseDetector::new(),
+            delivered: VecDeque::with_capacity(256),
+            loss: 0.0,
+            last_twcc: None,
+            last_update: None,
+            last_decrease: None,
+            remb: None,
+        }
+    }
+
+    /// The estimate, in bits per second.
+    pub fn estimate(&self) -> u64 {
+        self.estimate as u64
+    }
+
+    /// What the estimate rests on.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Smoothed loss fraction the last TWCC feedback showed.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn clamp(&mut self) {
+        self.estimate = self
+            .estimate
+            .clamp(self.bounds.min as f64, self.bounds.max as f64);
+    }
+
+    /// What the link delivered over the last [`DELIVERED_WINDOW`], in bits per second, once
+    /// the reports span most of it.
+    fn delivered_rate(&self) -> Option<f64> {
+        let (first, _) = *self.delivered.front()?;
+        let (last, _) = *self.delivered.back()?;
+        let span = last.saturating_sub(first);
+        if span < DELIVERED_WINDOW / 2 {
+            return None;
+        }
+        let bytes: u64 = self
+            .delivered
+            .iter()
+            .skip(1)
+            .map(|(_, b)| u64::from(*b))
+            .sum();
+        Some(bytes as f64 * 8.0 / span.as_secs_f64())
+    }
+
+    /// TWCC feedback: the packets it reported on, in send order.
+    pub fn on_twcc(&mut self, now: Instant, reports: &[PacketReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let mut usage = self.detector.usage();
+        let mut lost = 0usize;
+        for r in reports {
+            match (r.arrived, r.arrival) {
+                (true, Some(at)) => {
+                    self.delivered.push_back((at, r.size as u32));
+                    if let Some(trend) = self.slope.accumulate(r) {
+                        usage = self.detector.update(trend.at, trend.estimate_ms);
+                    }
+                }
+                (true, None) => {}
+                (false, _) => lost += 1,
+            }
+        }
+        if let Some(&(newest, _)) = self.delivered.back() {
+            while self
+                .delivered
+                .front()
+                .is_some_and(|(at, _)| newest.saturating_sub(*at) > DELIVERED_WINDOW)
+            {
+                self.delivered.pop_front();
+            }
+        }
+        let sample = lost as f64 / reports.len() as f64;
+        self.loss = 0.8 * self.loss + 0.2 * sample;
+        self.last_twcc = Some(now);
+        self.signal = Signal::Twcc;
+        let delivered = self.delivered_rate();
+        let may_decrease = self
+            .last_decrease
+            .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_EVERY);
+        let elapsed = self
+            .last_update
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+            .min(Duration::from_secs(1));
+        self.last_update = Some(now);
+        if usage == Usage::Over || self.loss > 0.1 {
+            if may_decrease {
+                let base = delivered.unwrap_or(self.estimate).min(self.estimate);
+                let factor = if usage == Usage::Over {
+                    0.85
+                } else {
+                    1.0 - 0.5 * self.loss
+                };
+                self.estimate = base * factor;
+                self.last_decrease = Some(now);
+            }
+        } else if let Some(delivered) = delivered {
+            let grown = if usage == Usage::Normal && self.loss < 0.02 {
+                self.estimate * 1.08f64.powf(elapsed.as_secs_f64())
+            } else {
+                self.estimate
+            };
+            self.estimate = grown.min(1.5 * delivered + 50_000.0).max(delivered);
+        }
+        self.clamp();
+    }
+
+    /// A REMB from the viewer. Used while no TWCC feedback comes.
+    pub fn on_remb(&mut self, now: Instant, bitrate: f64) {
+        if !bitrate.is_finite() || bitrate <= 0.0 {
+            return;
+        }
+        self.remb = Some(now);
+        if self.twcc_fresh(now) {
+            return;
+        }
+        self.signal = Signal::Remb;
+        self.estimate = bitrate;
+        self.clamp();
+    }
+
+    /// A receiver report's fraction lost (0..1) while `sent` bits per second went out. Used
+    /// while neither TWCC nor REMB comes.
+    pub fn on_loss(&mut self, now: Instant, fraction: f64, sent: u64) {
+        if self.twcc_fresh(now)
+            || self
+                .remb
+                .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
+        {
+            return;
+        }
+        self.signal = Signal::Loss;
+        let sent = sent as f64;
+        let elapsed = self
+            .last_update
+            .map_or(Duration::from_secs(1), |t| now.saturating_duration_since(t))
+            .min(Duration::from_secs(1));
+        self.last_update = Some(now);
+        if fraction > 0.1 {
+            self.estimate = self.estimate.min(sent * (1.0 - 0.5 * fraction));
+            self.last_decrease = Some(now);
+        } else if fraction < 0.02 {
+            let grown = self.estimate * 1.05f64.powf(elapsed.as_secs_f64());
+            self.estimate = self.estimate.max(grown.min(1.5 * sent + 50_000.0));
+        }
+        self.clamp();
+    }
+
+    fn twcc_fresh(&self, now: Instant) -> bool {
+        self.last_twcc
+            .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! When one viewer's connection sends padding to prove it can carry more.
+//!
+//! An estimate rests on what is sent, so it cannot show room for a layer that is not sent.
+//! When the allocator asks ([`crate::forward::allocate::probe_rate`]), a [`Prober`] adds
+//! padding-only packets at that rate for up to [`PROBE_FOR`], at the viewer's frame
+//! boundaries (so no frame is split). The probe succeeds when the allocator stops asking
+//! (the estimate grew to the next step); it fails when the estimate falls or time runs out,
+//! and the next try waits [`FIRST_BACKOFF`], 1.5 times longer after each failure up to
+//! [`MAX_BACKOFF`].
+
+use std::time::{Duration, Instant};
+
+/// The longest one probe lasts.
+pub const PROBE_FOR: Duration = Duration::from_millis(2000);
+
+/// The wait after a first failed probe.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(3);
+
+/// The longest wait between probes.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Padding bytes per probe packet (RTP padding holds at most 255).
+pub const PADDING: usize = 255;
+
+/// The most padding packets sent at one frame boundary.
+pub const MAX_PER_BOUNDARY: usize = 24;
+
+/// One viewer connection's probing.
+#[derive(Clone, Debug)]
+pub struct Prober {
+    /// Padding bits per second while probing, 0 when not.
+    rate: u64,
+    until: Option<Instant>,
+    started_at_estimate: u64,
+    next_try: Option<Instant>,
+    backoff: Duration,
+    /// Padding bytes owed.
+    owed: f64,
+    last: Option<Instant>,
+    /// Probes started, and of those the ones that failed.
+    pub started: u64,
+    /// Probes that failed.
+    pub failed: u64,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Prober {
+            rate: 0,
+            until: None,
+            started_at_estimate: 0,
+            next_try: None,
+            backoff: FIRST_BACKOFF,
+            owed: 0.0,
+            last: None,
+            started: 0,
+            failed: 0,
+        }
+    }
+}
+
+impl Prober {
+    /// Whether a probe runs.
+    pub fn probing(&self) -> bool {
+        self.rate > 0
+    }
+
+    /// The padding rate, 0 when not probing.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// After each allocation: `want` is the probe rate the allocator asks for, `estimate`
+    /// the estimate now.
+    pub fn update(&mut self, now: Instant, want: Option<u64>, estimate: u64) {
+        if self.probing() {
+            let fell = estimate < self.started_at_estimate * 9 / 10;
+            let expired = self.until.is_some_and(|t| now >= t);
+            match want {
+                None if !fell => {
+                    self.stop();
+                    self.backoff = FIRST_BACKOFF;
+                    self.next_try = None;
+                }
+                _ if fell || expired => {
+                    self.stop();
+                    self.failed += 1;
+                    self.next_try = Some(now + self.backoff);
+                    self.backoff = self.backoff.mul_f64(1.5).min(MAX_BACKOFF);
+                }
+                Some(rate) => self.rate = rate,
+                None => {}
+            }
+            return;
+        }
+        if let Some(rate) = want {
+            if self.next_try.is_none_or(|t| now >= t) {
+                self.rate = rate;
+                self.until = Some(now + PROBE_FOR);
+                self.started_at_estimate = estimate;
+                self.owed = 0.0;
+                self.last = Some(now);
+                self.started += 1;
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.rate = 0;
+        self.until = None;
+        self.owed = 0.0;
+        self.last = None;
+    }
+
+    /// At a frame boundary of the viewer's video: how many padding packets of [`PADDING`]
+    /// bytes to send now.
+    pub fn padding_due(&mut self, now: Instant) -> usize {
+        if !self.probing() {
+            return 0;
+        }
+        let since = self
+            .last
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+            .min(Duration::from_millis(200));
+        self.last = Some(now);
+        self.owed += self.rate as f64 / 8.0 * since.as_secs_f64();
+        let n = ((self.owed / PADDING as f64) as usize).min(MAX_PER_BOUNDARY);
+        self.owed = (self.owed - (n * PADDING) as f64).min((MAX_PER_BOUNDARY * PADDING) as f64);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_runs_until_the_allocator_is_satisfied() {
+        let t0 = Instant::now();
+        let mut p = Prober::default();
+        p.update(t0, Some(400_000), 1_000_000);
+        assert_eq!(p.rate(), 400_000);
+        // 33 ms at 400 kbit/s is 1,650 bytes: 6 paddings, the rest owed.
+        assert_eq!(p.padding_due(t0 + Duration::from_millis(33)), 6);
+        assert_eq!(p.padding_due(t0 + Duration::from_millis(66)), 6);
+        p.update(t0 + Duration::from_millis(500), None, 1_500_000);
+        assert!(!p.probing());
+        assert_eq!(p.padding_due(t0 + Duration::from_millis(600)), 0);
+        p.update(t0 + Duration::from_millis(600), Some(300_000), 1_500_000);
+        assert!(
+            p.probing(),
+            "after a success the next step may be probed at once"
+        );
+        assert_eq!((p.started, p.failed), (2, 0));
+    }
+
+    #[test]
+    fn failures_back_off_longer_each_time() {
+        let t0 = Instant::now();
+        let mut p = Prober::default();
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            p.update(now, Some(300_000), 1_000_000);
+            assert!(p.probing());
+            now += PROBE_FOR;
+            p.update(now, Some(300_000), 1_000_000);
+            assert!(!p.probing(), "timed out");
+            let start = now;
+            while !p.probing() {
+                now += Duration::from_millis(100);
+                p.update(now, Some(300_000), 1_000_000);
+            }
+            waits.push((now - start).as_secs_f64().round() as u64);
+        }
+        assert_eq!(&waits[..4], &[3, 5, 7, 10]);
+        assert_eq!(*waits.last().unwrap(), 60);
+        assert_eq!(p.failed, 12);
+    }
+
+    #[test]
+    fn a_falling_estimate_ends_the_probe_as_a_failure() {
+        let t0 = Instant::now();
+        let mut p = Prober::default();
+        p.update(t0, Some(300_000), 1_000_000);
+        p.update(t0 + Duration::from_millis(300), None, 800_000);
+        assert!(!p.probing());
+        assert_eq!(p.failed, 1);
+        p.update(t0 + Duration::from_secs(1), Some(300_000), 800_000);
+        assert!(!p.probing(), "backing off");
+    }
+
+    #[test]
+    fn bursts_are_bounded() {
+        let t0 = Instant::now();
+        let mut p = Prober::default();
+        p.update(t0, Some(10_000_000), 1_000_000);
+        assert_eq!(p.padding_due(t0 + Duration::from_secs(5)), MAX_PER_BOUNDARY);
+        assert!(p.padding_due(t0 + Duration::from_secs(5)) <= MAX_PER_BOUNDARY);
+    }
+}
