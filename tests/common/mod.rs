@@ -48,7 +48,7 @@ pub use payload::{
 #[allow(unused_imports)]
 pub use publisher::{publish, PublishOptions, Publisher, VideoCodec};
 #[allow(unused_imports)]
-pub use relay::Relay;
+pub use relay::{ClientStats, Relay, Shape, Shaper, Stats, Verdict};
 pub use signaling::{delete, try_delete};
 #[allow(unused_imports)]
 pub use viewer::{play, Kind, PlayOptions, Received, SlotInfo, Viewer};
