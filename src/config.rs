@@ -96,6 +96,28 @@ pub struct Config {
     /// Seconds a new session may take to connect (ICE + DTLS) before it is closed.
     #[arg(long, env = "PARLEY_CONNECT_TIMEOUT_SECS", default_value_t = 15)]
     pub connect_timeout_secs: u64,
+
+    /// Estimate each viewer's downlink and choose its layers, pauses and probes by it
+    /// (`false`: every slot gets what its limits allow, whatever the link carries).
+    #[arg(long, env = "PARLEY_BWE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bwe: bool,
+
+    /// A viewer's downlink estimate before any feedback, in kbit/s.
+    #[arg(long, env = "PARLEY_BWE_INITIAL_KBPS", default_value_t = 1000)]
+    pub bwe_initial_kbps: u64,
+
+    /// The lowest a downlink estimate goes, in kbit/s.
+    #[arg(long, env = "PARLEY_BWE_MIN_KBPS", default_value_t = 100)]
+    pub bwe_min_kbps: u64,
+
+    /// The highest a downlink estimate goes, in kbit/s.
+    #[arg(long, env = "PARLEY_BWE_MAX_KBPS", default_value_t = 20_000)]
+    pub bwe_max_kbps: u64,
+
+    /// Send padding to prove a viewer's link carries the next layer before switching up
+    /// (`false`: estimates grow only with the media sent).
+    #[arg(long, env = "PARLEY_PROBE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub probe: bool,
 }
 
 impl Config {
@@ -120,7 +142,21 @@ impl Config {
             drain_timeout_secs: 30,
             rate_limit_per_ip: 0,
             request_timeout_secs: 10,
+            bwe: true,
+            bwe_initial_kbps: 1000,
+            bwe_min_kbps: 100,
+            bwe_max_kbps: 20_000,
+            probe: true,
         }
+    }
+
+    /// A viewer's downlink estimator settings, `None` when estimation is off.
+    pub fn downlink(&self) -> Option<crate::forward::estimate::Bounds> {
+        self.bwe.then(|| crate::forward::estimate::Bounds {
+            initial: self.bwe_initial_kbps.saturating_mul(1000),
+            min: self.bwe_min_kbps.saturating_mul(1000),
+            max: self.bwe_max_kbps.saturating_mul(1000).max(1),
+        })
     }
 
     /// How long a connection may go without ICE consent before it is failed.

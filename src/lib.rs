@@ -180,6 +180,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            downlink: config.downlink(),
+            probe: config.probe,
         },
         metrics.clone(),
         socket,

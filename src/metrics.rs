@@ -61,6 +61,23 @@ pub const KINDS: [&str; 2] = ["audio", "video"];
 const SPATIAL: [&str; 3] = ["0", "1", "2"];
 /// `direction` label values of layer switches, in [`Tally::layer_switches`] order.
 const DIRECTIONS: [&str; 2] = ["down", "up"];
+/// `reason` label values of layer switches, in [`SwitchReason`] order.
+const SWITCH_REASONS: [&str; 4] = ["bandwidth", "limit", "pin", "keyframe_timeout"];
+/// `outcome` label values of probes.
+const PROBE_OUTCOMES: [&str; 2] = ["started", "failed"];
+
+/// Why a slot's layer changed (or, for a keyframe timeout, did not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The viewer's downlink estimate.
+    Bandwidth = 0,
+    /// The slot's limits, or the layers on offer (the highest live layer changed).
+    Limit = 1,
+    /// The viewer pinned a layer.
+    Pin = 2,
+    /// The target layer sent no keyframe in time: the switch was given up.
+    KeyframeTimeout = 3,
+}
 
 /// Counts the engine keeps between flushes.
 #[derive(Debug, Default, Clone)]
@@ -99,8 +116,17 @@ pub struct Tally {
     pub jitter_s: Vec<f64>,
     /// Loss ratio samples (0..1) from receiver reports.
     pub loss: Vec<f64>,
-    /// Layer switches that landed: [down, up].
-    pub layer_switches: [u64; 2],
+    /// Layer switches that landed (and given up, as keyframe timeouts): by [down, up] and
+    /// [`SwitchReason`].
+    pub layer_switches: [[u64; 4]; 2],
+    /// Padding-only packets and bytes sent to probe viewers' links.
+    pub padding_packets: u64,
+    /// Bytes of those.
+    pub padding_bytes: u64,
+    /// Probes started and failed.
+    pub probes: [u64; 2],
+    /// Viewers' downlink estimates (bits per second), sampled once a second each.
+    pub estimates: Vec<f64>,
 }
 
 impl Tally {
@@ -123,6 +149,8 @@ pub struct Levels {
     pub tracks: [[i64; 6]; 2],
     /// Live video layers by spatial rank (0 the smallest).
     pub layers: [i64; 3],
+    /// Viewer video slots paused because their link does not carry the video.
+    pub paused_slots: i64,
 }
 
 /// The server's metrics.
@@ -136,6 +164,11 @@ pub struct Metrics {
     tracks: IntGaugeVec,
     layers: IntGaugeVec,
     layer_switches: IntCounterVec,
+    padding_packets: IntCounter,
+    padding_bytes: IntCounter,
+    probes: IntCounterVec,
+    estimates: Histogram,
+    paused_slots: IntGauge,
     rtp_received: IntCounterVec,
     rtp_received_bytes: IntCounterVec,
     rtp_forwarded: IntCounterVec,
@@ -331,8 +364,38 @@ impl Metrics {
             layer_switches: counter_vec(
                 &r,
                 "parley_layer_switches_total",
-                "Viewer slots that switched to a larger (up) or smaller (down) layer.",
-                &["direction"],
+                "Viewer slots that switched to a larger (up) or smaller (down) layer, by reason \
+                 (bandwidth, limit, pin; keyframe_timeout: a switch given up).",
+                &["direction", "reason"],
+            ),
+            padding_packets: counter(
+                &r,
+                "parley_padding_sent_packets_total",
+                "Padding-only packets sent to probe viewers' links.",
+            ),
+            padding_bytes: counter(
+                &r,
+                "parley_padding_sent_bytes_total",
+                "Bytes of padding-only packets sent to probe viewers' links.",
+            ),
+            probes: counter_vec(
+                &r,
+                "parley_probes_total",
+                "Probes of viewers' links: started, and of those failed.",
+                &["outcome"],
+            ),
+            estimates: histogram(
+                &r,
+                "parley_downlink_estimate_bits_per_second",
+                "Viewers' downlink estimates, sampled once a second per viewer.",
+                vec![
+                    150e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6,
+                ],
+            ),
+            paused_slots: gauge(
+                &r,
+                "parley_paused_video_slots",
+                "Viewer video slots paused because their link does not carry the video.",
             ),
             forwarding_latency: histogram(
                 &r,
@@ -429,7 +492,12 @@ impl Metrics {
             m.layers.with_label_values(&[spatial]);
         }
         for direction in DIRECTIONS {
-            m.layer_switches.with_label_values(&[direction]);
+            for reason in SWITCH_REASONS {
+                m.layer_switches.with_label_values(&[direction, reason]);
+            }
+        }
+        for outcome in PROBE_OUTCOMES {
+            m.probes.with_label_values(&[outcome]);
         }
         m
     }
@@ -498,10 +566,23 @@ impl Metrics {
                 .set(levels.layers[i]);
         }
         for (i, direction) in DIRECTIONS.iter().enumerate() {
-            self.layer_switches
-                .with_label_values(&[direction])
-                .inc_by(std::mem::take(&mut t.layer_switches[i]));
+            for (j, reason) in SWITCH_REASONS.iter().enumerate() {
+                self.layer_switches
+                    .with_label_values(&[direction, reason])
+                    .inc_by(t.layer_switches[i][j]);
+            }
         }
+        for (i, outcome) in PROBE_OUTCOMES.iter().enumerate() {
+            self.probes
+                .with_label_values(&[outcome])
+                .inc_by(t.probes[i]);
+        }
+        self.padding_packets.inc_by(t.padding_packets);
+        self.padding_bytes.inc_by(t.padding_bytes);
+        for v in t.estimates.drain(..) {
+            self.estimates.observe(v);
+        }
+        self.paused_slots.set(levels.paused_slots);
         self.udp_received.inc_by(t.udp_in.0);
         self.udp_received_bytes.inc_by(t.udp_in.1);
         self.udp_sent.inc_by(t.udp_out.0);
@@ -526,17 +607,19 @@ impl Metrics {
         for v in t.loss.drain(..) {
             self.loss.observe(v);
         }
-        let (setup, rtt, jitter, loss) = (
+        let (setup, rtt, jitter, loss, estimates) = (
             std::mem::take(&mut t.setup_s),
             std::mem::take(&mut t.rtt_s),
             std::mem::take(&mut t.jitter_s),
             std::mem::take(&mut t.loss),
+            std::mem::take(&mut t.estimates),
         );
         *t = Tally {
             setup_s: setup,
             rtt_s: rtt,
             jitter_s: jitter,
             loss,
+            estimates,
             ..Tally::default()
         };
         self.rooms.set(levels.rooms);
@@ -583,6 +666,8 @@ mod tests {
             m.session_ended("whep", "deleted");
             t.rtp_in[(session % 2) as usize] += 10;
             t.drop(Drop::NoKeyframeYet);
+            t.estimates.push(1e6);
+            t.layer_switches[1][SwitchReason::Bandwidth as usize] += 1;
             m.flush(
                 &mut t,
                 &Levels {
@@ -591,6 +676,7 @@ mod tests {
                     sessions: [session as i64, session as i64],
                     tracks: [[1; 6]; 2],
                     layers: [1, 2, 3],
+                    paused_slots: session as i64,
                 },
             );
         }

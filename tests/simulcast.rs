@@ -171,7 +171,7 @@ fn the_test_payloads_announce_their_picture_sizes() {
 
 #[tokio::test]
 async fn each_viewer_gets_the_one_layer_its_limits_allow_and_switches_on_keyframes() {
-    let server = parley::start(Config::loopback()).await.expect("server");
+    let server = parley::start(limits_only()).await.expect("server");
     let base = server.base_url();
     let rids = names(&BROWSER_LAYERS);
     let publisher = publish_simulcast(&base, "sim", SimulcastOptions::browser_vp8())
@@ -660,7 +660,7 @@ fn check_vp8_numbering(frames: &[Frame]) -> Result<(), String> {
 
 #[tokio::test]
 async fn a_viewer_limited_to_temporal_layer_0_gets_every_fourth_frame_renumbered() {
-    let server = parley::start(Config::loopback()).await.expect("server");
+    let server = parley::start(limits_only()).await.expect("server");
     let base = server.base_url();
     let rids = names(&BROWSER_LAYERS);
     let mut opts = SimulcastOptions::browser_vp8();
@@ -733,4 +733,13 @@ async fn a_viewer_limited_to_temporal_layer_0_gets_every_fourth_frame_renumbered
     full.close().await;
     publisher.close().await;
     server.shutdown().await;
+}
+
+/// A server whose layer choices follow the slots' limits alone: these tests check limits,
+/// pins and switches; `tests/downlink.rs` covers what viewers' downlink estimates change.
+fn limits_only() -> Config {
+    Config {
+        bwe: false,
+        ..Config::loopback()
+    }
 }

@@ -5,6 +5,7 @@
 use super::event_loop::Engine;
 use super::events::LayerInfo;
 use super::session::SessionKind;
+use crate::transport::MediaKind;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -90,6 +91,24 @@ pub struct SessionView {
     /// `POST /whep/{room}/{participant}`: the participant it plays.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plays: Option<String>,
+    /// WHEP: what Parley knows of the viewer's downlink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downlink: Option<DownlinkView>,
+}
+
+/// A viewer's downlink estimate.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownlinkView {
+    /// Bits per second.
+    pub estimate: u64,
+    /// What it rests on: `initial`, `twcc`, `remb` or `loss`.
+    pub signal: &'static str,
+    /// Bits per second sent to the viewer over the last quarter second.
+    pub sent: u64,
+    /// Whether Parley is probing the link with padding now.
+    pub probing: bool,
+    /// Padding bytes sent to it so far.
+    pub padding_bytes: u64,
 }
 
 /// A WHEP slot.
@@ -104,6 +123,11 @@ pub struct SlotView {
     /// Video: the layer it plays now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerInfo>,
+    /// Video: paused because the viewer's link does not carry it.
+    pub paused: bool,
+    /// Video: why it plays what it plays (`highest`, `limit`, `pin`, `bandwidth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl Engine {
@@ -167,6 +191,13 @@ impl Engine {
                     kind: s.kind.as_str(),
                     connected: s.connected,
                     plays,
+                    downlink: s.downlink.as_deref().map(|d| DownlinkView {
+                        estimate: d.estimator.estimate(),
+                        signal: d.estimator.signal().name(),
+                        sent: d.sent_rate,
+                        probing: d.prober.probing(),
+                        padding_bytes: d.padding.1,
+                    }),
                 });
                 if s.kind == SessionKind::Whep {
                     let slots = s.peer.slots().iter().zip(&s.slot_participants);
@@ -176,6 +207,11 @@ impl Engine {
                             kind: slot.kind.as_str(),
                             participant: assigned.and_then(|k| room.name_of(k)).map(str::to_owned),
                             layer: self.active_layer(s.key, i),
+                            paused: s.forwarders.get(i).is_some_and(|f| f.paused()),
+                            reason: (slot.kind == MediaKind::Video)
+                                .then(|| s.slot_layers.get(i).map(|l| l.reason))
+                                .flatten()
+                                .filter(|r| !r.is_empty()),
                         });
                     }
                 }

@@ -52,9 +52,13 @@ pub(super) struct Engine {
     latency: prometheus::local::LocalHistogram,
     send_wait: prometheus::local::LocalHistogram,
     /// Sealed media, gathered per sending thread until the end of the input batch.
-    senders: Senders,
+    pub(super) senders: Senders,
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
-    scratch: rtc::rtp::Header,
+    pub(super) scratch: rtc::rtp::Header,
+    /// Viewer slots that reached a frame end while their viewer probes: padding follows.
+    probe_queue: Vec<(SessionKey, usize)>,
+    /// When viewers' estimates were last sampled for the histogram.
+    pub(super) last_estimate_sample: Option<Instant>,
     /// Recent packets of each published video track (by source id), for NACKs.
     pub(super) caches: KeyMap<u64, PacketCache>,
     /// Rooms whose tracks' layers changed since the last tick.
@@ -84,6 +88,8 @@ impl Engine {
             tally: Tally::default(),
             senders,
             scratch: rtc::rtp::Header::default(),
+            probe_queue: Vec::with_capacity(64),
+            last_estimate_sample: None,
             caches: KeyMap::default(),
             layers_dirty: HashSet::new(),
             ctx,
@@ -305,6 +311,7 @@ impl Engine {
         }
         for s in self.sessions.values() {
             levels.sessions[usize::from(s.kind == super::SessionKind::Whep)] += 1;
+            levels.paused_slots += s.forwarders.iter().filter(|f| f.paused()).count() as i64;
             for tap in s.taps.iter().flatten() {
                 for l in tap.layers.layers().iter().filter(|l| l.live) {
                     if let Some(n) = levels.layers.get_mut(usize::from(l.spatial)) {
@@ -412,6 +419,7 @@ impl Engine {
                 PeerEvent::TrackOpened(track) => self.track_opened(key, track),
                 PeerEvent::LayerOpened { track, layer } => self.layer_opened(key, track, layer),
                 PeerEvent::Nack { slot, seqs } => self.resend(key, slot, &seqs),
+                PeerEvent::Downlink(feedback) => self.on_feedback(key, feedback, Instant::now()),
                 PeerEvent::KeyframeRequest { slot } => {
                     self.tally.keyframe_requests_received += 1;
                     if let Some(sid) = session.forwarders.get(slot).and_then(|f| f.source()) {
@@ -500,6 +508,7 @@ impl Engine {
                 self.tally.drop(metrics::Drop::NotConnected);
                 continue;
             }
+            let probe = packet.header.marker && probes_through(viewer, slot);
             let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
                 continue;
             };
@@ -508,9 +517,15 @@ impl Engine {
                     Skip::NotBound | Skip::Stale => metrics::Drop::Stale,
                     Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
                     Skip::NoCodec => metrics::Drop::NoCodec,
-                    // Not a loss: the slot's temporal layer leaves this frame out, or the
-                    // packet is padding.
-                    Skip::Temporal | Skip::Padding => continue,
+                    // Not a loss: the slot's temporal layer leaves this frame out, the
+                    // packet is padding, or the viewer's link does not carry the video.
+                    Skip::Temporal | Skip::Paused => {
+                        if probe {
+                            self.probe_queue.push((viewer_key, slot));
+                        }
+                        continue;
+                    }
+                    Skip::Padding => continue,
                 });
                 continue;
             }
@@ -542,6 +557,9 @@ impl Engine {
                     viewer.peer.write_rtp(now, slot, out)
                 }
             };
+            if probe {
+                self.probe_queue.push((viewer_key, slot));
+            }
             if sent {
                 viewer.sent.0 += 1;
                 viewer.sent.1 += bytes;
@@ -555,10 +573,26 @@ impl Engine {
         }
         self.tally.rtp_out[kind] += forwarded;
         self.tally.rtp_out_bytes[kind] += forwarded * bytes;
+        if !self.probe_queue.is_empty() {
+            let queue = std::mem::take(&mut self.probe_queue);
+            for &(viewer, slot) in &queue {
+                self.pad_after(viewer, slot, now);
+            }
+            self.probe_queue = queue;
+            self.probe_queue.clear();
+        }
         if forwarded > 0 {
             self.senders.note_arrival(now);
         }
     }
+}
+
+/// Whether `viewer` probes its link through `slot` now (padding follows its frame ends).
+fn probes_through(viewer: &Session, slot: usize) -> bool {
+    viewer
+        .downlink
+        .as_ref()
+        .is_some_and(|d| d.probe_slot == Some(slot) && d.prober.probing())
 }
 
 /// Writes the slot's packet (header `header`, payload of `packet` with the slot's payload

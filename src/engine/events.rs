@@ -71,6 +71,15 @@ pub enum RoomEvent {
         active: Option<LayerInfo>,
         /// The source track's live layers, smallest first.
         layers: Vec<LayerInfo>,
+        /// The slot's video is paused: the viewer's link does not carry even its lowest
+        /// layer (audio goes on).
+        paused: bool,
+        /// Why the slot plays what it plays: `highest`, `limit` (the slot's limits), `pin`,
+        /// or `bandwidth` (the viewer's downlink estimate; with `paused`, why it paused).
+        reason: &'static str,
+        /// The viewer's downlink estimate in bits per second, when Parley estimates it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        estimate: Option<u64>,
     },
 }
 

@@ -12,10 +12,12 @@ use super::events::{LayerInfo, RoomEvent};
 use super::room::SessionKey;
 use super::session::{source_id, source_parts, track_of};
 use super::EngineError;
+use crate::forward::allocate::Target;
 use crate::forward::keyframe::is_keyframe_start;
 use crate::forward::layers::{timestamp_alignment, Layer, LayerSet};
-use crate::forward::selector::{self, Preferences, Step, Switch};
+use crate::forward::selector::{self, Preferences, Reason, Step, Switch};
 use crate::forward::slot::LegParams;
+use crate::metrics::SwitchReason;
 use crate::transport::MediaKind;
 use std::time::Instant;
 
@@ -134,6 +136,7 @@ impl Engine {
     /// Periodic: rolls every layer's measurements, then re-chooses the layers of the slots in
     /// rooms whose layers changed and of slots with a switch in progress.
     pub(super) fn layers_tick(&mut self, now: Instant) {
+        self.downlink_tick(now);
         for s in self.sessions.values_mut() {
             let mut changed = false;
             for tap in s.taps.iter_mut().flatten() {
@@ -151,7 +154,8 @@ impl Engine {
     }
 
     /// Re-chooses the layer of video slots in a room (all of them when `all`, else those with
-    /// a switch in progress), for every viewer or one, and reports changes.
+    /// a switch in progress, and every slot of a viewer whose downlink Parley estimates),
+    /// for every viewer or one, and reports changes.
     pub(super) fn select_layers(
         &mut self,
         room: &str,
@@ -164,9 +168,11 @@ impl Engine {
         let mut refresh = Vec::new();
         let mut touched = all;
         for viewer in viewers {
+            let targets = self.allocate_viewer(viewer, now);
             let Some(session) = self.sessions.get(&viewer) else {
                 continue;
             };
+            let adaptive = session.downlink.is_some();
             let slots: Vec<usize> = session
                 .peer
                 .slots()
@@ -174,13 +180,14 @@ impl Engine {
                 .zip(&session.slot_layers)
                 .enumerate()
                 .filter(|(_, (s, l))| {
-                    s.kind == MediaKind::Video && (all || l.switch.unsettled(now))
+                    s.kind == MediaKind::Video && (all || adaptive || l.switch.unsettled(now))
                 })
                 .map(|(i, _)| i)
                 .collect();
             touched |= !slots.is_empty();
             for slot in slots {
-                if let Some((want_keyframe, moved)) = self.select_slot(viewer, slot, now) {
+                let target = targets.get(slot).copied().flatten();
+                if let Some((want_keyframe, moved)) = self.select_slot(viewer, slot, target, now) {
                     keyframes.extend(want_keyframe);
                     if moved && !refresh.contains(&viewer) {
                         refresh.push(viewer);
@@ -199,12 +206,14 @@ impl Engine {
         }
     }
 
-    /// Chooses one slot's layer and takes the switch's next step. Returns the source to ask
-    /// for a keyframe, if any, and whether the slot's sources changed.
+    /// Chooses one slot's layer (lowered or paused by `target`, the viewer's allocation,
+    /// when it has one) and takes the switch's next step. Returns the source to ask for a
+    /// keyframe, if any, and whether the slot's sources changed.
     fn select_slot(
         &mut self,
         viewer: SessionKey,
         slot: usize,
+        target: Option<Target>,
         now: Instant,
     ) -> Option<(Option<u64>, bool)> {
         let session = self.sessions.get(&viewer)?;
@@ -216,17 +225,33 @@ impl Engine {
         let (publisher, track, _) = source_parts(assigned);
         let set = self.track_layers(publisher, track)?;
         let layers = session.slot_layers.get(slot)?;
-        let choice = selector::choose(set, &layers.prefs, None);
+        let mut choice = selector::choose(set, &layers.prefs, None);
+        let (mut reason, mut label) = match choice.reason {
+            Reason::Highest => (SwitchReason::Limit, "highest"),
+            Reason::Limit => (SwitchReason::Limit, "limit"),
+            Reason::Pin => (SwitchReason::Pin, "pin"),
+            Reason::Budget => (SwitchReason::Bandwidth, "bandwidth"),
+        };
+        let paused = target == Some(Target::Paused);
+        if let Some(Target::Play(step)) = target {
+            if Some(step.layer) != choice.layer || step.temporal < choice.temporal {
+                (reason, label) = (SwitchReason::Bandwidth, "bandwidth");
+            }
+            choice.layer = Some(step.layer);
+            choice.temporal = step.temporal.min(choice.temporal);
+        }
+        if paused {
+            (reason, label) = (SwitchReason::Bandwidth, "bandwidth");
+        }
         let current_layer = current.map(|c| source_parts(c).2);
         let current_live = current_layer
             .and_then(|l| set.layers().get(l))
             .is_some_and(|l| l.live);
+        let spatial_of = |l: usize| set.layers().get(l).map(|l| l.spatial);
         let mut switch = layers.switch.clone();
         let mut active = layers.active_spatial;
         let mut moved = None;
-        let now_spatial = current_layer
-            .and_then(|l| set.layers().get(l))
-            .map(|l| l.spatial);
+        let now_spatial = current_layer.and_then(spatial_of);
         if switch.pending().is_some() && switch.pending() == current_layer {
             // The pending layer's keyframe came: the switch landed.
             switch.landed();
@@ -237,22 +262,51 @@ impl Engine {
         if current_layer.is_some() {
             active = now_spatial;
         }
-        let step = switch.step(current_layer, current_live, choice.layer, now);
+        let step = if paused {
+            switch.reset();
+            Step::Cancel
+        } else {
+            switch.step(current_layer, current_live, choice.layer, now)
+        };
+        let landed_reason = layers.switch_reason.unwrap_or(reason);
+        let gave_up = match step {
+            Step::GiveUp(target) => Some(spatial_of(target) > now_spatial),
+            _ => None,
+        };
         if let Some(up) = moved {
-            self.tally.layer_switches[usize::from(up)] += 1;
+            self.tally.layer_switches[usize::from(up)][landed_reason as usize] += 1;
+        }
+        if let Some(up) = gave_up {
+            self.tally.layer_switches[usize::from(up)][SwitchReason::KeyframeTimeout as usize] += 1;
         }
         let session = self.sessions.get_mut(&viewer)?;
         if let Some(l) = session.slot_layers.get_mut(slot) {
             l.switch = switch;
             l.active_spatial = active;
+            l.reason = label;
+            if let Step::Start(_) = step {
+                l.switch_reason = Some(reason);
+            }
         }
         let forwarder = session.forwarders.get_mut(slot)?;
+        let resumed = forwarder.paused() && !paused;
+        forwarder.set_paused(paused);
+        if paused {
+            forwarder.cancel_pending();
+            return Some((None, false));
+        }
+        let before = forwarder.max_temporal();
         forwarder.set_max_temporal(choice.temporal);
+        if before != choice.temporal && current.is_some() {
+            let up = choice.temporal > before;
+            self.tally.layer_switches[usize::from(up)][reason as usize] += 1;
+        }
+        let resume_keyframe = resumed.then_some(current).flatten();
         match step {
-            Step::Keep => Some((None, false)),
+            Step::Keep => Some((resume_keyframe, false)),
             Step::Cancel | Step::GiveUp(_) => {
                 forwarder.cancel_pending();
-                Some((None, true))
+                Some((resume_keyframe, true))
             }
             Step::Start(layer) => {
                 let target = source_id(publisher, track, layer);
@@ -385,8 +439,18 @@ impl Engine {
                 })
                 .unwrap_or_default();
             let active = self.active_layer(viewer, slot);
+            let paused = session.forwarders[slot].paused();
+            let reason = session
+                .slot_layers
+                .get(slot)
+                .map(|l| l.reason)
+                .filter(|r| !r.is_empty())
+                .unwrap_or("highest");
+            let estimate = session.downlink.as_ref().map(|d| d.estimator.estimate());
+            // The estimate moves all the time: report it again when it moved by a fifth.
+            let estimate_step = estimate.map(|e| ((e.max(1) as f64).ln() / 1.2f64.ln()) as i64);
             let signature = format!(
-                "{:?}|{:?}",
+                "{:?}|{:?}|{paused}|{reason}|{estimate_step:?}",
                 active
                     .as_ref()
                     .map(|a| (a.index, a.temporal_layer_id, a.width, a.height)),
@@ -401,6 +465,9 @@ impl Engine {
                     mid: s.mid.clone(),
                     active,
                     layers,
+                    paused,
+                    reason,
+                    estimate,
                 },
                 signature,
             ));

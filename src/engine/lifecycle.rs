@@ -1,5 +1,6 @@
 //! Sessions coming and going: create from an offer, trickle, ICE restart, end.
 
+use super::downlink::Downlink;
 use super::event_loop::{Engine, RTCP_STATS_EVERY};
 use super::events::RoomEvent;
 use super::room::{Publisher, Room, SessionKey, Viewer};
@@ -138,6 +139,12 @@ impl Engine {
                 rtcp_due: now + RTCP_STATS_EVERY.mul_f64(rand::random::<f64>()),
                 nacks_sent: 0,
                 taps: Vec::new(),
+                downlink: match (kind, self.config.downlink) {
+                    (SessionKind::Whep, Some(bounds)) => {
+                        Some(Box::new(Downlink::new(bounds, slot_count)))
+                    }
+                    _ => None,
+                },
             },
         );
         self.by_public.insert(public_id.clone(), key);

@@ -12,6 +12,7 @@ mod assign;
 pub mod batch;
 mod decodable;
 pub mod demux;
+mod downlink;
 mod event_loop;
 mod events;
 mod keymap;
@@ -103,6 +104,10 @@ pub struct EngineConfig {
     pub max_participants_per_room: usize,
     /// Threads that send forwarded media (at least one).
     pub send_threads: usize,
+    /// Per-viewer downlink estimation, `None` when off.
+    pub downlink: Option<crate::forward::estimate::Bounds>,
+    /// Whether viewers' links are probed with padding before a layer goes up.
+    pub probe: bool,
 }
 
 impl From<TransportError> for EngineError {

@@ -1,11 +1,13 @@
 //! One session as the engine keeps it: the peer connection, its room and role, and for a
 //! viewer the forwarder of each slot.
 
+use super::downlink::Downlink;
 use super::room::{ParticipantKey, SessionKey};
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layers::LayerSet;
 use crate::forward::selector::{Preferences, Switch};
 use crate::forward::slot::SlotForwarder;
+use crate::metrics::SwitchReason;
 use crate::transport::{Peer, MAX_LAYERS};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +100,8 @@ pub(super) struct Session {
     pub nacks_sent: u64,
     /// Publisher: per inbound track (by index), what each of its packets updates.
     pub taps: Vec<Option<TrackTap>>,
+    /// Viewer: its downlink estimate, allocation and probe (when estimation is on).
+    pub downlink: Option<Box<Downlink>>,
 }
 
 /// What a publisher's packet updates, kept on its session so the per-packet path needs no
@@ -130,6 +134,10 @@ pub(super) struct SlotLayers {
     pub active_spatial: Option<u8>,
     /// The participants last reported as left out of the slot for their codec.
     pub skipped: Vec<String>,
+    /// Why the switch in progress was started.
+    pub switch_reason: Option<SwitchReason>,
+    /// Why the slot plays what it plays (`highest`, `limit`, `pin`, `bandwidth`).
+    pub reason: &'static str,
 }
 
 /// A forwarding source id: publisher session, track index and layer index in one number.

@@ -34,6 +34,8 @@ pub const MIN_PROBE: u64 = 200_000;
 pub struct Step {
     /// Layer index in the track.
     pub layer: usize,
+    /// The layer's spatial rank (0 the smallest).
+    pub spatial: u8,
     /// The highest temporal layer forwarded.
     pub temporal: u8,
     /// Bits per second.
@@ -75,16 +77,13 @@ impl SlotState {
 /// one. So the smallest layer offers its temporal layers (quarter, half, full frame rate),
 /// and larger layers come at the full frame rate the slot allows.
 pub fn ladder(mut candidates: Vec<Step>) -> Vec<Step> {
-    candidates.sort_by_key(|s| (s.bitrate, s.layer, s.temporal));
+    candidates.sort_by_key(|s| (s.bitrate, s.spatial, s.temporal));
     let mut out: Vec<Step> = Vec::with_capacity(candidates.len());
     for c in candidates {
         let keeps = out
             .last()
-            .is_none_or(|top| c.layer >= top.layer && c.temporal >= top.temporal && c != *top);
-        let top_of_layer = out
-            .last()
-            .is_some_and(|top| c.layer > top.layer && c.temporal < top.temporal);
-        if keeps && !top_of_layer {
+            .is_none_or(|top| c.spatial >= top.spatial && c.temporal >= top.temporal && c != *top);
+        if keeps {
             out.push(c);
         }
     }

@@ -35,6 +35,10 @@ pub struct Layer {
     pub live: bool,
     /// Rank among the track's layers, 0 the smallest.
     pub spatial: u8,
+    /// Bits per second of each VP8 temporal layer alone over the last full window, when
+    /// the layer carries temporal layers (all zero otherwise).
+    pub temporal_bitrate: [u64; 3],
+    window_temporal: [u64; 3],
     window_start: Option<Instant>,
     window_bytes: u64,
     window_frames: u32,
@@ -50,11 +54,28 @@ impl Layer {
             frame_rate: 0.0,
             live: false,
             spatial: 0,
+            temporal_bitrate: [0; 3],
+            window_temporal: [0; 3],
             window_start: None,
             window_bytes: 0,
             window_frames: 0,
             last_packet: None,
         }
+    }
+
+    /// Whether the layer carries VP8 temporal layers above the base one.
+    pub fn has_temporal_layers(&self) -> bool {
+        self.temporal_bitrate[1..].iter().any(|b| *b > 0)
+    }
+
+    /// Bits per second when forwarded up to temporal layer `temporal` (the whole layer when
+    /// it carries no temporal layers).
+    pub fn bitrate_at(&self, temporal: u8) -> u64 {
+        if !self.has_temporal_layers() {
+            return self.bitrate;
+        }
+        let upto = usize::from(temporal).min(2);
+        self.temporal_bitrate[..=upto].iter().sum()
     }
 
     fn pixels(&self) -> u32 {
@@ -142,6 +163,14 @@ impl LayerSet {
         changed
     }
 
+    /// Counts `bytes` of a VP8 packet of temporal layer `tid` on `layer` (packets above
+    /// temporal layer 2 count as layer 2).
+    pub fn on_temporal(&mut self, layer: usize, tid: u8, bytes: usize) {
+        if let Some(l) = self.layers.get_mut(layer) {
+            l.window_temporal[usize::from(tid).min(2)] += bytes as u64;
+        }
+    }
+
     /// Rolls the measurement windows and marks silent layers unavailable. Returns true when
     /// a layer became unavailable or the order of layers changed.
     pub fn tick(&mut self, now: Instant) -> bool {
@@ -153,6 +182,10 @@ impl LayerSet {
                     let secs = span.as_secs_f64();
                     l.bitrate = (l.window_bytes as f64 * 8.0 / secs) as u64;
                     l.frame_rate = (f64::from(l.window_frames) / secs) as f32;
+                    for (rate, bytes) in l.temporal_bitrate.iter_mut().zip(&mut l.window_temporal) {
+                        *rate = (*bytes as f64 * 8.0 / secs) as u64;
+                        *bytes = 0;
+                    }
                     l.window_start = Some(now);
                     l.window_bytes = 0;
                     l.window_frames = 0;
@@ -165,6 +198,7 @@ impl LayerSet {
                 l.live = false;
                 l.bitrate = 0;
                 l.frame_rate = 0.0;
+                l.temporal_bitrate = [0; 3];
                 changed = true;
             }
         }
@@ -250,6 +284,41 @@ mod tests {
             assert_eq!(set.by_spatial(expected[0]), Some(0));
             assert_eq!(set.by_rid(rids[2]), Some(2));
         }
+    }
+
+    #[test]
+    fn temporal_layers_are_measured_apart() {
+        let t0 = Instant::now();
+        let mut set = LayerSet::new();
+        set.add("");
+        set.on_packet(0, 10, true, Some(None), t0);
+        // One second: TL0 5,000 bytes, TL1 2,500, TL2 5,000 (40 / 20 / 40 kbit/s).
+        for (tid, bytes) in [(0u8, 5000usize), (1, 2500), (2, 5000)] {
+            set.on_packet(0, bytes, true, None, t0 + ms(500));
+            set.on_temporal(0, tid, bytes);
+        }
+        set.tick(t0 + ms(1000));
+        let l = &set.layers()[0];
+        assert!(l.has_temporal_layers());
+        assert_eq!(
+            [
+                l.bitrate_at(0),
+                l.bitrate_at(1),
+                l.bitrate_at(2),
+                l.bitrate_at(9)
+            ],
+            [40_000, 60_000, 100_000, 100_000]
+        );
+        // A layer without temporal layers costs its whole bitrate at any temporal layer.
+        let mut plain = LayerSet::new();
+        plain.add("");
+        plain.on_packet(0, 10, true, Some(None), t0);
+        plain.on_packet(0, 12_490, true, None, t0 + ms(500));
+        plain.on_temporal(0, 0, 12_500);
+        plain.tick(t0 + ms(1000));
+        let l = &plain.layers()[0];
+        assert!(!l.has_temporal_layers());
+        assert_eq!(l.bitrate_at(0), 100_000);
     }
 
     #[test]

@@ -20,6 +20,13 @@ use std::time::Instant;
 
 const NO_MAPPING: u8 = u8::MAX;
 const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+
+/// Placeholders for the values the transport stamps as it seals (transport-wide sequence
+/// number, abs-send-time): the header only reserves their place.
+static TWCC_PLACEHOLDER: [u8; 2] = [0; 2];
+static ABS_PLACEHOLDER: [u8; 3] = [0; 3];
 
 /// A codec as the forwarding path sees it (one leg's negotiated entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +97,8 @@ pub enum Skip {
     Temporal,
     /// A padding-only video packet: nothing to show.
     Padding,
+    /// The slot's video is paused (the viewer's link does not carry it).
+    Paused,
 }
 
 /// One source as bound to a slot: the maps between its leg and the viewer's.
@@ -131,6 +140,13 @@ pub struct SlotForwarder {
     mid: Bytes,
     viewer: LegParams,
     mid_ext: Option<u8>,
+    /// The viewer leg's transport-wide-cc and abs-send-time ids: their publisher-side values
+    /// are dropped and Parley's own placeholders go first in every header.
+    stamps: (Option<u8>, Option<u8>),
+    /// Video paused: nothing is forwarded until it resumes on a keyframe.
+    paused: bool,
+    /// The payload type of the last packet forwarded (padding goes with it).
+    last_pt: Option<u8>,
     current: Option<Binding>,
     pending: Option<Binding>,
     waiting_keyframe: bool,
@@ -153,11 +169,22 @@ impl SlotForwarder {
             .iter()
             .find(|(_, u)| u == MID_URI)
             .map(|(id, _)| *id);
+        let id = |uri: &str| {
+            viewer
+                .extensions
+                .iter()
+                .find(|(_, u)| u == uri)
+                .map(|(id, _)| *id)
+        };
+        let stamps = (id(TWCC_URI), id(ABS_SEND_TIME_URI));
         Self {
             ssrc,
             mid: Bytes::copy_from_slice(mid.as_bytes()),
             viewer,
             mid_ext,
+            stamps,
+            paused: false,
+            last_pt: None,
             current: None,
             pending: None,
             waiting_keyframe: false,
@@ -180,6 +207,68 @@ impl SlotForwarder {
 
     /// Sets the highest VP8 temporal layer the slot forwards (it takes effect at a frame
     /// boundary going down, at a layer-sync frame going up).
+    /// Pauses the slot's video (`true`) or resumes it (`false`): a resumed slot starts again
+    /// on a keyframe, numbered on from what it sent last. Returns whether anything changed.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        if self.paused == paused {
+            return false;
+        }
+        self.paused = paused;
+        if !paused {
+            self.munger.switch_source_aligned(Some(0));
+            self.waiting_keyframe = true;
+            self.fresh = true;
+        }
+        true
+    }
+
+    /// Whether the slot's video is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Writes into `out` the header of a padding-only packet sent now, right after the
+    /// packet this slot last forwarded or skipped at a frame boundary (see [`Munger::pad`]).
+    /// False when the slot cannot insert one there.
+    pub fn pad_header(&mut self, out: &mut Header) -> bool {
+        let Some(pt) = self.last_pt else {
+            return false;
+        };
+        let Some((seq, ts)) = self.munger.pad() else {
+            return false;
+        };
+        out.version = 2;
+        out.padding = true;
+        out.marker = false;
+        out.payload_type = pt;
+        out.sequence_number = seq;
+        out.timestamp = ts;
+        out.ssrc = self.ssrc;
+        out.csrc.clear();
+        out.extensions.clear();
+        out.extensions_padding = 0;
+        self.push_stamps(out);
+        out.extension_profile = 0xbede;
+        out.extension = !out.extensions.is_empty();
+        true
+    }
+
+    /// Puts the transport's stamp placeholders at the front of `out`'s extensions.
+    fn push_stamps(&self, out: &mut Header) {
+        if let Some(id) = self.stamps.0 {
+            out.extensions.push(Extension {
+                id,
+                payload: Bytes::from_static(&TWCC_PLACEHOLDER),
+            });
+        }
+        if let Some(id) = self.stamps.1 {
+            out.extensions.push(Extension {
+                id,
+                payload: Bytes::from_static(&ABS_PLACEHOLDER),
+            });
+        }
+    }
+
     pub fn set_max_temporal(&mut self, max: u8) {
         self.temporal.set_target(max);
     }
@@ -343,6 +432,9 @@ impl SlotForwarder {
             .filter(|b| b.source == source)
             .ok_or(Skip::NotBound)?;
         let pt = mapped_pt(binding, packet.header.payload_type)?;
+        if self.paused && binding.video.is_some() {
+            return Err(Skip::Paused);
+        }
         if self.waiting_keyframe {
             let codec = binding.video.ok_or(Skip::NoKeyframeYet)?;
             if !is_keyframe_start(codec, &packet.payload) {
@@ -399,6 +491,7 @@ impl SlotForwarder {
             }
         };
         self.fresh = false;
+        self.last_pt = Some(pt);
         self.write_header(binding, &packet.header, pt, seq, ts, out);
         Ok(())
     }
@@ -489,16 +582,23 @@ impl SlotForwarder {
         out.ssrc = self.ssrc;
         out.csrc.clear();
         out.csrc.extend_from_slice(&header.csrc);
-        out.extension_profile = header.extension_profile;
+        out.extension_profile = if header.extension {
+            header.extension_profile
+        } else {
+            0xbede
+        };
         out.extensions.clear();
         out.extensions_padding = 0;
+        self.push_stamps(out);
         if header.extension {
             {
                 let mid_id = self.mid_ext;
+                let (twcc, abs) = self.stamps;
                 out.extensions
                     .extend(header.extensions.iter().filter_map(|e| {
                         let id = binding.ext_map[usize::from(e.id)];
-                        (id != 0).then(|| Extension {
+                        let stamped = Some(id) == twcc || Some(id) == abs;
+                        (id != 0 && !stamped).then(|| Extension {
                             id,
                             payload: if Some(id) == mid_id {
                                 self.mid.clone()
@@ -511,6 +611,19 @@ impl SlotForwarder {
         }
         out.extension = !out.extensions.is_empty();
     }
+}
+
+/// Writes a padding-only RTP packet (header, then `padding` bytes of RTP padding, the last
+/// one its count) into `buf`. Returns (header length, packet length), or `None` if `buf` is
+/// too small or `padding` is not 1..=255.
+pub fn write_padding(header: &Header, padding: usize, buf: &mut [u8]) -> Option<(usize, usize)> {
+    let count = u8::try_from(padding).ok().filter(|c| *c > 0)?;
+    let header_len = header.marshal_to(buf).ok()?;
+    let len = header_len + padding;
+    let out = buf.get_mut(header_len..len)?;
+    out.fill(0);
+    out[padding - 1] = count;
+    Some((header_len, len))
 }
 
 /// Writes an RTP packet (header, payload, and padding when the header says so) into `buf`.

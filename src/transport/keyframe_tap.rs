@@ -10,8 +10,10 @@
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -35,12 +37,15 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
 }
 
 /// Whether Parley wants to see this compound: keyframe requests, NACKs, reception reports,
-/// and sender reports (their NTP↔RTP mapping aligns a track's simulcast layers).
+/// congestion feedback (TWCC, REMB: a viewer's downlink estimate), and sender reports (their
+/// NTP↔RTP mapping aligns a track's simulcast layers).
 pub fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     asks_for_keyframe(packets)
         || packets.iter().any(|p| {
             let any = p.as_any();
             any.is::<TransportLayerNack>()
+                || any.is::<TransportLayerCc>()
+                || any.is::<ReceiverEstimatedMaximumBitrate>()
                 || any
                     .downcast_ref::<ReceiverReport>()
                     .is_some_and(|r| !r.reports.is_empty())

@@ -13,12 +13,13 @@ pub mod sdp;
 mod sealer;
 mod sent;
 mod srtp_keys;
+mod twcc;
 
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
 pub use peer::{
-    Codec, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent, PeerState,
-    MAX_LAYERS,
+    Codec, Feedback, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent,
+    PeerState, MAX_LAYERS,
 };
 pub use rtcp_figures::RtcpFigures;
 pub use sealer::SEAL_OVERHEAD;

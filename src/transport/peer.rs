@@ -10,6 +10,7 @@ use super::sdp;
 use super::sealer::{RtpSealer, SealProfile};
 use super::sent::SentStream;
 use super::srtp_keys::{KeyTap, MasterKeys};
+use super::twcc::{write_extension, SendHistory};
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
@@ -33,15 +34,21 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RTCRtpHeaderExtensionParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpHeaderExtensionParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::{ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, VIDEO_ORIENTATION_URI};
+use rtc::sdp::extmap::{
+    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
+};
 use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -120,6 +127,8 @@ pub struct OutboundSlot {
     /// Header extensions negotiated on the viewer's leg.
     pub extensions: Vec<HeaderExt>,
     sender: RTCRtpSenderId,
+    /// The leg's transport-wide-cc and abs-send-time extension ids, stamped as Parley seals.
+    stamps: (Option<u8>, Option<u8>),
 }
 
 /// Connection state as Parley acts on it.
@@ -163,6 +172,8 @@ pub enum PeerEvent {
         /// Index into [`Peer::slots`].
         slot: usize,
     },
+    /// What a viewer's connection said about its downlink.
+    Downlink(Feedback),
     /// A viewer reported lost packets on a slot Parley seals itself (the stack answers NACKs
     /// only for packets it sent).
     Nack {
@@ -171,6 +182,17 @@ pub enum PeerEvent {
         /// The lost sequence numbers, as sent.
         seqs: Vec<u16>,
     },
+}
+
+/// Downlink feedback from a viewer, for its estimator.
+#[derive(Debug)]
+pub enum Feedback {
+    /// Transport-wide congestion control: the packets reported on, in send order.
+    Twcc(Vec<rtc::interceptor::PacketReport>),
+    /// The viewer's own estimate (REMB), bits per second.
+    Remb(f64),
+    /// The mean fraction lost (0..1) over the video streams a receiver report covered.
+    Loss(f64),
 }
 
 /// One peer connection on the shared socket.
@@ -194,6 +216,8 @@ pub struct Peer {
     /// Where media goes: the selected ICE pair's remote address.
     media_addr: Option<SocketAddr>,
     next_report: Option<Instant>,
+    /// Transport-wide numbering and send times of what Parley seals.
+    history: SendHistory,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -210,8 +234,9 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
 }
 
 /// The codecs Parley forwards. H264 covers every profile OBS and browsers send; the level is
-/// not part of matching, so one entry per profile suffices.
-fn media_engine() -> Result<MediaEngine, TransportError> {
+/// not part of matching, so one entry per profile suffices. A viewer's leg also offers REMB
+/// (`goog-remb`): clients without transport-wide feedback (aiortc) send their own estimate.
+fn media_engine(viewer: bool) -> Result<MediaEngine, TransportError> {
     let mut me = MediaEngine::default();
     me.register_codec(
         codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
@@ -234,6 +259,15 @@ fn media_engine() -> Result<MediaEngine, TransportError> {
     ];
     for c in video {
         me.register_codec(c, RtpCodecKind::Video)?;
+    }
+    if viewer {
+        me.register_feedback(
+            RTCPFeedback {
+                typ: "goog-remb".to_owned(),
+                parameter: String::new(),
+            },
+            RtpCodecKind::Video,
+        );
     }
     for (uri, kind) in [
         (SDES_MID_URI, RtpCodecKind::Audio),
@@ -295,7 +329,7 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
         let offer = super::rids::limit_simulcast(offer)?;
-        let mut peer = Self::build(ctx, ice, now)?;
+        let mut peer = Self::build(ctx, ice, false, now)?;
         peer.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer.into_owned())?)?;
         let answer = peer.answer(ctx, now)?;
@@ -311,7 +345,7 @@ impl Peer {
         kinds: &[MediaKind],
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
-        let mut peer = Self::build(ctx, ice, now)?;
+        let mut peer = Self::build(ctx, ice, true, now)?;
         peer.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
         for (i, kind) in kinds.iter().enumerate() {
@@ -347,6 +381,7 @@ impl Peer {
                 codecs: Vec::new(),
                 extensions: Vec::new(),
                 sender,
+                stamps: (None, None),
             });
         }
         let answer = peer.answer(ctx, now)?;
@@ -367,6 +402,8 @@ impl Peer {
                 let params = &s.get_parameters().rtp_parameters;
                 slot.codecs = codecs_of(&params.codecs);
                 slot.extensions = extensions_of(&params.header_extensions);
+                let id = |uri: &str| slot.extensions.iter().find(|e| e.uri == uri).map(|e| e.id);
+                slot.stamps = (id(TRANSPORT_CC_URI), id(ABS_SEND_TIME_URI));
             }
         }
         Ok((peer, answer))
@@ -375,6 +412,7 @@ impl Peer {
     fn build(
         ctx: &TransportContext,
         ice: (&str, &str),
+        viewer: bool,
         now: Instant,
     ) -> Result<Peer, TransportError> {
         let provider = rtc::crypto::default_provider()
@@ -397,7 +435,7 @@ impl Peer {
                 Some(Duration::from_secs(2)),
             )
             .build();
-        let mut me = media_engine()?;
+        let mut me = media_engine(viewer)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)?
             .with(Slot::Custom(14_000), KeyframeTap::default());
         let config = RTCConfigurationBuilder::new()
@@ -425,6 +463,7 @@ impl Peer {
             sealer: None,
             media_addr: None,
             next_report: None,
+            history: SendHistory::new(now),
         })
     }
 
@@ -572,6 +611,17 @@ impl Peer {
             {
                 self.events.push_back(PeerEvent::KeyframeRequest { slot });
             }
+            if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                let reports = self.history.reports(cc);
+                if !reports.is_empty() {
+                    self.events
+                        .push_back(PeerEvent::Downlink(Feedback::Twcc(reports)));
+                }
+            }
+            if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                self.events
+                    .push_back(PeerEvent::Downlink(Feedback::Remb(f64::from(remb.bitrate))));
+            }
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let slot = self.slots.iter().position(|s| s.ssrc == nack.media_ssrc);
                 if let (Some(slot), Some(_)) = (slot, self.sealer.as_ref()) {
@@ -579,6 +629,10 @@ impl Peer {
                     self.events.push_back(PeerEvent::Nack { slot, seqs });
                 }
             }
+        }
+        if let Some(loss) = self.video_loss(packets) {
+            self.events
+                .push_back(PeerEvent::Downlink(Feedback::Loss(loss)));
         }
         let slots = &self.slots;
         let last_sent = &self.sent;
@@ -593,6 +647,33 @@ impl Peer {
         };
         self.figures
             .observe(packets, lookup, std::time::SystemTime::now());
+    }
+
+    /// The mean fraction lost over the reception reports about this connection's video
+    /// slots in one compound, if it has any.
+    fn video_loss(&self, packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
+        let (mut sum, mut n) = (0.0, 0u32);
+        for p in packets {
+            let any = p.as_any();
+            let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                &rr.reports
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                &sr.reports
+            } else {
+                continue;
+            };
+            for r in reports {
+                let video = self
+                    .slots
+                    .iter()
+                    .any(|s| s.ssrc == r.ssrc && s.kind == MediaKind::Video);
+                if video {
+                    sum += f64::from(r.fraction_lost) / 256.0;
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| sum / f64::from(n))
     }
 
     fn on_stack_event(&mut self, event: RTCPeerConnectionEvent) {
@@ -761,6 +842,15 @@ impl Peer {
         header_len: usize,
         len: usize,
     ) -> Option<usize> {
+        let (twcc, abs) = self.slots.get(slot)?.stamps;
+        if let Some(id) = twcc {
+            let seq = self.history.record(now, len);
+            write_extension(&mut buf[..len], header_len, id, &seq.to_be_bytes());
+        }
+        if let Some(id) = abs {
+            let at = self.history.abs_send_time(now);
+            write_extension(&mut buf[..len], header_len, id, &at);
+        }
         let n = self.sealer.as_mut()?.seal(slot, buf, header_len, len)?;
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);

@@ -331,21 +331,33 @@ pub struct Got {
     pub timestamp: u32,
     pub ssrc: u32,
     pub payload: Vec<u8>,
+    /// Padding-only packets received since the previous video packet with a payload.
+    pub padding_before: u16,
 }
 
-/// The viewer's video packets with their tags, in arrival order. Panics on a video packet
-/// without a tag: everything a simulcast publisher sends carries one.
+/// The viewer's video packets with their tags, in arrival order, leaving out padding-only
+/// packets (Parley probes a viewer's link with them) but counting them on the packet that
+/// follows. Panics on a video packet with a payload but without a tag: everything a
+/// simulcast publisher sends carries one.
 pub fn tagged(received: &[Received]) -> Vec<Got> {
+    let mut padding = 0u16;
     received
         .iter()
         .filter(|r| r.kind == Kind::Video)
-        .map(|r| Got {
-            tag: Tag::find(&r.payload)
-                .unwrap_or_else(|| panic!("video packet seq {} carries no layer tag", r.seq)),
-            seq: r.seq,
-            timestamp: r.timestamp,
-            ssrc: r.ssrc,
-            payload: r.payload.clone(),
+        .filter_map(|r| {
+            if r.payload.is_empty() {
+                padding += 1;
+                return None;
+            }
+            Some(Got {
+                tag: Tag::find(&r.payload)
+                    .unwrap_or_else(|| panic!("video packet seq {} carries no layer tag", r.seq)),
+                seq: r.seq,
+                timestamp: r.timestamp,
+                ssrc: r.ssrc,
+                payload: r.payload.clone(),
+                padding_before: std::mem::take(&mut padding),
+            })
         })
         .collect()
 }
@@ -413,10 +425,10 @@ pub fn check_stream(got: &[Got], every_frame: bool) -> Result<(), String> {
             }
             continue;
         };
-        if g.seq != prev.seq.wrapping_add(1) {
+        if g.seq != prev.seq.wrapping_add(1).wrapping_add(g.padding_before) {
             return Err(format!(
-                "packet {i}: sequence number {} after {} (a gap or a repeat)",
-                g.seq, prev.seq
+                "packet {i}: sequence number {} after {} and {} paddings (a gap or a repeat)",
+                g.seq, prev.seq, g.padding_before
             ));
         }
         if (g.timestamp.wrapping_sub(prev.timestamp) as i32) < 0 {

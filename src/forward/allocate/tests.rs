@@ -14,6 +14,7 @@ fn candidates() -> Vec<Step> {
         for (temporal, share) in [40u64, 60, 100].into_iter().enumerate() {
             out.push(Step {
                 layer,
+                spatial: layer as u8,
                 temporal: temporal as u8,
                 bitrate: full * share / 100,
             });
@@ -106,6 +107,7 @@ fn the_ladder_climbs_temporal_layers_first_and_never_loses_frame_rate() {
     let plain: Vec<Step> = (0..3)
         .map(|layer| Step {
             layer,
+            spatial: layer as u8,
             temporal: 2,
             bitrate: 100_000 * (layer as u64 + 1),
         })
@@ -116,11 +118,13 @@ fn the_ladder_climbs_temporal_layers_first_and_never_loses_frame_rate() {
     let odd = vec![
         Step {
             layer: 0,
+            spatial: 0,
             temporal: 2,
             bitrate: 300_000,
         },
         Step {
             layer: 1,
+            spatial: 1,
             temporal: 2,
             bitrate: 200_000,
         },

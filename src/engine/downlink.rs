@@ -1,0 +1,267 @@
+//! Per-viewer downlink adaptation in the engine: feedback into each viewer's estimator, the
+//! estimate shared over its video slots on the tick, and probe padding at frame boundaries.
+//!
+//! The decisions are pure and live in `forward/` ([`Estimator`], [`allocate`], [`Prober`]);
+//! this file feeds them and carries out what they say. Per packet only
+//! [`Engine::pad_after`] runs, for the one slot of a probing viewer that carries the probe.
+
+use super::event_loop::Engine;
+use super::room::SessionKey;
+use super::session::source_parts;
+use crate::forward::allocate::{self, ladder, SlotState, Step, Target};
+use crate::forward::estimate::{Bounds, Estimator};
+use crate::forward::probe::{Prober, PADDING};
+use crate::forward::selector::{self, Preferences};
+use crate::forward::slot::write_padding;
+use crate::transport::{Feedback, MediaKind};
+use std::time::{Duration, Instant};
+
+/// What audio is assumed to take of a viewer's estimate, per audio slot with a source.
+const AUDIO_SHARE: u64 = 40_000;
+
+/// One viewer connection's estimate, probe, and what it was sent.
+pub(super) struct Downlink {
+    pub estimator: Estimator,
+    pub prober: Prober,
+    /// Bits per second sent over the last tick's interval (media and padding).
+    pub sent_rate: u64,
+    sent_bytes_then: (u64, Option<Instant>),
+    /// The slot that carries probe padding (the first video slot that plays), if any.
+    pub probe_slot: Option<usize>,
+    /// Padding packets and bytes sent.
+    pub padding: (u64, u64),
+    /// Per slot: its allocation over time.
+    pub slots: Vec<SlotState>,
+    /// Probes started and failed, as last counted into metrics.
+    probes_counted: (u64, u64),
+}
+
+impl Downlink {
+    pub fn new(bounds: Bounds, slots: usize) -> Self {
+        Downlink {
+            estimator: Estimator::new(bounds),
+            prober: Prober::default(),
+            sent_rate: 0,
+            sent_bytes_then: (0, None),
+            probe_slot: None,
+            padding: (0, 0),
+            slots: vec![SlotState::default(); slots],
+            probes_counted: (0, 0),
+        }
+    }
+}
+
+impl Engine {
+    /// On the tick, before allocating: each viewer's sent rate since the last tick, and
+    /// once a second its estimate for the histogram; probes started and failed.
+    pub(super) fn downlink_tick(&mut self, now: Instant) {
+        let sample = self
+            .last_estimate_sample
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if sample {
+            self.last_estimate_sample = Some(now);
+        }
+        for s in self.sessions.values_mut() {
+            let sent = s.sent.1;
+            let Some(d) = s.downlink.as_deref_mut() else {
+                continue;
+            };
+            if let (bytes, Some(then)) = d.sent_bytes_then {
+                let secs = now.saturating_duration_since(then).as_secs_f64();
+                if secs > 0.0 {
+                    d.sent_rate = (sent.saturating_sub(bytes) as f64 * 8.0 / secs) as u64;
+                }
+            }
+            d.sent_bytes_then = (sent, Some(now));
+            if sample && s.connected {
+                self.tally.estimates.push(d.estimator.estimate() as f64);
+            }
+            let (started, failed) = (d.prober.started, d.prober.failed);
+            self.tally.probes[0] += started - d.probes_counted.0;
+            self.tally.probes[1] += failed - d.probes_counted.1;
+            d.probes_counted = (started, failed);
+        }
+    }
+
+    /// A viewer's congestion feedback.
+    pub(super) fn on_feedback(&mut self, key: SessionKey, feedback: Feedback, now: Instant) {
+        let Some(d) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|s| s.downlink.as_deref_mut())
+        else {
+            return;
+        };
+        match feedback {
+            Feedback::Twcc(reports) => d.estimator.on_twcc(now, &reports),
+            Feedback::Remb(bitrate) => d.estimator.on_remb(now, bitrate),
+            Feedback::Loss(fraction) => d.estimator.on_loss(now, fraction, d.sent_rate),
+        }
+    }
+
+    /// On the tick, for one viewer: measures what it was sent, shares its estimate over its
+    /// video slots and updates its probe. Returns each slot's target (`None` for audio, for
+    /// slots without a source, and when the viewer has no estimator).
+    pub(super) fn allocate_viewer(
+        &mut self,
+        viewer: SessionKey,
+        now: Instant,
+    ) -> Vec<Option<Target>> {
+        let Some(session) = self.sessions.get(&viewer) else {
+            return Vec::new();
+        };
+        if session.downlink.is_none() {
+            return Vec::new();
+        }
+        let active = self
+            .rooms
+            .get(&session.room)
+            .and_then(|r| r.speakers.active());
+        let mut audio = 0u64;
+        // (priority, slot, steps)
+        let mut demands: Vec<(bool, usize, Vec<Step>)> = Vec::new();
+        for (slot, s) in session.peer.slots().iter().enumerate() {
+            let Some(source) = session.forwarders.get(slot).and_then(|f| f.source()) else {
+                continue;
+            };
+            if s.kind == MediaKind::Audio {
+                audio += AUDIO_SHARE;
+                continue;
+            }
+            let prefs = session
+                .slot_layers
+                .get(slot)
+                .map(|l| l.prefs.clone())
+                .unwrap_or_default();
+            let speaking =
+                active.is_some_and(|a| session.slot_participants.get(slot) == Some(&Some(a)));
+            demands.push((speaking, slot, self.steps(source, &prefs)));
+        }
+        demands.sort_by_key(|(speaking, slot, _)| (!speaking, *slot));
+        let probe_slot = demands
+            .iter()
+            .find(|(_, slot, steps)| {
+                !steps.is_empty()
+                    && session
+                        .forwarders
+                        .get(*slot)
+                        .is_some_and(|f| f.playing_source().is_some() || f.paused())
+            })
+            .map(|(_, slot, _)| *slot);
+        let Some(d) = self
+            .sessions
+            .get_mut(&viewer)
+            .and_then(|s| s.downlink.as_deref_mut())
+        else {
+            return Vec::new();
+        };
+        d.probe_slot = probe_slot;
+        let estimate = d.estimator.estimate();
+        let video = estimate.saturating_sub(audio);
+        let slot_count = d.slots.len();
+        let mut states: Vec<SlotState> = demands
+            .iter()
+            .map(|(_, slot, _)| d.slots.get(*slot).cloned().unwrap_or_default())
+            .collect();
+        let ladders: Vec<&[Step]> = demands.iter().map(|(_, _, s)| s.as_slice()).collect();
+        let probe = allocate::allocate(video, &ladders, &mut states, now);
+        let probing = self.config.probe && probe_slot.is_some();
+        d.prober.update(now, probe.filter(|_| probing), estimate);
+        let mut out = vec![None; slot_count];
+        for ((_, slot, _), state) in demands.iter().zip(states) {
+            if let Some(t) = out.get_mut(*slot) {
+                *t = state.target();
+            }
+            if let Some(s) = d.slots.get_mut(*slot) {
+                *s = state;
+            }
+        }
+        out
+    }
+
+    /// The steps a slot bound to `source` may climb, within its preferences.
+    fn steps(&self, source: u64, prefs: &Preferences) -> Vec<Step> {
+        let (publisher, track, _) = source_parts(source);
+        let Some(set) = self
+            .sessions
+            .get(&publisher)
+            .and_then(|p| p.taps.get(track))
+            .and_then(Option::as_ref)
+            .map(|t| &t.layers)
+        else {
+            return Vec::new();
+        };
+        let ceiling = selector::choose(set, prefs, None);
+        let Some(top) = ceiling.layer.and_then(|l| set.layers().get(l)) else {
+            return Vec::new();
+        };
+        let pinned_below = prefs.pin.is_some();
+        let mut candidates = Vec::new();
+        for (i, l) in set.layers().iter().enumerate() {
+            if !l.live || l.spatial > top.spatial || (pinned_below && l.spatial != top.spatial) {
+                continue;
+            }
+            if l.has_temporal_layers() {
+                for t in 0..=ceiling.temporal {
+                    candidates.push(Step {
+                        layer: i,
+                        spatial: l.spatial,
+                        temporal: t,
+                        bitrate: l.bitrate_at(t),
+                    });
+                }
+            } else {
+                candidates.push(Step {
+                    layer: i,
+                    spatial: l.spatial,
+                    temporal: ceiling.temporal,
+                    bitrate: l.bitrate,
+                });
+            }
+        }
+        ladder(candidates)
+    }
+
+    /// Called after a packet of `sid` with the marker bit reached (or was held back from) a
+    /// viewer's slot: when the viewer probes through this slot, sends the padding due.
+    pub(super) fn pad_after(&mut self, viewer: SessionKey, slot: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&viewer) else {
+            return;
+        };
+        let Some(d) = session.downlink.as_deref_mut() else {
+            return;
+        };
+        if d.probe_slot != Some(slot) || !d.prober.probing() {
+            return;
+        }
+        let n = d.prober.padding_due(now);
+        let Some(to) = session.peer.sealed_media_addr() else {
+            return;
+        };
+        for _ in 0..n {
+            let Some(forwarder) = session.forwarders.get_mut(slot) else {
+                return;
+            };
+            if !forwarder.pad_header(&mut self.scratch) {
+                return;
+            }
+            let batch = self.senders.batch_for(viewer);
+            let Some(buf) = batch.slot() else {
+                return;
+            };
+            let sealed = write_padding(&self.scratch, PADDING, buf)
+                .and_then(|(head, len)| session.peer.seal_rtp(now, slot, buf, head, len));
+            let Some(len) = sealed else {
+                return;
+            };
+            batch.commit(to, len, viewer);
+            if let Some(d) = session.downlink.as_deref_mut() {
+                d.padding.0 += 1;
+                d.padding.1 += len as u64;
+            }
+            session.sent.1 += len as u64;
+            self.tally.padding_packets += 1;
+            self.tally.padding_bytes += len as u64;
+        }
+    }
+}
