@@ -2,13 +2,15 @@
 //! estimate shared over its video slots on the tick, and probe padding at frame boundaries.
 //!
 //! The decisions are pure and live in `forward/` ([`Estimator`], [`allocate`], [`Prober`]);
-//! this file feeds them and carries out what they say. Per packet only
+//! this file feeds them and carries out what they say. A probe's padding is capped so that
+//! media and padding together stay within twice the estimate: a step too large for that is
+//! climbed over several probes, and a link that cannot carry it overflows less. Per packet only
 //! [`Engine::pad_after`] runs, for the one slot of a probing viewer that carries the probe.
 
 use super::event_loop::Engine;
 use super::room::SessionKey;
 use super::session::source_parts;
-use crate::forward::allocate::{self, ladder, SlotState, Step, Target};
+use crate::forward::allocate::{self, ladder, SlotState, Step, Target, MIN_PROBE};
 use crate::forward::estimate::{Bounds, Estimator};
 use crate::forward::probe::{Prober, PADDING};
 use crate::forward::selector::{self, Preferences};
@@ -83,19 +85,25 @@ impl Engine {
         }
     }
 
-    /// A viewer's congestion feedback.
+    /// A viewer's congestion feedback. An estimate that falls below what the viewer is sent
+    /// re-allocates its slots at once, not at the next tick: down at once.
     pub(super) fn on_feedback(&mut self, key: SessionKey, feedback: Feedback, now: Instant) {
-        let Some(d) = self
-            .sessions
-            .get_mut(&key)
-            .and_then(|s| s.downlink.as_deref_mut())
-        else {
+        let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        let Some(d) = session.downlink.as_deref_mut() else {
+            return;
+        };
+        let before = d.estimator.estimate();
         match feedback {
             Feedback::Twcc(reports) => d.estimator.on_twcc(now, &reports),
             Feedback::Remb(bitrate) => d.estimator.on_remb(now, bitrate),
             Feedback::Loss(fraction) => d.estimator.on_loss(now, fraction, d.sent_rate),
+        }
+        let after = d.estimator.estimate();
+        if after < before && after < d.sent_rate {
+            let room = session.room.clone();
+            self.select_layers(&room, Some(key), false, now);
         }
     }
 
@@ -164,7 +172,10 @@ impl Engine {
             .map(|(_, slot, _)| d.slots.get(*slot).cloned().unwrap_or_default())
             .collect();
         let ladders: Vec<&[Step]> = demands.iter().map(|(_, _, s)| s.as_slice()).collect();
-        let probe = allocate::allocate(video, &ladders, &mut states, now);
+        let probed = d.prober.probing();
+        let probe = allocate::allocate(video, &ladders, &mut states, probed, now)
+            .map(|want| want.min((2 * estimate).saturating_sub(d.sent_rate)))
+            .filter(|pad| *pad >= MIN_PROBE / 2);
         let probing = self.config.probe && probe_slot.is_some();
         d.prober.update(now, probe.filter(|_| probing), estimate);
         let mut out = vec![None; slot_count];
@@ -195,10 +206,23 @@ impl Engine {
         let Some(top) = ceiling.layer.and_then(|l| set.layers().get(l)) else {
             return Vec::new();
         };
-        let pinned_below = prefs.pin.is_some();
+        let pinned = prefs.pin.is_some();
+        // A layer whose bitrate is not measured yet (its first second) costs an unknown
+        // amount: only the smallest such layer is offered until it is.
+        let smallest_unmeasured = set
+            .layers()
+            .iter()
+            .filter(|l| l.live && l.bitrate == 0)
+            .map(|l| l.spatial)
+            .min();
         let mut candidates = Vec::new();
         for (i, l) in set.layers().iter().enumerate() {
-            if !l.live || l.spatial > top.spatial || (pinned_below && l.spatial != top.spatial) {
+            let unmeasured = l.bitrate == 0 && Some(l.spatial) != smallest_unmeasured;
+            if !l.live
+                || l.spatial > top.spatial
+                || (pinned && l.spatial != top.spatial)
+                || unmeasured
+            {
                 continue;
             }
             if l.has_temporal_layers() {

@@ -269,6 +269,10 @@ impl Engine {
             switch.step(current_layer, current_live, choice.layer, now)
         };
         let landed_reason = layers.switch_reason.unwrap_or(reason);
+        let starts_down = matches!(step, Step::Start(l) if spatial_of(l) < now_spatial);
+        let pending_down = switch.pending().is_some_and(|p| {
+            p != current_layer.unwrap_or(usize::MAX) && spatial_of(p) < now_spatial
+        });
         let gave_up = match step {
             Step::GiveUp(target) => Some(spatial_of(target) > now_spatial),
             _ => None,
@@ -295,10 +299,17 @@ impl Engine {
             forwarder.cancel_pending();
             return Some((None, false));
         }
+        // Going down for bandwidth, the current layer's frames above the base temporal layer
+        // stop at once while the smaller layer's keyframe is awaited: down at once.
+        let temporal = if (starts_down || pending_down) && reason == SwitchReason::Bandwidth {
+            0
+        } else {
+            choice.temporal
+        };
         let before = forwarder.max_temporal();
-        forwarder.set_max_temporal(choice.temporal);
-        if before != choice.temporal && current.is_some() {
-            let up = choice.temporal > before;
+        forwarder.set_max_temporal(temporal);
+        if before != temporal && current.is_some() {
+            let up = temporal > before;
             self.tally.layer_switches[usize::from(up)][reason as usize] += 1;
         }
         let resume_keyframe = resumed.then_some(current).flatten();

@@ -11,9 +11,9 @@
 //!
 //! [`allocate`] adds time: a slot goes down at once when its share falls below what it gets,
 //! and up only once the estimate has covered the higher step for [`UP_HOLD`] (or
-//! [`UP_HOLD_AFTER_DOWN`] within [`RECENT_DOWN`] of going down). When every slot has what
-//! its share allows and one of them could go higher, it says how much padding would prove
-//! the next step ([`probe_rate`]).
+//! [`UP_HOLD_AFTER_DOWN`] within [`RECENT_DOWN`] of going down; [`PROBED_HOLD`] while a probe
+//! proves the step with padding). When a slot could go
+//! higher than it is, it says how much padding would prove its next step ([`probe_rate`]).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ pub const UP_HOLD: Duration = Duration::from_millis(1000);
 
 /// The same, shortly after the slot went down.
 pub const UP_HOLD_AFTER_DOWN: Duration = Duration::from_millis(3000);
+
+/// The hold while a probe runs: its padding is what proves the higher step.
+pub const PROBED_HOLD: Duration = Duration::from_millis(500);
 
 /// How long after going down a slot is slower to go up.
 pub const RECENT_DOWN: Duration = Duration::from_secs(10);
@@ -132,15 +135,17 @@ fn cost(target: Target) -> Option<u64> {
 }
 
 /// Updates each slot's target from the estimate (bits per second for video) and returns the
-/// probe rate that would prove the next step up, when one is worth sending.
+/// probe rate that would prove the next step up, when one is worth sending. `probed`: a
+/// probe runs, so an estimate above the next step was measured with traffic at that rate,
+/// and the step is taken after [`PROBED_HOLD`] only.
 pub fn allocate(
     estimate: u64,
     slots: &[&[Step]],
     states: &mut [SlotState],
+    probed: bool,
     now: Instant,
 ) -> Option<u64> {
     let picks = share(estimate, slots);
-    let mut settled = true;
     for ((steps, pick), state) in slots.iter().zip(&picks).zip(states.iter_mut()) {
         if steps.is_empty() {
             state.more_since = None;
@@ -171,7 +176,9 @@ pub fn allocate(
             state.more_since = None;
         } else if want > have {
             let since = *state.more_since.get_or_insert(now);
-            let hold = if state
+            let hold = if probed {
+                PROBED_HOLD
+            } else if state
                 .last_down
                 .is_some_and(|t| now.saturating_duration_since(t) < RECENT_DOWN)
             {
@@ -184,25 +191,30 @@ pub fn allocate(
                 state.more_since = None;
             } else {
                 state.target = Some(current);
-                settled = false;
             }
         } else {
             state.target = Some(current);
             state.more_since = None;
         }
     }
-    if !settled {
-        return None;
-    }
-    probe_rate(slots, &picks)
+    let at: Vec<Option<usize>> = slots
+        .iter()
+        .zip(states.iter())
+        .map(|(steps, state)| match state.target {
+            Some(Target::Play(s)) => steps.iter().position(|c| *c == s),
+            _ => None,
+        })
+        .collect();
+    probe_rate(slots, &at)
 }
 
-/// The padding rate that would prove the first slot's (in priority order) next step, when
-/// its share holds it below what it may have: 120 % of the step's extra cost, at least
-/// [`MIN_PROBE`].
-pub fn probe_rate(slots: &[&[Step]], picks: &[Option<usize>]) -> Option<u64> {
-    slots.iter().zip(picks).find_map(|(steps, pick)| {
-        let extra = match pick {
+/// The padding rate that would prove the next step of the first slot (in priority order)
+/// below the most its limits allow, from where it is (`at`: its step index, `None` when
+/// paused): 120 % of the step's extra cost, at least [`MIN_PROBE`]. A slot waiting out its
+/// hold keeps asking, so the padding holds the estimate up until the slot goes up.
+pub fn probe_rate(slots: &[&[Step]], at: &[Option<usize>]) -> Option<u64> {
+    slots.iter().zip(at).find_map(|(steps, at)| {
+        let extra = match at {
             Some(i) => steps.get(i + 1)?.bitrate.saturating_sub(steps[*i].bitrate),
             None => steps.first()?.bitrate,
         };

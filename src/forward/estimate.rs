@@ -3,8 +3,7 @@
 //! Three signals, best first:
 //! - **TWCC** (send-side): Parley numbers every packet it seals for the connection and the
 //!   viewer reports when each arrived (Chromium, Firefox, webrtc-rs). Arrival-time trends go
-//!   through the WebRTC stack's delay filter and overuse detector (GCC's), and the rate
-//!   control here decides: on overuse, 0.85 × what was delivered; otherwise grow 8 % a
+//!   through a delay trend ([`super::trendline`], GCC's), and the rate control here decides: on overuse, 0.85 × what was delivered; otherwise grow 8 % a
 //!   second, never below what the link has just delivered (a probe that got through proves
 //!   its rate at once) and never above 1.5 × it (an estimate must rest on traffic sent);
 //!   heavy loss cuts it too.
@@ -17,7 +16,8 @@
 //! No clock and no I/O: time and feedback come in as arguments, so recorded feedback
 //! sequences replay exactly in tests.
 
-use rtc::interceptor::{OveruseDetector, PacketReport, SlopeEstimator, Usage};
+use super::trendline::{Trendline, Usage};
+use rtc::interceptor::PacketReport;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub const FEEDBACK_STALE: Duration = Duration::from_secs(2);
 
 /// The window delivered bytes are measured over (on the receiver's clock).
-const DELIVERED_WINDOW: Duration = Duration::from_millis(750);
+const DELIVERED_WINDOW: Duration = Duration::from_millis(500);
 
 /// At most one decrease this often (about a round trip and a reaction).
 const DECREASE_EVERY: Duration = Duration::from_millis(300);
@@ -81,8 +81,7 @@ pub struct Estimator {
     bounds: Bounds,
     estimate: f64,
     signal: Signal,
-    slope: SlopeEstimator,
-    detector: OveruseDetector,
+    trend: Trendline,
     /// Delivered packets: (arrival on the receiver's clock, bytes), oldest first.
     delivered: VecDeque<(Duration, u32)>,
     loss: f64,
@@ -103,8 +102,7 @@ impl Estimator {
             bounds,
             estimate: bounds.initial.clamp(bounds.min, bounds.max) as f64,
             signal: Signal::Initial,
-            slope: SlopeEstimator::new(),
-            detector: OveruseDetector::new(),
+            trend: Trendline::default(),
             delivered: VecDeque::with_capacity(256),
             loss: 0.0,
             last_twcc: None,
@@ -158,15 +156,13 @@ impl Estimator {
         if reports.is_empty() {
             return;
         }
-        let mut usage = self.detector.usage();
+        let mut usage = self.trend.usage();
         let mut lost = 0usize;
         for r in reports {
             match (r.arrived, r.arrival) {
                 (true, Some(at)) => {
                     self.delivered.push_back((at, r.size as u32));
-                    if let Some(trend) = self.slope.accumulate(r) {
-                        usage = self.detector.update(trend.at, trend.estimate_ms);
-                    }
+                    usage = self.trend.on_packet(r.departure, at);
                 }
                 (true, None) => {}
                 (false, _) => lost += 1,
@@ -182,7 +178,9 @@ impl Estimator {
             }
         }
         let sample = lost as f64 / reports.len() as f64;
-        self.loss = 0.8 * self.loss + 0.2 * sample;
+        self.loss = 0.5 * self.loss + 0.5 * sample;
+        // Losing now, and lately: one lossy batch is not a trend, an old one is over.
+        let losing = self.loss.min(sample) > 0.1;
         self.last_twcc = Some(now);
         self.signal = Signal::Twcc;
         let delivered = self.delivered_rate();
@@ -194,7 +192,7 @@ impl Estimator {
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
             .min(Duration::from_secs(1));
         self.last_update = Some(now);
-        if usage == Usage::Over || self.loss > 0.1 {
+        if usage == Usage::Over || losing {
             if may_decrease {
                 let base = delivered.unwrap_or(self.estimate).min(self.estimate);
                 let factor = if usage == Usage::Over {
@@ -206,7 +204,7 @@ impl Estimator {
                 self.last_decrease = Some(now);
             }
         } else if let Some(delivered) = delivered {
-            let grown = if usage == Usage::Normal && self.loss < 0.02 {
+            let grown = if usage == Usage::Normal && self.loss.max(sample) < 0.02 {
                 self.estimate * 1.08f64.powf(elapsed.as_secs_f64())
             } else {
                 self.estimate

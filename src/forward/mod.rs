@@ -22,4 +22,5 @@ pub mod resolution;
 pub mod selector;
 pub mod slot;
 pub mod speakers;
+pub mod trendline;
 pub mod vp8;

@@ -4,14 +4,16 @@
 //! When the allocator asks ([`crate::forward::allocate::probe_rate`]), a [`Prober`] adds
 //! padding-only packets at that rate for up to [`PROBE_FOR`], at the viewer's frame
 //! boundaries (so no frame is split). The probe succeeds when the allocator stops asking
-//! (the estimate grew to the next step); it fails when the estimate falls or time runs out,
-//! and the next try waits [`FIRST_BACKOFF`], 1.5 times longer after each failure up to
-//! [`MAX_BACKOFF`].
+//! (the estimate grew to the next step), when the estimate grew by a quarter, or when its
+//! time is up and the estimate grew by a tenth (a step too large for one probe is climbed in
+//! several, each from the estimate the last one proved); it fails when the estimate
+//! falls, or does not grow, and the next try waits [`FIRST_BACKOFF`], 1.5 times longer after
+//! each failure up to [`MAX_BACKOFF`].
 
 use std::time::{Duration, Instant};
 
 /// The longest one probe lasts.
-pub const PROBE_FOR: Duration = Duration::from_millis(2000);
+pub const PROBE_FOR: Duration = Duration::from_millis(1000);
 
 /// The wait after a first failed probe.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(3);
@@ -75,9 +77,18 @@ impl Prober {
     pub fn update(&mut self, now: Instant, want: Option<u64>, estimate: u64) {
         if self.probing() {
             let fell = estimate < self.started_at_estimate * 9 / 10;
-            let expired = self.until.is_some_and(|t| now >= t);
+            let grew = estimate >= self.started_at_estimate + self.started_at_estimate / 10;
+            // Grown by a quarter: this probe proved what it could at its rate; the next one
+            // goes on from the new estimate.
+            let proved = estimate >= self.started_at_estimate + self.started_at_estimate / 4;
+            let expired = self.until.is_some_and(|t| now >= t) || proved;
             match want {
                 None if !fell => {
+                    self.stop();
+                    self.backoff = FIRST_BACKOFF;
+                    self.next_try = None;
+                }
+                Some(_) if expired && grew => {
                     self.stop();
                     self.backoff = FIRST_BACKOFF;
                     self.next_try = None;
@@ -176,6 +187,18 @@ mod tests {
         assert_eq!(&waits[..4], &[3, 5, 7, 10]);
         assert_eq!(*waits.last().unwrap(), 60);
         assert_eq!(p.failed, 12);
+    }
+
+    #[test]
+    fn a_probe_that_raised_the_estimate_is_a_success_even_short_of_the_step() {
+        let t0 = Instant::now();
+        let mut p = Prober::default();
+        p.update(t0, Some(1_000_000), 1_000_000);
+        p.update(t0 + PROBE_FOR, Some(1_000_000), 1_200_000);
+        assert!(!p.probing());
+        assert_eq!(p.failed, 0);
+        p.update(t0 + PROBE_FOR, Some(800_000), 1_200_000);
+        assert!(p.probing(), "the next probe starts at once");
     }
 
     #[test]

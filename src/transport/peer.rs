@@ -427,6 +427,9 @@ impl Peer {
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ])
             .with_lite(true)
+            // As wide as libwebrtc's: a publisher's retransmission may come a thousand
+            // packets (probe padding, simulcast bursts) after the packet it repairs.
+            .with_srtp_replay_protection_window(1024)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_ice_credentials(ice.0.to_owned(), ice.1.to_owned())
             .with_ice_timeouts(

@@ -187,6 +187,46 @@ pub fn vp8_frame(
     }
 }
 
+/// Like [`vp8_frame`], for a frame of about `bytes` bytes: as many packets of at most
+/// 1,100 bytes as that takes (a keyframe at least two), so a layer can carry a realistic
+/// bitrate.
+pub fn vp8_frame_sized(
+    layer: u8,
+    frame: u32,
+    key: bool,
+    size: (u16, u16),
+    fields: &Vp8Fields,
+    bytes: usize,
+) -> Vec<(Vec<u8>, bool)> {
+    let tid = fields.temporal.map_or(0, |(_, tid, _)| tid);
+    let parts = bytes.div_ceil(1100).clamp(if key { 2 } else { 1 }, 200);
+    let per = bytes / parts;
+    (0..parts)
+        .map(|part| {
+            let mut packet = vp8_descriptor(part == 0, fields);
+            if part == 0 {
+                packet.extend(vp8_frame_tag(!key, 400));
+                if key {
+                    packet.extend([0x9d, 0x01, 0x2a]);
+                    packet.extend(size.0.to_le_bytes());
+                    packet.extend(size.1.to_le_bytes());
+                }
+            }
+            packet.extend(filler(layer, frame, per));
+            let tag = Tag {
+                layer,
+                frame,
+                part: part as u8,
+                parts: parts as u8,
+                key,
+                tid,
+            };
+            packet.extend(tag.encode());
+            (packet, part + 1 == parts)
+        })
+        .collect()
+}
+
 /// Writes H.264 RBSP bits: fixed-width fields and Exp-Golomb codes (H.264 §9.1).
 #[derive(Default)]
 struct BitWriter {

@@ -134,6 +134,9 @@ impl Peer {
             .with_setting_engine(
                 SettingEngineBuilder::new()
                     .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    // As wide as libwebrtc's: a retransmission that arrives after a burst of
+                    // probe padding is still taken, as Chromium takes it.
+                    .with_srtp_replay_protection_window(1024)
                     .build(),
             )
             .with_runtime(Arc::new(TokioRuntime))

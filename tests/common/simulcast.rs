@@ -14,7 +14,7 @@
 //!
 //! Owns its peer connection and both tasks: dropping the publisher aborts them.
 
-use super::layered::{h264_frame, vp8_frame, Vp8Fields};
+use super::layered::{h264_frame, vp8_frame, vp8_frame_sized, Vp8Fields};
 use super::peer::Peer;
 use super::signaling::{endpoint_url, post_offer, try_delete};
 use super::{HarnessError, VideoCodec, CONNECT_TIMEOUT};
@@ -87,6 +87,11 @@ pub struct SimulcastOptions {
     /// VP8 temporal layers T0 T2 T1 T2 with the layer-sync bit, TL0PICIDX and PictureID.
     pub temporal: bool,
     pub participant: Option<String>,
+    /// VP8: bits per second per layer (in `a=rid` order), sent as frames of several
+    /// packets; `None`: one small packet per frame.
+    pub bitrates: Option<Vec<u32>>,
+    /// Also send audio: a 100-byte packet every 20 ms.
+    pub audio: bool,
 }
 
 impl SimulcastOptions {
@@ -99,6 +104,8 @@ impl SimulcastOptions {
             obs: false,
             temporal: false,
             participant: None,
+            bitrates: None,
+            audio: false,
         }
     }
 
@@ -111,6 +118,8 @@ impl SimulcastOptions {
             obs: true,
             temporal: false,
             participant: None,
+            bitrates: None,
+            audio: false,
         }
     }
 }
@@ -173,6 +182,8 @@ impl Drop for SimulcastPublisher {
 struct Prepared {
     peer: Peer,
     video: Arc<TrackLocalStaticRTP>,
+    audio: Arc<TrackLocalStaticRTP>,
+    audio_ssrc: u32,
     ssrcs: Vec<u32>,
     offer: String,
 }
@@ -245,6 +256,7 @@ async fn prepare(opts: &SimulcastOptions) -> Result<Prepared, HarnessError> {
     }
     let peer = Peer::new(media_engine, None).await?;
 
+    let audio_ssrc = random_u32() | 1;
     let audio = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "parley-sim".to_owned(),
         "parley-sim-audio".to_owned(),
@@ -252,7 +264,7 @@ async fn prepare(opts: &SimulcastOptions) -> Result<Prepared, HarnessError> {
         RtpCodecKind::Audio,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(random_u32() | 1),
+                ssrc: Some(audio_ssrc),
                 ..Default::default()
             },
             active: true,
@@ -309,6 +321,8 @@ async fn prepare(opts: &SimulcastOptions) -> Result<Prepared, HarnessError> {
     Ok(Prepared {
         peer,
         video,
+        audio,
+        audio_ssrc,
         ssrcs,
         offer,
     })
@@ -444,7 +458,7 @@ pub async fn publish_simulcast(
         layers: Mutex::new(layers),
         requests: watch::Sender::new(vec![0; opts.layers.len()]),
     });
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(count_requests(
             Arc::clone(&prepared.video),
             Arc::clone(&shared),
@@ -456,6 +470,12 @@ pub async fn publish_simulcast(
             negotiated.clone(),
         )),
     ];
+    if opts.audio {
+        tasks.push(tokio::spawn(send_audio(
+            Arc::clone(&prepared.audio),
+            prepared.audio_ssrc,
+        )));
+    }
     Ok(SimulcastPublisher {
         location: answer.location,
         offer_sdp: prepared.offer,
@@ -571,7 +591,14 @@ fn next_packets(
                     temporal,
                 };
                 l.picture_id = (l.picture_id + 1) & 0x7fff;
-                vp8_frame(i as u8, n, key, l.size, &fields)
+                match opts.bitrates.as_ref().and_then(|b| b.get(i)) {
+                    Some(bps) => {
+                        let bytes =
+                            (u64::from(*bps) * FRAME_INTERVAL.as_millis() as u64 / 8_000) as usize;
+                        vp8_frame_sized(i as u8, n, key, l.size, &fields, bytes)
+                    }
+                    None => vp8_frame(i as u8, n, key, l.size, &fields),
+                }
             }
             VideoCodec::H264 => h264_frame(opts.h264_profile, i as u8, n, key, l.size),
         };
@@ -597,6 +624,32 @@ fn next_packets(
         }
     }
     out
+}
+
+/// Sends a 100-byte audio packet every 20 ms (Opus at 48 kHz: 960 ticks a packet).
+async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32) {
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut seq, mut ts) = (random_u32() as u16, random_u32());
+    loop {
+        pace.tick().await;
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type: AUDIO_PT,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc,
+                ..Default::default()
+            },
+            payload: vec![0xfc; 100].into(),
+        };
+        if track.write_rtp(packet).await.is_err() {
+            return;
+        }
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(960);
+    }
 }
 
 async fn send_frames(

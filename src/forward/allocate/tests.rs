@@ -142,16 +142,17 @@ fn down_at_once_up_after_holding() {
         Some(Target::Play(x)) => at(&s, x.layer, x.temporal),
         _ => None,
     };
-    allocate(1_000_000, &[&s], &mut st, ms(0));
+    allocate(1_000_000, &[&s], &mut st, false, ms(0));
     assert_eq!(play(&st), at(&s, 1, 2), "the first allocation is immediate");
-    allocate(300_000, &[&s], &mut st, ms(100));
+    allocate(300_000, &[&s], &mut st, false, ms(100));
     assert_eq!(play(&st), at(&s, 0, 2), "down at once");
-    allocate(5_000_000, &[&s], &mut st, ms(200));
+    allocate(5_000_000, &[&s], &mut st, false, ms(200));
     assert_eq!(play(&st), at(&s, 0, 2), "not up at once");
     allocate(
         5_000_000,
         &[&s],
         &mut st,
+        false,
         ms(200 + UP_HOLD.as_millis() as u64 + 100),
     );
     assert_eq!(
@@ -163,6 +164,7 @@ fn down_at_once_up_after_holding() {
         5_000_000,
         &[&s],
         &mut st,
+        false,
         ms(200 + UP_HOLD_AFTER_DOWN.as_millis() as u64),
     );
     assert_eq!(
@@ -172,17 +174,19 @@ fn down_at_once_up_after_holding() {
     );
     // A dip resets the hold.
     let t1 = 20_000;
-    allocate(1_000_000, &[&s], &mut st, ms(t1));
+    allocate(1_000_000, &[&s], &mut st, false, ms(t1));
     allocate(
         5_000_000,
         &[&s],
         &mut st,
+        false,
         ms(t1 + RECENT_DOWN.as_millis() as u64 + 1),
     );
     allocate(
         800_000,
         &[&s],
         &mut st,
+        false,
         ms(t1 + RECENT_DOWN.as_millis() as u64 + 500),
     );
     assert_eq!(play(&st), at(&s, 1, 2));
@@ -190,12 +194,14 @@ fn down_at_once_up_after_holding() {
         5_000_000,
         &[&s],
         &mut st,
+        false,
         ms(t1 + RECENT_DOWN.as_millis() as u64 + 600),
     );
     allocate(
         5_000_000,
         &[&s],
         &mut st,
+        false,
         ms(t1 + RECENT_DOWN.as_millis() as u64 + 1_000),
     );
     assert_eq!(play(&st), at(&s, 1, 2), "the hold restarted at the dip");
@@ -206,42 +212,109 @@ fn pause_and_resume() {
     let s = steps();
     let t0 = Instant::now();
     let mut st = [SlotState::default()];
-    allocate(1_000_000, &[&s], &mut st, t0);
-    allocate(40_000, &[&s], &mut st, t0 + Duration::from_millis(100));
+    allocate(1_000_000, &[&s], &mut st, false, t0);
+    allocate(
+        40_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(100),
+    );
     assert_eq!(st[0].target(), Some(Target::Paused));
-    allocate(100_000, &[&s], &mut st, t0 + Duration::from_millis(200));
+    allocate(
+        100_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(200),
+    );
     assert_eq!(
         st[0].target(),
         Some(Target::Paused),
         "resumes only after the hold"
     );
-    allocate(100_000, &[&s], &mut st, t0 + Duration::from_secs(4));
+    allocate(100_000, &[&s], &mut st, false, t0 + Duration::from_secs(4));
     assert_eq!(st[0].target(), Some(Target::Play(s[1])));
 }
 
 #[test]
-fn probes_are_sized_to_the_next_step_and_only_when_settled() {
+fn probes_are_sized_to_the_next_step_and_go_on_through_the_hold() {
     let s = steps();
     let t0 = Instant::now();
     let mut st = [SlotState::default(), SlotState::default()];
     // 100 kbit/s: slot 0 at q T1 (90k), q T2 costs 60k more: probe the minimum.
-    let probe = allocate(100_000, &[&s, &[]], &mut st, t0);
+    let probe = allocate(100_000, &[&s, &[]], &mut st, false, t0);
     assert_eq!(probe, Some(MIN_PROBE));
     // At h (500k) with 1.2 Mbit/s: f costs 1,000k more: probe 1,200k.
     let mut st = [SlotState::default()];
-    assert_eq!(allocate(1_200_000, &[&s], &mut st, t0), Some(1_200_000));
-    // A slot waiting out its hold: no probe.
-    allocate(5_000_000, &[&s], &mut st, t0 + Duration::from_millis(100));
     assert_eq!(
-        allocate(5_000_000, &[&s], &mut st, t0 + Duration::from_millis(200)),
-        None
+        allocate(1_200_000, &[&s], &mut st, false, t0),
+        Some(1_200_000)
+    );
+    // A slot waiting out its hold still asks: the padding keeps the estimate up.
+    allocate(
+        5_000_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(100),
+    );
+    assert_eq!(
+        allocate(
+            5_000_000,
+            &[&s],
+            &mut st,
+            false,
+            t0 + Duration::from_millis(200)
+        ),
+        Some(1_200_000)
     );
     // At the top of its limits: nothing to probe for.
     assert_eq!(
-        allocate(5_000_000, &[&s], &mut st, t0 + Duration::from_secs(2)),
+        allocate(
+            5_000_000,
+            &[&s],
+            &mut st,
+            false,
+            t0 + Duration::from_secs(2)
+        ),
         None
     );
     // Paused: probe for the lowest step.
     let mut st = [SlotState::default()];
-    assert_eq!(allocate(10_000, &[&s], &mut st, t0), Some(MIN_PROBE));
+    assert_eq!(allocate(10_000, &[&s], &mut st, false, t0), Some(MIN_PROBE));
+}
+
+#[test]
+fn a_running_probe_shortens_the_hold() {
+    let s = steps();
+    let t0 = Instant::now();
+    let mut st = [SlotState::default()];
+    allocate(1_000_000, &[&s], &mut st, false, t0);
+    allocate(
+        300_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(100),
+    );
+    allocate(
+        5_000_000,
+        &[&s],
+        &mut st,
+        true,
+        t0 + Duration::from_millis(200),
+    );
+    allocate(
+        5_000_000,
+        &[&s],
+        &mut st,
+        true,
+        t0 + Duration::from_millis(200) + PROBED_HOLD,
+    );
+    assert_eq!(
+        st[0].target(),
+        Some(Target::Play(*s.last().unwrap())),
+        "up after the probe's hold, though the slot went down just now"
+    );
 }
