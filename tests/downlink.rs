@@ -1,16 +1,20 @@
 //! Per-viewer downlink adaptation through a real server with webrtc-rs peers behind a shaped
 //! relay (token bucket, 100 ms drop-tail queue, 20 ms delay): a viewer settles on the layer
 //! its link carries, follows the link down and back up, and keeps its audio; a viewer of a
-//! publisher without layers to choose from is paused, then resumed. The viewers send TWCC
+//! publisher without layers to choose from is paused, then resumed, its audio never. The viewers send TWCC
 //! feedback (webrtc-rs's default interceptors), which is what Chromium and Firefox send.
 
 mod common;
 
 use common::layer_api::latest_layers;
+use common::layered::{vp8_frame_sized, Vp8Fields};
 use common::simulcast::{publish_simulcast, SimulcastOptions, SimulcastPublisher};
-use common::{play, Events, Kind, PlayOptions, Relay, Shape, Viewer};
+use common::{
+    play, publish, Events, Kind, PlayOptions, PublishOptions, Publisher, Relay, Shape, Viewer,
+};
 use parley::config::Config;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SERVER_SENT_EVENTS: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
@@ -196,5 +200,135 @@ async fn a_viewer_follows_its_link_down_and_back_up_and_its_audio_goes_on() {
 
     viewer.close().await;
     publisher.close().await;
+    server.shutdown().await;
+}
+
+/// Sends, from `publisher` (no simulcast), VP8 at `bitrate` (30 frames a second, a keyframe
+/// first and after each keyframe request) and audio every 20 ms, until the task is aborted.
+fn send_plain(publisher: Arc<Publisher>, bitrate: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pace = tokio::time::interval(ms(20));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut tick, mut frame, mut answered) = (0u64, 0u32, u32::MAX);
+        loop {
+            pace.tick().await;
+            let audio_ts = (tick as u32).wrapping_mul(960);
+            if publisher.send_audio(&[0xfc; 100], audio_ts).await.is_err() {
+                return;
+            }
+            // A video frame every 33 ms or so: on two ticks of three at 20 ms, 1.5 frames
+            // per 40 ms... simpler: one frame on each tick where 33 ms have passed.
+            if tick * 20 >= u64::from(frame) * 100 / 3 {
+                let requests = publisher.keyframe_requests();
+                let key = frame == 0 || requests != answered;
+                answered = requests;
+                let fields = Vp8Fields {
+                    picture_id: (frame & 0x7fff) as u16,
+                    temporal: None,
+                };
+                let bytes = (bitrate / 8 / 30) as usize;
+                for (payload, marker) in vp8_frame_sized(0, frame, key, (1280, 720), &fields, bytes)
+                {
+                    let ts = frame.wrapping_mul(3000);
+                    if publisher.send_video(&payload, marker, ts).await.is_err() {
+                        return;
+                    }
+                }
+                frame += 1;
+            }
+            tick += 1;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_link_cannot_carry_the_only_layer_is_paused_then_resumed() {
+    let (relay, server, base) = relayed_server().await;
+    let publisher = Arc::new(
+        publish(&base, "plain", PublishOptions::vp8())
+            .await
+            .expect("publish"),
+    );
+    let sending = send_plain(Arc::clone(&publisher), 800_000);
+    relay.shape_new_clients(Shape::rate(2_000_000).queue(ms(100)).delay(ms(20)));
+    let (viewer, events) = play_with_events(&base, "plain").await;
+    let mid = video_mid(&viewer);
+
+    wait_layers(
+        &events,
+        &mid,
+        "playing at 2 Mbit/s",
+        Duration::from_secs(5),
+        |e| e["active"].is_object() && e["paused"] == false,
+    )
+    .await;
+    viewer
+        .wait_for("video at 2 Mbit/s", Duration::from_secs(5), |r| {
+            r.iter().filter(|p| p.kind == Kind::Video).count() >= 30
+        })
+        .await
+        .expect("video plays before the step down");
+
+    // 300 kbit/s cannot carry 800 kbit/s: paused for bandwidth, audio goes on.
+    relay.set_rate(300_000);
+    let t = Instant::now();
+    wait_layers(
+        &events,
+        &mid,
+        "paused at 300 kbit/s",
+        Duration::from_secs(3),
+        |e| e["paused"] == true && e["reason"] == "bandwidth",
+    )
+    .await;
+    eprintln!("paused {:?} after the step down", t.elapsed());
+    // A second for what was already on its way, then two seconds of audio and no video
+    // but padding probes.
+    let audio_count = |r: &[common::Received]| r.iter().filter(|p| p.kind == Kind::Audio).count();
+    let (audio_at_pause, _) = audio_gap(&viewer);
+    viewer
+        .wait_for("audio while paused", Duration::from_secs(3), |r| {
+            audio_count(r) >= audio_at_pause + 50
+        })
+        .await
+        .expect("audio keeps coming while video is paused");
+    let video_then = viewer.received_of(Kind::Video).len();
+    let audio_then = audio_count(&viewer.received());
+    viewer
+        .wait_for("more audio while paused", Duration::from_secs(4), |r| {
+            audio_count(r) >= audio_then + 100
+        })
+        .await
+        .expect("audio keeps coming while video is paused");
+    let media_during = viewer.received_of(Kind::Video)[video_then..]
+        .iter()
+        .filter(|p| !p.payload.is_empty())
+        .count();
+    assert_eq!(media_during, 0, "video packets while paused");
+
+    // 5 Mbit/s: resumed, on a keyframe.
+    relay.set_rate(5_000_000);
+    let t = Instant::now();
+    wait_layers(
+        &events,
+        &mid,
+        "resumed at 5 Mbit/s",
+        Duration::from_secs(15),
+        |e| e["paused"] == false && e["active"].is_object(),
+    )
+    .await;
+    eprintln!("resumed {:?} after the step up", t.elapsed());
+    let resumed = viewer.received_of(Kind::Video).len();
+    viewer
+        .wait_for("video after the resume", Duration::from_secs(5), |r| {
+            r.iter().filter(|p| p.kind == Kind::Video).count() >= resumed + 60
+        })
+        .await
+        .expect("video flows again");
+
+    sending.abort();
+    viewer.close().await;
+    if let Ok(p) = Arc::try_unwrap(publisher) {
+        p.close().await;
+    }
     server.shutdown().await;
 }

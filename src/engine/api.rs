@@ -103,7 +103,7 @@ pub struct DownlinkView {
     pub estimate: u64,
     /// What it rests on: `initial`, `twcc`, `remb` or `loss`.
     pub signal: &'static str,
-    /// Bits per second sent to the viewer over the last quarter second.
+    /// Bits per second sent to the viewer over about the last second.
     pub sent: u64,
     /// Whether Parley is probing the link with padding now.
     pub probing: bool,

@@ -16,7 +16,11 @@ use crate::forward::probe::{Prober, PADDING};
 use crate::forward::selector::{self, Preferences};
 use crate::forward::slot::write_padding;
 use crate::transport::{Feedback, MediaKind};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Ticks the sent rate is measured over (a second at 250 ms).
+const SENT_WINDOW_TICKS: usize = 4;
 
 /// What audio is assumed to take of a viewer's estimate, per audio slot with a source.
 const AUDIO_SHARE: u64 = 40_000;
@@ -25,9 +29,10 @@ const AUDIO_SHARE: u64 = 40_000;
 pub(super) struct Downlink {
     pub estimator: Estimator,
     pub prober: Prober,
-    /// Bits per second sent over the last tick's interval (media and padding).
+    /// Bits per second sent over about the last second (media and padding).
     pub sent_rate: u64,
-    sent_bytes_then: (u64, Option<Instant>),
+    /// Bytes sent so far at each of the last ticks, oldest first.
+    sent_then: VecDeque<(u64, Instant)>,
     /// The slot that carries probe padding (the first video slot that plays), if any.
     pub probe_slot: Option<usize>,
     /// Padding packets and bytes sent.
@@ -44,7 +49,7 @@ impl Downlink {
             estimator: Estimator::new(bounds),
             prober: Prober::default(),
             sent_rate: 0,
-            sent_bytes_then: (0, None),
+            sent_then: VecDeque::with_capacity(SENT_WINDOW_TICKS),
             probe_slot: None,
             padding: (0, 0),
             slots: vec![SlotState::default(); slots],
@@ -68,13 +73,17 @@ impl Engine {
             let Some(d) = s.downlink.as_deref_mut() else {
                 continue;
             };
-            if let (bytes, Some(then)) = d.sent_bytes_then {
+            // Over the last second or so: padding goes out at frame ends, in bursts.
+            if let Some((bytes, then)) = d.sent_then.front().copied() {
                 let secs = now.saturating_duration_since(then).as_secs_f64();
                 if secs > 0.0 {
                     d.sent_rate = (sent.saturating_sub(bytes) as f64 * 8.0 / secs) as u64;
                 }
             }
-            d.sent_bytes_then = (sent, Some(now));
+            if d.sent_then.len() == SENT_WINDOW_TICKS {
+                d.sent_then.pop_front();
+            }
+            d.sent_then.push_back((sent, now));
             if sample && s.connected {
                 self.tally.estimates.push(d.estimator.estimate() as f64);
             }

@@ -640,6 +640,10 @@ impl Engine {
             let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
                 return;
             };
+            if forwarder.paused() {
+                // The link does not carry this video; it restarts on a keyframe.
+                return;
+            }
             let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
                 continue;
             };

@@ -89,9 +89,16 @@ impl Prober {
                     self.next_try = None;
                 }
                 Some(_) if expired && grew => {
+                    // Proved more than it started from: the next probe starts now, from the
+                    // new estimate, without a gap in the padding.
+                    let owed = self.owed;
+                    let last = self.last;
                     self.stop();
                     self.backoff = FIRST_BACKOFF;
                     self.next_try = None;
+                    self.start(now, want, estimate);
+                    self.owed = owed;
+                    self.last = last;
                 }
                 _ if fell || expired => {
                     self.stop();
@@ -104,15 +111,19 @@ impl Prober {
             }
             return;
         }
+        if self.next_try.is_none_or(|t| now >= t) {
+            self.start(now, want, estimate);
+        }
+    }
+
+    fn start(&mut self, now: Instant, want: Option<u64>, estimate: u64) {
         if let Some(rate) = want {
-            if self.next_try.is_none_or(|t| now >= t) {
-                self.rate = rate;
-                self.until = Some(now + PROBE_FOR);
-                self.started_at_estimate = estimate;
-                self.owed = 0.0;
-                self.last = Some(now);
-                self.started += 1;
-            }
+            self.rate = rate;
+            self.until = Some(now + PROBE_FOR);
+            self.started_at_estimate = estimate;
+            self.owed = 0.0;
+            self.last = Some(now);
+            self.started += 1;
         }
     }
 
@@ -194,11 +205,9 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Prober::default();
         p.update(t0, Some(1_000_000), 1_000_000);
-        p.update(t0 + PROBE_FOR, Some(1_000_000), 1_200_000);
-        assert!(!p.probing());
-        assert_eq!(p.failed, 0);
         p.update(t0 + PROBE_FOR, Some(800_000), 1_200_000);
         assert!(p.probing(), "the next probe starts at once");
+        assert_eq!((p.started, p.failed), (2, 0));
     }
 
     #[test]
