@@ -125,7 +125,7 @@ pub struct Tally {
     pub padding_bytes: u64,
     /// Probes started and failed.
     pub probes: [u64; 2],
-    /// Viewers' downlink estimates (bits per second), sampled once a second each.
+    /// Viewers' downlink estimates (bytes per second), sampled once a second each.
     pub estimates: Vec<f64>,
 }
 
@@ -386,11 +386,14 @@ impl Metrics {
             ),
             estimates: histogram(
                 &r,
-                "parley_downlink_estimate_bits_per_second",
+                "parley_downlink_estimate_bytes_per_second",
                 "Viewers' downlink estimates, sampled once a second per viewer.",
-                vec![
+                [
                     150e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6,
-                ],
+                ]
+                .iter()
+                .map(|bits| bits / 8.0)
+                .collect(),
             ),
             paused_slots: gauge(
                 &r,

@@ -85,7 +85,9 @@ impl Engine {
             }
             d.sent_then.push_back((sent, now));
             if sample && s.connected {
-                self.tally.estimates.push(d.estimator.estimate() as f64);
+                self.tally
+                    .estimates
+                    .push(d.estimator.estimate() as f64 / 8.0);
             }
             let (started, failed) = (d.prober.started, d.prober.failed);
             self.tally.probes[0] += started - d.probes_counted.0;
