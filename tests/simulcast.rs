@@ -298,7 +298,7 @@ async fn an_obs_simulcast_offer_in_h264_baseline_is_served_and_rid_0_ranks_large
 }
 
 async fn obs_simulcast_is_served(profile: &'static str) {
-    let server = parley::start(Config::loopback()).await.expect("server");
+    let server = parley::start(limits_only()).await.expect("server");
     let base = server.base_url();
     let rids = names(&OBS_LAYERS);
     let publisher = publish_simulcast(&base, "obs", SimulcastOptions::obs_h264(profile))

@@ -101,7 +101,8 @@ pub struct SessionView {
 pub struct DownlinkView {
     /// Bits per second.
     pub estimate: u64,
-    /// What it rests on: `initial`, `twcc`, `remb` or `loss`.
+    /// What it rests on: `initial` (no feedback yet), `twcc`, `remb` or `loss`; `none` for a
+    /// client that sent no feedback at all in its first seconds (its slots are not managed).
     pub signal: &'static str,
     /// Bits per second sent to the viewer over about the last second.
     pub sent: u64,
@@ -193,7 +194,11 @@ impl Engine {
                     plays,
                     downlink: s.downlink.as_deref().map(|d| DownlinkView {
                         estimate: d.estimator.estimate(),
-                        signal: d.estimator.signal().name(),
+                        signal: if d.unmanaged(Instant::now()) {
+                            "none"
+                        } else {
+                            d.estimator.signal().name()
+                        },
                         sent: d.sent_rate,
                         probing: d.prober.probing(),
                         padding_bytes: d.padding.1,

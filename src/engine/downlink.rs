@@ -11,13 +11,18 @@ use super::event_loop::Engine;
 use super::room::SessionKey;
 use super::session::source_parts;
 use crate::forward::allocate::{self, ladder, SlotState, Step, Target, MIN_PROBE};
-use crate::forward::estimate::{Bounds, Estimator};
+use crate::forward::estimate::{Bounds, Estimator, Signal};
 use crate::forward::probe::{Prober, PADDING};
 use crate::forward::selector::{self, Preferences};
 use crate::forward::slot::write_padding;
 use crate::transport::{Feedback, MediaKind};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// A viewer that has sent no congestion feedback at all this long after its offer (no TWCC,
+/// no REMB, not even a receiver report) is not managed: its slots get what their limits
+/// allow, as with `--bwe false`. Such a client cannot say what its link carries.
+const NO_FEEDBACK_GRACE: Duration = Duration::from_secs(5);
 
 /// Ticks the sent rate is measured over (a second at 250 ms).
 const SENT_WINDOW_TICKS: usize = 4;
@@ -41,10 +46,11 @@ pub(super) struct Downlink {
     pub slots: Vec<SlotState>,
     /// Probes started and failed, as last counted into metrics.
     probes_counted: (u64, u64),
+    created: Instant,
 }
 
 impl Downlink {
-    pub fn new(bounds: Bounds, slots: usize) -> Self {
+    pub fn new(bounds: Bounds, slots: usize, created: Instant) -> Self {
         Downlink {
             estimator: Estimator::new(bounds),
             prober: Prober::default(),
@@ -54,7 +60,15 @@ impl Downlink {
             padding: (0, 0),
             slots: vec![SlotState::default(); slots],
             probes_counted: (0, 0),
+            created,
         }
+    }
+
+    /// Whether the viewer never sent congestion feedback in its first
+    /// [`NO_FEEDBACK_GRACE`]: then nothing is allocated or probed for it.
+    pub fn unmanaged(&self, now: Instant) -> bool {
+        self.estimator.signal() == Signal::Initial
+            && now.saturating_duration_since(self.created) > NO_FEEDBACK_GRACE
     }
 }
 
@@ -84,7 +98,7 @@ impl Engine {
                 d.sent_then.pop_front();
             }
             d.sent_then.push_back((sent, now));
-            if sample && s.connected {
+            if sample && s.connected && !d.unmanaged(now) {
                 self.tally
                     .estimates
                     .push(d.estimator.estimate() as f64 / 8.0);
@@ -129,7 +143,7 @@ impl Engine {
         let Some(session) = self.sessions.get(&viewer) else {
             return Vec::new();
         };
-        if session.downlink.is_none() {
+        if session.downlink.as_ref().is_none_or(|d| d.unmanaged(now)) {
             return Vec::new();
         }
         let active = self

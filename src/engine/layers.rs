@@ -172,7 +172,7 @@ impl Engine {
             let Some(session) = self.sessions.get(&viewer) else {
                 continue;
             };
-            let adaptive = session.downlink.is_some();
+            let adaptive = !targets.is_empty();
             let slots: Vec<usize> = session
                 .peer
                 .slots()
@@ -457,7 +457,11 @@ impl Engine {
                 .map(|l| l.reason)
                 .filter(|r| !r.is_empty())
                 .unwrap_or("highest");
-            let estimate = session.downlink.as_ref().map(|d| d.estimator.estimate());
+            let estimate = session
+                .downlink
+                .as_ref()
+                .filter(|d| !d.unmanaged(Instant::now()))
+                .map(|d| d.estimator.estimate());
             // The estimate moves all the time: report it again when it moved by a fifth.
             let estimate_step = estimate.map(|e| ((e.max(1) as f64).ln() / 1.2f64.ln()) as i64);
             let signature = format!(

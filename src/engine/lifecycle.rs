@@ -141,7 +141,7 @@ impl Engine {
                 taps: Vec::new(),
                 downlink: match (kind, self.config.downlink) {
                     (SessionKind::Whep, Some(bounds)) => {
-                        Some(Box::new(Downlink::new(bounds, slot_count)))
+                        Some(Box::new(Downlink::new(bounds, slot_count, now)))
                     }
                     _ => None,
                 },
