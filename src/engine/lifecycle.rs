@@ -8,8 +8,9 @@ use super::session::{source_parts, EndReason, Session, SessionKind};
 use super::{Created, EngineError, SessionInfo};
 use crate::forward::slot::{LegParams, SlotForwarder};
 use crate::http::sdpfrag::SdpFrag;
-use crate::transport::{sdp, MediaKind, Peer, TransportError};
+use crate::transport::{sdp, HeaderExt, MediaKind, Peer, TransportError};
 use rand::distr::{Alphanumeric, SampleString};
+use rtc::sdp::extmap::{ABS_SEND_TIME_URI, TRANSPORT_CC_URI};
 use std::time::Instant;
 
 /// Most slots of one kind a WHEP offer may ask for.
@@ -72,7 +73,7 @@ impl Engine {
         let now = Instant::now();
         let ufrag = random_token(16);
         let pwd = random_token(32);
-        let (peer, answer) = match kind {
+        let (mut peer, answer) = match kind {
             SessionKind::Whip => Peer::publisher(&self.ctx, offer, (&ufrag, &pwd), now)?,
             SessionKind::Whep => {
                 Peer::viewer(&self.ctx, offer, (&ufrag, &pwd), &offer_kinds(offer), now)?
@@ -104,15 +105,26 @@ impl Engine {
             }
         }
 
+        if self.config.downlink.is_none() {
+            peer.stop_stamping();
+        }
         let forwarders: Vec<SlotForwarder> = peer
             .slots()
             .iter()
-            .map(|s| {
-                SlotForwarder::new(
-                    s.ssrc,
-                    &s.mid,
-                    LegParams::from_leg(&s.codecs, &s.extensions),
-                )
+            .enumerate()
+            .map(|(i, s)| {
+                // Only the extensions Parley stamps get placeholders in the header.
+                let stamped = peer.stamps(i);
+                let extensions: Vec<HeaderExt> = s
+                    .extensions
+                    .iter()
+                    .filter(|e| {
+                        let congestion = e.uri == TRANSPORT_CC_URI || e.uri == ABS_SEND_TIME_URI;
+                        !congestion || Some(e.id) == stamped.0 || Some(e.id) == stamped.1
+                    })
+                    .cloned()
+                    .collect();
+                SlotForwarder::new(s.ssrc, &s.mid, LegParams::from_leg(&s.codecs, &extensions))
             })
             .collect();
         let slot_count = forwarders.len();

@@ -835,6 +835,20 @@ impl Peer {
         self.sealer.as_ref().and(self.media_addr)
     }
 
+    /// Stops stamping transport-wide sequence numbers and abs-send-time on what Parley seals
+    /// (no one estimates this viewer's downlink).
+    pub fn stop_stamping(&mut self) {
+        for slot in &mut self.slots {
+            slot.stamps = (None, None);
+        }
+    }
+
+    /// The leg's transport-wide-cc and abs-send-time extension ids on `slot` that Parley
+    /// stamps as it seals.
+    pub fn stamps(&self, slot: usize) -> (Option<u8>, Option<u8>) {
+        self.slots.get(slot).map_or((None, None), |s| s.stamps)
+    }
+
     /// Seals an RTP packet of `slot` written in `buf` (see [`RtpSealer::seal`]) and counts it
     /// for sender reports. Returns the SRTP length.
     pub fn seal_rtp(
