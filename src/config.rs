@@ -102,7 +102,7 @@ pub struct Config {
     #[arg(long, env = "PARLEY_BWE", default_value_t = true, action = clap::ArgAction::Set)]
     pub bwe: bool,
 
-    /// A viewer's downlink estimate before any feedback, in kbit/s.
+    /// A viewer's downlink estimate until its first feedback, in kbit/s.
     #[arg(long, env = "PARLEY_BWE_INITIAL_KBPS", default_value_t = 1000)]
     pub bwe_initial_kbps: u64,
 

@@ -101,8 +101,8 @@ pub struct SessionView {
 pub struct DownlinkView {
     /// Bits per second.
     pub estimate: u64,
-    /// What it rests on: `initial` (no feedback yet), `twcc`, `remb` or `loss`; `none` for a
-    /// client that sent no feedback at all in its first seconds (its slots are not managed).
+    /// What it rests on: `twcc`, `remb` or `loss`; `none` before any feedback (the viewer's
+    /// slots are not managed until then).
     pub signal: &'static str,
     /// Bits per second sent to the viewer over about the last second.
     pub sent: u64,
@@ -194,11 +194,7 @@ impl Engine {
                     plays,
                     downlink: s.downlink.as_deref().map(|d| DownlinkView {
                         estimate: d.estimator.estimate(),
-                        signal: if d.unmanaged(Instant::now()) {
-                            "none"
-                        } else {
-                            d.estimator.signal().name()
-                        },
+                        signal: d.estimator.signal().name(),
                         sent: d.sent_rate,
                         probing: d.prober.probing(),
                         padding_bytes: d.padding.1,

@@ -19,9 +19,7 @@ use crate::transport::{Feedback, MediaKind};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// A viewer that has sent no congestion feedback at all this long after its offer (no TWCC,
-/// no REMB, not even a receiver report) is not managed: its slots get what their limits
-/// allow, as with `--bwe false`. Such a client cannot say what its link carries.
+/// A viewer that has sent no congestion feedback this long after its offer is not managed.
 const NO_FEEDBACK_GRACE: Duration = Duration::from_secs(5);
 
 /// Ticks the sent rate is measured over (a second at 250 ms).
@@ -64,11 +62,17 @@ impl Downlink {
         }
     }
 
-    /// Whether the viewer never sent congestion feedback in its first
-    /// [`NO_FEEDBACK_GRACE`]: then nothing is allocated or probed for it.
-    pub fn unmanaged(&self, now: Instant) -> bool {
+    /// Whether the viewer has sent no congestion feedback yet (no TWCC, no REMB, not even a
+    /// receiver report).
+    pub fn waiting(&self) -> bool {
         self.estimator.signal() == Signal::Initial
-            && now.saturating_duration_since(self.created) > NO_FEEDBACK_GRACE
+    }
+
+    /// Whether the viewer sent no congestion feedback in its first [`NO_FEEDBACK_GRACE`]:
+    /// a client that cannot say what its link carries is not managed, and its slots get what
+    /// their limits allow, as with `--bwe false`.
+    pub fn unmanaged(&self, now: Instant) -> bool {
+        self.waiting() && now.saturating_duration_since(self.created) > NO_FEEDBACK_GRACE
     }
 }
 
@@ -201,12 +205,18 @@ impl Engine {
         let probe = allocate::allocate(video, &ladders, &mut states, probed, now)
             .map(|want| want.min((2 * estimate).saturating_sub(d.sent_rate)))
             .filter(|pad| *pad >= MIN_PROBE / 2);
-        let probing = self.config.probe && probe_slot.is_some();
+        // Before the first feedback there is nothing to measure a probe with, and nothing is
+        // paused: the estimate is only the configured guess.
+        let waiting = d.waiting();
+        let probing = self.config.probe && probe_slot.is_some() && !waiting;
         d.prober.update(now, probe.filter(|_| probing), estimate);
         let mut out = vec![None; slot_count];
-        for ((_, slot, _), state) in demands.iter().zip(states) {
+        for ((_, slot, steps), state) in demands.iter().zip(states) {
             if let Some(t) = out.get_mut(*slot) {
-                *t = state.target();
+                *t = match (state.target(), steps.first()) {
+                    (Some(Target::Paused), Some(lowest)) if waiting => Some(Target::Play(*lowest)),
+                    (target, _) => target,
+                };
             }
             if let Some(s) = d.slots.get_mut(*slot) {
                 *s = state;

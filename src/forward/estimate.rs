@@ -33,7 +33,7 @@ const DECREASE_EVERY: Duration = Duration::from_millis(300);
 /// What the estimate rests on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// No feedback yet: the configured starting value.
+    /// No feedback yet (the estimate is the configured starting value).
     Initial,
     /// Transport-wide congestion control feedback.
     Twcc,
@@ -47,7 +47,7 @@ impl Signal {
     /// The name used in the room API and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            Signal::Initial => "initial",
+            Signal::Initial => "none",
             Signal::Twcc => "twcc",
             Signal::Remb => "remb",
             Signal::Loss => "loss",
