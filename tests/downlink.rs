@@ -148,6 +148,36 @@ async fn a_viewer_follows_its_link_down_and_back_up_and_its_audio_goes_on() {
             .all(|e| spatial(e) != Some(2)),
         "climbed past the link: {later:#?}"
     );
+    // The room API says what the viewer's link is thought to carry, and why its slot plays
+    // what it plays.
+    let room: Value = reqwest::get(format!("{base}/rooms/bwe"))
+        .await
+        .expect("room API")
+        .json()
+        .await
+        .expect("room JSON");
+    let whep = room["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["sessions"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["kind"] == "whep")
+        .expect("the viewer's session");
+    assert_eq!(whep["downlink"]["signal"], "twcc", "{whep}");
+    let estimate = whep["downlink"]["estimate"].as_u64().expect("an estimate");
+    assert!((100_000..=1_600_000).contains(&estimate), "{whep}");
+    let slot = room["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["slots"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["kind"] == "video")
+        .expect("the viewer's video slot");
+    assert_eq!(
+        (&slot["paused"], &slot["reason"]),
+        (&Value::Bool(false), &Value::from("bandwidth")),
+        "{slot}"
+    );
     let (audio_before, _) = audio_gap(&viewer);
     let since_settled = Instant::now();
 
