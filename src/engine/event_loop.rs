@@ -499,6 +499,10 @@ impl Engine {
             self.caches.entry(sid).or_default().push(packet);
         }
         let mut forwarded = 0u64;
+        // When the copies leave, for the viewers' congestion feedback: not when the
+        // publisher's packet arrived (an engine catching up on a burst of datagrams would
+        // read as a queue on every viewer's path).
+        let sealed_at = Instant::now();
         for &(viewer_key, slot) in targets {
             let Some(viewer) = self.sessions.get_mut(&viewer_key) else {
                 debug_assert!(false, "a fan-out list names ended session {viewer_key}");
@@ -537,7 +541,7 @@ impl Engine {
                     &self.scratch,
                     packet,
                     to,
-                    now,
+                    sealed_at,
                 ),
                 None => {
                     let payload = if forwarder.has_patch() {
@@ -576,7 +580,7 @@ impl Engine {
         if !self.probe_queue.is_empty() {
             let queue = std::mem::take(&mut self.probe_queue);
             for &(viewer, slot) in &queue {
-                self.pad_after(viewer, slot, now);
+                self.pad_after(viewer, slot, sealed_at);
             }
             self.probe_queue = queue;
             self.probe_queue.clear();
