@@ -194,17 +194,30 @@ impl Engine {
         };
         d.probe_slot = probe_slot;
         let estimate = d.estimator.estimate();
-        let video = estimate.saturating_sub(audio);
+        // A REMB covers the streams stamped with abs-send-time: video only.
+        let video = if d.estimator.signal() == Signal::Remb {
+            estimate
+        } else {
+            estimate.saturating_sub(audio)
+        };
         let slot_count = d.slots.len();
         let mut states: Vec<SlotState> = demands
             .iter()
             .map(|(_, slot, _)| d.slots.get(*slot).cloned().unwrap_or_default())
             .collect();
         let ladders: Vec<&[Step]> = demands.iter().map(|(_, _, s)| s.as_slice()).collect();
-        let probed = d.prober.probing();
-        let probe = allocate::allocate(video, &ladders, &mut states, probed, now)
-            .map(|want| want.min((2 * estimate).saturating_sub(d.sent_rate)))
-            .filter(|pad| *pad >= MIN_PROBE / 2);
+        let probed = d.prober.rate() > 0;
+        // The padding is capped so that media and padding stay within twice the estimate;
+        // a probe capped to nothing still counts as asked for (it then fails and backs off,
+        // rather than reading as satisfied and starting over).
+        let probe = allocate::allocate(video, &ladders, &mut states, probed, now).map(|want| {
+            let pad = want.min((2 * estimate).saturating_sub(d.sent_rate));
+            if pad >= MIN_PROBE / 2 {
+                pad
+            } else {
+                0
+            }
+        });
         // Before the first feedback there is nothing to measure a probe with, and nothing is
         // paused: the estimate is only the configured guess.
         let waiting = d.waiting();

@@ -13,7 +13,7 @@ use super::room::SessionKey;
 use super::session::{source_id, source_parts, track_of};
 use super::EngineError;
 use crate::forward::allocate::Target;
-use crate::forward::keyframe::is_keyframe_start;
+use crate::forward::keyframe::{is_keyframe_start, VideoCodec};
 use crate::forward::layers::{timestamp_alignment, Layer, LayerSet};
 use crate::forward::selector::{self, Preferences, Reason, Step, Switch};
 use crate::forward::slot::LegParams;
@@ -51,6 +51,11 @@ impl Engine {
             )),
             _ => None,
         };
+        if codec == Some(VideoCodec::Vp8) {
+            if let Some(tid) = crate::forward::vp8::parse(&packet.payload).and_then(|d| d.tid) {
+                tap.layers.on_temporal(layer, tid, packet.payload.len());
+            }
+        }
         if tap
             .layers
             .on_packet(layer, packet.payload.len(), packet.header.marker, size, now)

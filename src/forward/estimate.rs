@@ -8,7 +8,8 @@
 //!   its rate at once) and never above 1.5 × it (an estimate must rest on traffic sent);
 //!   heavy loss cuts it too.
 //! - **REMB** (receiver-side): the viewer's own estimate (aiortc; any client that stamps
-//!   abs-send-time arrivals), taken as it is.
+//!   abs-send-time arrivals), taken as it is, but capped by heavy loss in its receiver
+//!   reports (a delay-only estimator misses a drop-tail queue).
 //! - **Receiver reports**: for a client that sends neither, the loss it reports: above 10 %
 //!   the estimate falls to what was sent less half the loss, below 2 % it grows 5 % a
 //!   second up to 1.5 × what was sent.
@@ -229,13 +230,22 @@ impl Estimator {
     }
 
     /// A receiver report's fraction lost (0..1) while `sent` bits per second went out. Used
-    /// while neither TWCC nor REMB comes.
+    /// while neither TWCC nor REMB comes; with REMB, heavy loss caps it.
     pub fn on_loss(&mut self, now: Instant, fraction: f64, sent: u64) {
-        if self.twcc_fresh(now)
-            || self
-                .remb
-                .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
+        if self.twcc_fresh(now) {
+            return;
+        }
+        if self
+            .remb
+            .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
         {
+            // A receiver's own estimate is taken as it is, except that heavy loss caps it,
+            // as mediasoup does: a delay-only estimator misses a drop-tail queue.
+            if fraction > 0.1 && sent > 0 {
+                let capped = sent as f64 * (1.0 - 0.5 * fraction);
+                self.estimate = self.estimate.min(capped);
+                self.clamp();
+            }
             return;
         }
         self.signal = Signal::Loss;

@@ -62,9 +62,10 @@ impl Default for Prober {
 }
 
 impl Prober {
-    /// Whether a probe runs.
+    /// Whether a probe runs (a probe capped to a rate of 0 runs without padding: it ends as
+    /// a failure unless the estimate grows anyway).
     pub fn probing(&self) -> bool {
-        self.rate > 0
+        self.until.is_some()
     }
 
     /// The padding rate, 0 when not probing.

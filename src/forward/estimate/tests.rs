@@ -179,8 +179,21 @@ fn remb_counts_while_twcc_is_absent_and_loss_last() {
     assert_eq!(e.estimate(), 340_000, "30 % loss: sent less half of it");
     e.on_remb(t0 + Duration::from_secs(2), 750_000.0);
     assert_eq!((e.signal(), e.estimate()), (Signal::Remb, 750_000));
-    e.on_loss(t0 + Duration::from_secs(2), 0.5, 100_000);
-    assert_eq!(e.estimate(), 750_000, "loss does not override a fresh REMB");
+    e.on_loss(t0 + Duration::from_secs(2), 0.05, 100_000);
+    assert_eq!(
+        e.estimate(),
+        750_000,
+        "light loss does not override a fresh REMB"
+    );
+    e.on_loss(t0 + Duration::from_secs(2), 0.5, 1_000_000);
+    assert_eq!(
+        e.estimate(),
+        750_000,
+        "heavy loss caps it at what was sent less half"
+    );
+    e.on_loss(t0 + Duration::from_secs(2), 0.5, 800_000);
+    assert_eq!(e.estimate(), 600_000);
+    e.on_remb(t0 + Duration::from_secs(2), 750_000.0);
     e.on_remb(t0 + Duration::from_secs(3), f64::NAN);
     e.on_remb(t0 + Duration::from_secs(3), -5.0);
     assert_eq!(e.estimate(), 750_000, "nonsense REMB values are ignored");
