@@ -4,8 +4,12 @@
 //! Each test runs one script of `tests/browser/` (`node SCRIPT BASE_URL ARTIFACT_DIR ...`),
 //! reads the JSON line it prints, and asserts on it. `./scripts/test.sh` installs
 //! playwright-core under `target/node` and the `chromium` and `ffmpeg` packages (ffmpeg
-//! makes the 1280x720 camera clip of the simulcast test). Artifacts (screenshots of the
-//! pages) go to `target/browser-artifacts/`.
+//! makes the 1280x720 camera clips of the simulcast and downlink tests). Artifacts
+//! (screenshots of the pages) go to `target/browser-artifacts/`.
+//!
+//! The downlink test puts the test relay (`tests/common/relay.rs`) between the browsers and
+//! the server, and shapes a viewer's downlink when its script asks (it prints a step and
+//! waits for a line on stdin).
 //!
 //! The browsers are not put in a network namespace: the server runs in this process, outside
 //! any namespace the script could enter, and everything listens on 127.0.0.1 anyway.
@@ -15,6 +19,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+#[allow(dead_code)]
+#[path = "common/relay.rs"]
+mod relay;
+use relay::{Relay, Shape};
 
 /// Longest a script may run before the test fails (each script also stops itself earlier).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
@@ -62,28 +72,67 @@ fn artifact_dir() -> PathBuf {
 
 /// Runs `tests/browser/{script}` with the given base URLs and returns its JSON result.
 async fn run_script(script: &str, bases: &[String]) -> Value {
+    run_script_with_steps(script, bases, |_| {}).await
+}
+
+/// Runs `tests/browser/{script}` with `args` (a base URL first) and returns its JSON result.
+/// A line `{"step": ...}` the script prints is handed to `on_step`, and the script gets a line
+/// on its stdin once `on_step` returned (so it can wait for the test to act).
+async fn run_script_with_steps(
+    script: &str,
+    args: &[String],
+    mut on_step: impl FnMut(&Value),
+) -> Value {
     let (node_dir, chromium) = prerequisites();
     let started = Instant::now();
-    let child = tokio::process::Command::new("node")
+    let mut child = tokio::process::Command::new("node")
         .arg(root().join("tests/browser").join(script))
-        .arg(&bases[0])
+        .arg(&args[0])
         .arg(artifact_dir())
-        .args(&bases[1..])
+        .args(&args[1..])
         .env("PARLEY_NODE_DIR", node_dir)
         .env("PARLEY_CHROMIUM", chromium)
         .current_dir(root())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("node starts");
-    let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let talk = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut stdout = String::new();
+        while let Some(line) = lines.next_line().await.expect("script stdout") {
+            let step = serde_json::from_str::<Value>(&line)
+                .ok()
+                .filter(|v| v.get("step").is_some());
+            if let Some(step) = step {
+                on_step(&step);
+                eprintln!(
+                    "{script} at {:.1} s: {step}",
+                    started.elapsed().as_secs_f64()
+                );
+                // A script that has already stopped does not read it: that is its business.
+                let _ = stdin.write_all(b"ok\n").await;
+            } else {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+        }
+        (stdout, child.wait().await.expect("script exit status"))
+    };
+    let (stdout, status) = tokio::time::timeout(SCRIPT_TIMEOUT, talk)
         .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"))
-        .expect("script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .unwrap_or_else(|_| panic!("{script} did not finish within {SCRIPT_TIMEOUT:?}"));
+    let stderr = errors.await.unwrap_or_default();
     let line = stdout
         .lines()
         .rev()
@@ -95,7 +144,7 @@ async fn run_script(script: &str, bases: &[String]) -> Value {
         )
     });
     assert!(
-        out.status.success() && result["ok"] == true,
+        status.success() && result["ok"] == true,
         "{script} failed: {}\n--- stderr ---\n{stderr}",
         result["error"].as_str().unwrap_or(line)
     );
@@ -425,4 +474,173 @@ async fn simulcast_from_a_publish_page_reaches_each_viewer_at_the_size_it_asked_
     assert_eq!(result["room_gone_after_stop"], true, "{result}");
     wait_for_no_sessions(&server, "the pages DELETEd their sessions").await;
     server.shutdown().await;
+}
+
+/// A server that every client reaches through a relay (it advertises only the relay).
+async fn relayed_server(bwe: bool) -> (Relay, parley::Server) {
+    let mut relay = Relay::bind().await.expect("relay");
+    let config = Config {
+        bwe,
+        public_port: Some(relay.addr.port()),
+        ..Config::loopback()
+    };
+    let server = parley::start(config).await.expect("server");
+    relay.forward_to(server.media_addr);
+    (relay, server)
+}
+
+/// Runs `downlink.mjs` through a relay with `phases` (see the script) against a server with
+/// or without downlink estimation. The script's steps shape the narrow viewer's downlink (a
+/// 100 ms drop-tail queue and 20 ms delay at the phase's rate) and change its rate. Adds what
+/// the relay counted per client.
+async fn downlink_run(bwe: bool, phases: Value) -> Value {
+    let (relay, server) = relayed_server(bwe).await;
+    let mut result = run_script_with_steps(
+        "downlink.mjs",
+        &[server.base_url(), phases.to_string()],
+        |step| {
+            let bps = u64_of(&step["bps"]);
+            match step["step"].as_str() {
+                Some("shape") => relay.shape_new_clients(
+                    Shape::rate(bps)
+                        .queue(Duration::from_millis(100))
+                        .delay(Duration::from_millis(20)),
+                ),
+                Some("rate") => relay.set_rate(bps),
+                _ => panic!("downlink.mjs asked for an unknown step: {step}"),
+            }
+        },
+    )
+    .await;
+    result["relay"] = relay
+        .client_stats()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "shaped": c.shaped,
+                "datagrams": c.stats.datagrams,
+                "bytes": c.stats.bytes,
+                "queue_drops": c.stats.queue_drops,
+            })
+        })
+        .collect();
+    wait_for_no_sessions(&server, "the pages DELETEd their sessions").await;
+    server.shutdown().await;
+    result
+}
+
+/// The bits per second a page's "downlink 1.2 Mbit/s" or "downlink 850 kbit/s" stands for,
+/// and the rounding step of the text (0.1 Mbit/s or 1 kbit/s).
+fn shown_downlink(text: &str) -> Option<(f64, f64)> {
+    let rest = text.strip_prefix("downlink ")?;
+    let (value, unit) = rest.split_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    match unit {
+        "Mbit/s" => Some((value * 1e6, 1e5)),
+        "kbit/s" => Some((value * 1e3, 1e3)),
+        _ => None,
+    }
+}
+
+/// The narrow viewer's figures over a phase's measured window, as part of the report.
+fn summary(phase: &Value) -> Value {
+    let v = &phase["narrow"];
+    serde_json::json!({
+        "fps": v["fps"],
+        "freezes": v["freezes"],
+        "freeze_secs": v["freeze_secs"],
+        "width": v["width"],
+        "min_width": v["min_width"],
+        "paused_seen": v["paused_seen"],
+        "overlay_seen": v["overlay_seen"],
+        "estimate": v["estimate"],
+        "first_frame_ms": phase["first_frame_ms"],
+    })
+}
+
+// The relay's tasks run on this runtime: two threads, so that they do not wait behind the
+// HTTP server and the script's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_behind_a_1_mbit_link_decodes_a_layer_that_fits_while_another_keeps_the_full_one()
+{
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // With estimation: 1 Mbit/s for 25 s (the last 15 measured), then 300 kbit/s for 15 s
+    // (the last 10). Without: the same 1 Mbit/s phase, for the record only.
+    let with = downlink_run(
+        true,
+        serde_json::json!([
+            { "bps": 1_000_000, "secs": 25, "measure": 15 },
+            { "bps": 300_000, "secs": 15, "measure": 10 },
+        ]),
+    )
+    .await;
+    let without = downlink_run(
+        false,
+        serde_json::json!([{ "bps": 1_000_000, "secs": 25, "measure": 15 }]),
+    )
+    .await;
+    let (mbit, low, before) = (
+        &with["phases"][0],
+        &with["phases"][1],
+        &without["phases"][0],
+    );
+    let phases = [mbit, low, before];
+    let full_widths: Vec<&Value> = phases.iter().map(|p| &p["full"]["min_width"]).collect();
+    let publisher_fps: Vec<&Value> = phases.iter().map(|p| &p["publisher_fps"]).collect();
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "bwe_1mbit": summary(mbit),
+            "bwe_300kbit": summary(low),
+            "no_bwe_1mbit": summary(before),
+            "full_viewer_min_width": full_widths,
+            "publisher_fps": publisher_fps,
+            "relay": [&with["relay"], &without["relay"]],
+        })
+    );
+
+    // At 1 Mbit/s the narrow viewer plays a layer that fits, smoothly.
+    let narrow = &mbit["narrow"];
+    let fps = narrow["fps"].as_f64().unwrap_or(0.0);
+    assert!(
+        fps >= 20.0,
+        "at least 20 frames a second at 1 Mbit/s: {narrow:#}"
+    );
+    assert!(
+        u64_of(&narrow["freezes"]) <= 1,
+        "at most one freeze in 15 s at 1 Mbit/s: {narrow:#}"
+    );
+    assert!(
+        u64_of(&narrow["min_width"]) >= 480,
+        "480 or wider throughout 15 s at 1 Mbit/s: {narrow:#}"
+    );
+    // The other viewer's open link keeps the full layer meanwhile.
+    for phase in [mbit, low] {
+        let full = &phase["full"];
+        assert!(
+            u64_of(&full["min_width"]) >= 960,
+            "the unconstrained viewer decodes 960 or wider throughout: {full:#}"
+        );
+    }
+    // The watch page shows the estimate, and its pause overlay follows the layers events.
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    for (phase, v) in [(mbit, narrow), (low, &low["narrow"])] {
+        let shown = shown_downlink(&text(&v["downlink_text"]));
+        let estimate = u64_of(&v["estimate"]) as f64;
+        assert!(
+            shown.is_some_and(|(bps, unit)| (bps - estimate).abs() <= unit / 2.0 + 1.0),
+            "the watch page shows the latest downlink estimate, {estimate} bit/s: {v:#}"
+        );
+        assert_eq!(
+            u64_of(&v["overlay_mismatches"]),
+            0,
+            "the overlay shows exactly while paused for bandwidth ({} bit/s): {v:#}",
+            phase["bps"]
+        );
+    }
+    assert_eq!(
+        text(&before["narrow"]["downlink_text"]),
+        "",
+        "without estimation the page shows no estimate: {before:#}"
+    );
 }

@@ -289,6 +289,17 @@ function describeLayers(e) {
   return e.layers.length > 1 ? `${active} of ${e.layers.map(name).join(' · ')}` : active;
 }
 
+/** A viewer's downlink estimate (bits per second) in words, e.g. "downlink 1.2 Mbit/s"; '' without one. */
+function describeDownlink(bps) {
+  if (bps === null || bps === undefined) return '';
+  return bps >= 1e6 ? `downlink ${(bps / 1e6).toFixed(1)} Mbit/s` : `downlink ${Math.round(bps / 1000)} kbit/s`;
+}
+
+/** Shows a tile's "paused: low bandwidth" overlay while its slot's latest `layers` event says so. */
+function showPaused(tile, e) {
+  $('.paused', tile).hidden = !(e && e.paused && e.reason === 'bandwidth');
+}
+
 /** Renders rows of stream stats as a table into `el`. */
 function renderStats(el, rows) {
   const table = document.createElement('table');
@@ -413,12 +424,20 @@ async function watch(run, v) {
     caption.textContent = 'Not playing';
   });
   const layers = chooseLayer(run, whep, videoSlot.mid);
+  const tile = player.closest('.tile');
+  const downlink = role(section, 'downlink');
+  run.defer(() => {
+    showPaused(tile, null);
+    downlink.textContent = '';
+  });
   follow(run, whep, (e) => {
     if (e.type === 'slot_assigned' && e.kind === 'video') {
       caption.textContent = e.participant ? `Playing ${e.participant} from room ${v.room}` : waiting;
       section.dataset.showing = e.participant || '';
     } else if (e.type === 'layers' && e.mid === videoSlot.mid) {
       layers.received(e);
+      showPaused(tile, e);
+      downlink.textContent = describeDownlink(e.estimate);
     }
   });
   showStats(run, role(section, 'stats'), [['received', whep]], (_label, s) => {
@@ -492,7 +511,11 @@ function makeTile(label) {
   caption.textContent = label;
   const info = document.createElement('span');
   info.className = 'info';
-  fig.append(video, caption, info);
+  const paused = document.createElement('span');
+  paused.className = 'paused';
+  paused.textContent = 'paused: low bandwidth';
+  paused.hidden = true;
+  fig.append(video, paused, caption, info);
   return fig;
 }
 
@@ -560,6 +583,8 @@ async function call(run, v) {
   invite.closest('.share').hidden = false;
   run.defer(() => (invite.closest('.share').hidden = true));
   const roster = role(section, 'roster');
+  const downlink = role(section, 'downlink');
+  run.defer(() => (downlink.textContent = ''));
   const people = new Set();
   let speaker = null;
   const showRoster = () => {
@@ -585,6 +610,8 @@ async function call(run, v) {
     } else if (e.type === 'layers' && tiles.has(e.mid)) {
       const active = e.active;
       tiles.get(e.mid).dataset.layer = active ? active.rid || `${active.width}×${active.height}` : '';
+      showPaused(tiles.get(e.mid), e);
+      downlink.textContent = describeDownlink(e.estimate);
     }
     showRoster();
     highlight();
