@@ -420,9 +420,13 @@ impl Engine {
         live
     }
 
-    /// The layer a viewer's slot plays now (None before its first keyframe, and for audio).
+    /// The layer a viewer's slot plays now (None before its first keyframe, while paused,
+    /// and for audio).
     pub(super) fn active_layer(&self, viewer: SessionKey, slot: usize) -> Option<LayerInfo> {
         let forwarder = self.sessions.get(&viewer)?.forwarders.get(slot)?;
+        if forwarder.paused() {
+            return None;
+        }
         let assigned = forwarder.source()?;
         let current = forwarder
             .playing_source()

@@ -5,7 +5,8 @@
 //! [`ladder`] that climbs temporal layers before spatial ones and never trades frame rate
 //! for size. [`share`] fills
 //! the estimate in rounds: every slot first gets its lowest step in priority order (the
-//! active speaker's slot first; a slot whose lowest step does not fit is paused), then slots
+//! active speaker's slot first; a slot whose lowest step does not fit is paused, though one
+//! already playing keeps it down to [`KEEP_LOWEST`] of its cost), then slots
 //! climb one step at a time, again in priority order, while the next step fits. Audio is
 //! small and always sent: the caller takes it off the estimate first.
 //!
@@ -28,6 +29,9 @@ pub const PROBED_HOLD: Duration = Duration::from_millis(500);
 
 /// How long after going down a slot is slower to go up.
 pub const RECENT_DOWN: Duration = Duration::from_secs(10);
+
+/// A slot playing its lowest step keeps it while its share covers this fraction of it.
+pub const KEEP_LOWEST: (u64, u64) = (3, 4);
 
 /// The smallest probe worth sending, in bits per second.
 pub const MIN_PROBE: u64 = 200_000;
@@ -95,13 +99,25 @@ pub fn ladder(mut candidates: Vec<Step>) -> Vec<Step> {
 
 /// The step index each slot's share allows (`None`: paused), slots in priority order.
 pub fn share(estimate: u64, slots: &[&[Step]]) -> Vec<Option<usize>> {
+    share_keeping(estimate, slots, &[])
+}
+
+/// [`share`], where a slot whose `playing[i]` is true keeps its lowest step while the share
+/// left covers [`KEEP_LOWEST`] of it: one overuse reading is no reason to stop its video.
+pub fn share_keeping(estimate: u64, slots: &[&[Step]], playing: &[bool]) -> Vec<Option<usize>> {
     let mut left = estimate;
     let mut picks: Vec<Option<usize>> = slots
         .iter()
-        .map(|steps| {
+        .enumerate()
+        .map(|(i, steps)| {
             let lowest = steps.first()?;
-            (lowest.bitrate <= left).then(|| {
-                left -= lowest.bitrate;
+            let needed = if playing.get(i).copied().unwrap_or(false) {
+                lowest.bitrate * KEEP_LOWEST.0 / KEEP_LOWEST.1
+            } else {
+                lowest.bitrate
+            };
+            (needed <= left).then(|| {
+                left = left.saturating_sub(lowest.bitrate);
                 0
             })
         })
@@ -145,7 +161,11 @@ pub fn allocate(
     probed: bool,
     now: Instant,
 ) -> Option<u64> {
-    let picks = share(estimate, slots);
+    let playing: Vec<bool> = states
+        .iter()
+        .map(|s| matches!(s.target, Some(Target::Play(_))))
+        .collect();
+    let picks = share_keeping(estimate, slots, &playing);
     for ((steps, pick), state) in slots.iter().zip(&picks).zip(states.iter_mut()) {
         if steps.is_empty() {
             state.more_since = None;

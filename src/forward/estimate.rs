@@ -210,7 +210,10 @@ impl Estimator {
             } else {
                 self.estimate
             };
-            self.estimate = grown.min(1.5 * delivered + 50_000.0).max(delivered);
+            // Growth rests on traffic sent (at most 1.5 times what was delivered), but sending
+            // little is no reason to cut: only overuse and loss do.
+            let cap = 1.5 * delivered + 50_000.0;
+            self.estimate = self.estimate.max(grown.min(cap)).max(delivered);
         }
         self.clamp();
     }

@@ -19,13 +19,13 @@ pub const PROBE_FOR: Duration = Duration::from_millis(1000);
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(3);
 
 /// The longest wait between probes.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Padding bytes per probe packet (RTP padding holds at most 255).
 pub const PADDING: usize = 255;
 
 /// The most padding packets sent at one frame boundary.
-pub const MAX_PER_BOUNDARY: usize = 24;
+pub const MAX_PER_BOUNDARY: usize = 64;
 
 /// One viewer connection's probing.
 #[derive(Clone, Debug)]
@@ -196,8 +196,8 @@ mod tests {
             }
             waits.push((now - start).as_secs_f64().round() as u64);
         }
-        assert_eq!(&waits[..4], &[3, 5, 7, 10]);
-        assert_eq!(*waits.last().unwrap(), 60);
+        assert_eq!(&waits[..4], &[3, 5, 5, 5]);
+        assert_eq!(*waits.last().unwrap(), 5);
         assert_eq!(p.failed, 12);
     }
 

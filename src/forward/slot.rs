@@ -231,7 +231,11 @@ impl SlotForwarder {
     /// packet this slot last forwarded or skipped at a frame boundary (see [`Munger::pad`]).
     /// False when the slot cannot insert one there.
     pub fn pad_header(&mut self, out: &mut Header) -> bool {
-        let Some(pt) = self.last_pt else {
+        let Some(pt) = self.last_pt.or_else(|| {
+            let binding = self.current.as_ref()?;
+            binding.video?;
+            binding.pt_map.iter().copied().find(|pt| *pt != NO_MAPPING)
+        }) else {
             return false;
         };
         let Some((seq, ts)) = self.munger.pad() else {

@@ -208,6 +208,36 @@ fn down_at_once_up_after_holding() {
 }
 
 #[test]
+fn a_playing_slot_keeps_its_lowest_step_a_little_under_its_cost() {
+    let s = steps();
+    let t0 = Instant::now();
+    let mut st = [SlotState::default()];
+    allocate(100_000, &[&s], &mut st, false, t0);
+    assert_eq!(st[0].target(), Some(Target::Play(s[1])));
+    // 50k: the lowest step costs 60k, three quarters of it fit: it keeps playing.
+    allocate(
+        50_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(100),
+    );
+    assert_eq!(st[0].target(), Some(Target::Play(s[0])));
+    allocate(
+        40_000,
+        &[&s],
+        &mut st,
+        false,
+        t0 + Duration::from_millis(200),
+    );
+    assert_eq!(st[0].target(), Some(Target::Paused));
+    // Not yet playing: it needs the whole cost.
+    let mut fresh = [SlotState::default()];
+    allocate(50_000, &[&s], &mut fresh, false, t0);
+    assert_eq!(fresh[0].target(), Some(Target::Paused));
+}
+
+#[test]
 fn pause_and_resume() {
     let s = steps();
     let t0 = Instant::now();

@@ -99,14 +99,23 @@ fn estimator() -> Estimator {
 }
 
 #[test]
-fn below_capacity_the_estimate_rests_on_what_is_delivered() {
+fn below_capacity_the_estimate_grows_only_on_what_is_delivered_and_is_not_cut() {
     let t0 = Instant::now();
-    let mut e = estimator();
+    // From 300k, sending 500k: it grows to what is delivered and at most 1.5 times that.
+    let mut e = Estimator::new(Bounds {
+        initial: 300_000,
+        ..Bounds::default()
+    });
     let mut link = Link::new(t0, Duration::from_millis(100));
     let trace = link.run(&mut e, Duration::ZERO, 5.0, 500_000.0, 5_000_000.0);
     let last = *trace.last().unwrap();
     assert_eq!(e.signal(), Signal::Twcc);
     assert!((500_000..=800_000).contains(&last), "{trace:?}");
+    // From 1 Mbit/s, sending 300k: sending little is no reason to cut it.
+    let mut e = estimator();
+    let mut link = Link::new(t0, Duration::from_millis(100));
+    let trace = link.run(&mut e, Duration::ZERO, 5.0, 300_000.0, 5_000_000.0);
+    assert!(trace.iter().all(|b| *b == 1_000_000), "{trace:?}");
 }
 
 #[test]
@@ -142,7 +151,10 @@ fn over_capacity_the_estimate_falls_below_the_link_within_two_seconds() {
 #[test]
 fn a_probe_that_gets_through_proves_its_rate_at_once() {
     let t0 = Instant::now();
-    let mut e = estimator();
+    let mut e = Estimator::new(Bounds {
+        initial: 300_000,
+        ..Bounds::default()
+    });
     let mut link = Link::new(t0, Duration::from_millis(100));
     link.run(&mut e, Duration::ZERO, 3.0, 300_000.0, 5_000_000.0);
     assert!(e.estimate() < 600_000, "{}", e.estimate());
