@@ -152,6 +152,13 @@ impl Estimator {
         Some(bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
+    /// Raises the estimate to at least `bps` (within the bounds): after a failed probe, the
+    /// loss and queueing its own padding caused say nothing about the media alone.
+    pub fn hold_at_least(&mut self, bps: u64) {
+        self.estimate = self.estimate.max(bps as f64);
+        self.clamp();
+    }
+
     /// TWCC feedback: the packets it reported on, in send order.
     pub fn on_twcc(&mut self, now: Instant, reports: &[PacketReport]) {
         if reports.is_empty() {

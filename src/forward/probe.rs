@@ -68,6 +68,22 @@ impl Prober {
         self.until.is_some()
     }
 
+    /// The estimate the running probe started from.
+    pub fn started_at(&self) -> Option<u64> {
+        self.probing().then_some(self.started_at_estimate)
+    }
+
+    /// Ends the running probe as a failure (the link did not carry it): padding stops and
+    /// the next try waits the backoff.
+    pub fn abort(&mut self, now: Instant) {
+        if self.probing() {
+            self.stop();
+            self.failed += 1;
+            self.next_try = Some(now + self.backoff);
+            self.backoff = self.backoff.mul_f64(1.5).min(MAX_BACKOFF);
+        }
+    }
+
     /// The padding rate, 0 when not probing.
     pub fn rate(&self) -> u64 {
         self.rate
