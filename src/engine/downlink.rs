@@ -130,9 +130,10 @@ impl Engine {
             Feedback::Loss(fraction) => d.estimator.on_loss(now, fraction, d.sent_rate),
         }
         let after = d.estimator.estimate();
-        if let Some(start) = d.prober.started_at().filter(|s| after < s * 9 / 10) {
-            // The probe's own padding overflowed the link: stop it, and judge the media by
-            // what the link carried before the probe, not by the loss the padding caused.
+        if let Some(start) = d.prober.started_at(now).filter(|s| after < s * 9 / 10) {
+            // The probe's own padding overflowed the link (its feedback may come just after
+            // it ended): stop it, and judge the media by what the link carried before the
+            // probe, not by the loss and queueing the padding caused.
             d.prober.abort(now);
             d.estimator.hold_at_least(start * 9 / 10);
             return;

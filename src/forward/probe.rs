@@ -21,6 +21,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(3);
 /// The longest wait between probes.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long after a probe ended feedback may still be about its padding.
+pub const PROBE_ECHO: Duration = Duration::from_millis(500);
+
 /// Padding bytes per probe packet (RTP padding holds at most 255).
 pub const PADDING: usize = 255;
 
@@ -39,6 +42,8 @@ pub struct Prober {
     /// Padding bytes owed.
     owed: f64,
     last: Option<Instant>,
+    /// When the last probe ended.
+    ended: Option<Instant>,
     /// Probes started, and of those the ones that failed.
     pub started: u64,
     /// Probes that failed.
@@ -55,6 +60,7 @@ impl Default for Prober {
             backoff: FIRST_BACKOFF,
             owed: 0.0,
             last: None,
+            ended: None,
             started: 0,
             failed: 0,
         }
@@ -68,14 +74,19 @@ impl Prober {
         self.until.is_some()
     }
 
-    /// The estimate the running probe started from.
-    pub fn started_at(&self) -> Option<u64> {
-        self.probing().then_some(self.started_at_estimate)
+    /// The estimate the running probe started from, or the last one's for
+    /// [`PROBE_ECHO`] after it ended (feedback about its padding comes a round trip later).
+    pub fn started_at(&self, now: Instant) -> Option<u64> {
+        let echo = self
+            .ended
+            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_ECHO);
+        (self.probing() || echo).then_some(self.started_at_estimate)
     }
 
     /// Ends the running probe as a failure (the link did not carry it): padding stops and
     /// the next try waits the backoff.
     pub fn abort(&mut self, now: Instant) {
+        self.ended = None;
         if self.probing() {
             self.stop();
             self.failed += 1;
@@ -145,6 +156,9 @@ impl Prober {
     }
 
     fn stop(&mut self) {
+        if self.until.is_some() {
+            self.ended = self.last;
+        }
         self.rate = 0;
         self.until = None;
         self.owed = 0.0;
