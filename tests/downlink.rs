@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::layer_api::latest_layers;
+use common::layer_api::{brief, latest_layers};
 use common::layered::{vp8_frame_sized, Vp8Fields};
 use common::simulcast::{publish_simulcast, SimulcastOptions, SimulcastPublisher};
 use common::{
@@ -85,17 +85,7 @@ async fn wait_layers(
                 .all()
                 .iter()
                 .filter(|e| e["type"] == "layers")
-                .map(|e| {
-                    format!(
-                        "{}@{}T{} paused={} {} est={}",
-                        e["active"]["rid"],
-                        e["active"]["spatialLayerId"],
-                        e["active"]["temporalLayerId"],
-                        e["paused"],
-                        e["reason"],
-                        e["estimate"]
-                    )
-                })
+                .map(brief)
                 .collect();
             panic!("{e}\nlayers events: {trail:#?}")
         });

@@ -27,7 +27,7 @@
 mod common;
 
 use common::aiortc::Running;
-use common::layer_api::layer_events;
+use common::layer_api::{brief, layer_events};
 use common::simulcast::{publish_simulcast, SimulcastOptions, SimulcastPublisher};
 use common::{Events, Relay, Shape};
 use parley::config::Config;
@@ -165,24 +165,8 @@ async fn wait_room(
     }
 }
 
-/// One `layers` event, short.
-fn describe(e: &Value) -> String {
-    format!(
-        "{}@{}T{} paused={} {} est={}",
-        e["active"]["rid"],
-        e["active"]["spatialLayerId"],
-        e["active"]["temporalLayerId"],
-        e["paused"],
-        e["reason"],
-        e["estimate"]
-    )
-}
-
 fn layer_trail(events: &[Value], mid: &str) -> Vec<String> {
-    layer_events(events, mid)
-        .into_iter()
-        .map(describe)
-        .collect()
+    layer_events(events, mid).into_iter().map(brief).collect()
 }
 
 fn spatial(e: &Value) -> Option<u64> {
@@ -308,7 +292,7 @@ async fn an_aiortc_viewer_follows_its_link_down_by_remb() {
     let now = snapshot(&base).await;
     eprintln!(
         "300 kbit/s: {} after {:?}; {}",
-        describe(&down),
+        brief(&down),
         t.elapsed(),
         now.describe()
     );

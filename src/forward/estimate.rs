@@ -123,11 +123,6 @@ impl Estimator {
         self.signal
     }
 
-    /// Smoothed loss fraction the last TWCC feedback showed.
-    pub fn loss(&self) -> f64 {
-        self.loss
-    }
-
     fn clamp(&mut self) {
         self.estimate = self
             .estimate

@@ -102,3 +102,17 @@ pub fn active(event: &Value) -> Option<(String, u64, u64, u64)> {
         a["height"].as_u64().unwrap_or(0),
     ))
 }
+
+/// One `layers` event in a line (`rid@spatialTtemporal paused=… reason est=…`), for failure
+/// messages.
+pub fn brief(e: &Value) -> String {
+    format!(
+        "{}@{}T{} paused={} {} est={}",
+        e["active"]["rid"],
+        e["active"]["spatialLayerId"],
+        e["active"]["temporalLayerId"],
+        e["paused"],
+        e["reason"],
+        e["estimate"]
+    )
+}
