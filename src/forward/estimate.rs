@@ -3,10 +3,13 @@
 //! Three signals, best first:
 //! - **TWCC** (send-side): Parley numbers every packet it seals for the connection and the
 //!   viewer reports when each arrived (Chromium, Firefox, webrtc-rs). Arrival-time trends go
-//!   through a delay trend ([`super::trendline`], GCC's), and the rate control here decides: on overuse, 0.85 × what was delivered; otherwise grow 8 % a
-//!   second, never below what the link has just delivered (a probe that got through proves
-//!   its rate at once) and never above 1.5 × it (an estimate must rest on traffic sent);
-//!   heavy loss cuts it too.
+//!   through a delay trend ([`super::trendline`], GCC's), and the rate control here decides.
+//!   On overuse (or heavy loss) it steps down: to 0.85 × what the link carried while busy
+//!   when the link fell behind what was sent, else to 0.85 × the estimate — a keyframe that
+//!   queued for a moment, or a false reading while little is sent, is no reason to fall to
+//!   what happened to be sent. Otherwise it grows 8 % a second, never below what the link
+//!   has just delivered (a probe that got through proves its rate at once) and never above
+//!   1.5 × it (an estimate must rest on traffic sent).
 //! - **REMB** (receiver-side): the viewer's own estimate (aiortc; any client that stamps
 //!   abs-send-time arrivals), taken as it is, but capped by heavy loss in its receiver
 //!   reports (a delay-only estimator misses a drop-tail queue).
@@ -27,6 +30,12 @@ pub const FEEDBACK_STALE: Duration = Duration::from_secs(2);
 
 /// The window delivered bytes are measured over (on the receiver's clock).
 const DELIVERED_WINDOW: Duration = Duration::from_millis(500);
+
+/// The window [`Estimator::busy_rate`] looks for the link's busiest stretch in.
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// A link that delivered this share of what left in the same window kept up with it.
+const KEPT_UP: f64 = 0.8;
 
 /// At most one decrease this often (about a round trip and a reaction).
 const DECREASE_EVERY: Duration = Duration::from_millis(300);
@@ -85,6 +94,8 @@ pub struct Estimator {
     trend: Trendline,
     /// Delivered packets: (arrival on the receiver's clock, bytes), oldest first.
     delivered: VecDeque<(Duration, u32)>,
+    /// Reported packets, delivered or lost: (departure, bytes), oldest first.
+    departed: VecDeque<(Instant, u32)>,
     loss: f64,
     last_twcc: Option<Instant>,
     last_update: Option<Instant>,
@@ -105,6 +116,7 @@ impl Estimator {
             signal: Signal::Initial,
             trend: Trendline::default(),
             delivered: VecDeque::with_capacity(256),
+            departed: VecDeque::with_capacity(256),
             loss: 0.0,
             last_twcc: None,
             last_update: None,
@@ -134,17 +146,39 @@ impl Estimator {
     fn delivered_rate(&self) -> Option<f64> {
         let (first, _) = *self.delivered.front()?;
         let (last, _) = *self.delivered.back()?;
-        let span = last.saturating_sub(first);
-        if span < DELIVERED_WINDOW / 2 {
-            return None;
+        window_rate(last.saturating_sub(first), &self.delivered)
+    }
+
+    /// The most the link delivered in any [`BUSY_WINDOW`] of the last [`DELIVERED_WINDOW`],
+    /// in bits per second: what it carries while it is busy. A keyframe that overflowed its
+    /// queue kept it busy for a moment, between frames that leave it idle.
+    fn busy_rate(&self) -> Option<f64> {
+        let mut best: Option<u64> = None;
+        let mut bytes = 0u64;
+        let mut start = 0;
+        for (end, &(at, size)) in self.delivered.iter().enumerate() {
+            bytes += u64::from(size);
+            while let Some(&(first, first_size)) = self.delivered.get(start) {
+                if at.saturating_sub(first) < BUSY_WINDOW || start == end {
+                    break;
+                }
+                bytes -= u64::from(first_size);
+                start += 1;
+            }
+            let (first, _) = self.delivered[start];
+            if at.saturating_sub(first) >= BUSY_WINDOW / 2 {
+                best = Some(best.unwrap_or(0).max(bytes));
+            }
         }
-        let bytes: u64 = self
-            .delivered
-            .iter()
-            .skip(1)
-            .map(|(_, b)| u64::from(*b))
-            .sum();
-        Some(bytes as f64 * 8.0 / span.as_secs_f64())
+        best.map(|b| b as f64 * 8.0 / BUSY_WINDOW.as_secs_f64())
+    }
+
+    /// What left for the viewer over the last [`DELIVERED_WINDOW`] of reported packets (lost
+    /// ones too), in bits per second, once they span most of it.
+    fn departed_rate(&self) -> Option<f64> {
+        let (first, _) = *self.departed.front()?;
+        let (last, _) = *self.departed.back()?;
+        window_rate(last.saturating_duration_since(first), &self.departed)
     }
 
     /// Raises the estimate to at least `bps` (within the bounds): after a failed probe, the
@@ -162,6 +196,7 @@ impl Estimator {
         let mut usage = self.trend.usage();
         let mut lost = 0usize;
         for r in reports {
+            self.departed.push_back((r.departure, r.size as u32));
             match (r.arrived, r.arrival) {
                 (true, Some(at)) => {
                     self.delivered.push_back((at, r.size as u32));
@@ -171,15 +206,10 @@ impl Estimator {
                 (false, _) => lost += 1,
             }
         }
-        if let Some(&(newest, _)) = self.delivered.back() {
-            while self
-                .delivered
-                .front()
-                .is_some_and(|(at, _)| newest.saturating_sub(*at) > DELIVERED_WINDOW)
-            {
-                self.delivered.pop_front();
-            }
-        }
+        trim(&mut self.delivered, |newest, at| newest.saturating_sub(at));
+        trim(&mut self.departed, |newest, at| {
+            newest.saturating_duration_since(at)
+        });
         let sample = lost as f64 / reports.len() as f64;
         self.loss = 0.5 * self.loss + 0.5 * sample;
         // Losing now, and lately: one lossy batch is not a trend, an old one is over.
@@ -197,7 +227,22 @@ impl Estimator {
         self.last_update = Some(now);
         if usage == Usage::Over || losing {
             if may_decrease {
-                let base = delivered.unwrap_or(self.estimate).min(self.estimate);
+                // A link that fell behind what was sent carries what it delivered; one that
+                // kept up only queued a burst (a keyframe) for a moment, or carries less
+                // than it did since just now: a step down from the estimate, not a fall to
+                // what happened to be sent.
+                let kept_up = match (delivered, self.departed_rate()) {
+                    (Some(delivered), Some(departed)) => delivered >= KEPT_UP * departed,
+                    _ => false,
+                };
+                let base = if kept_up {
+                    self.estimate
+                } else {
+                    self.busy_rate()
+                        .or(delivered)
+                        .unwrap_or(self.estimate)
+                        .min(self.estimate)
+                };
                 let factor = if usage == Usage::Over {
                     0.85
                 } else {
@@ -273,6 +318,30 @@ impl Estimator {
     fn twcc_fresh(&self, now: Instant) -> bool {
         self.last_twcc
             .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_STALE)
+    }
+}
+
+/// `bytes` (timed packets, oldest first) over `span` in bits per second, the first packet's
+/// bytes left out (they arrived at the span's start); `None` while `span` is under half of
+/// [`DELIVERED_WINDOW`].
+fn window_rate<T>(span: Duration, packets: &VecDeque<(T, u32)>) -> Option<f64> {
+    if span < DELIVERED_WINDOW / 2 {
+        return None;
+    }
+    let bytes: u64 = packets.iter().skip(1).map(|(_, b)| u64::from(*b)).sum();
+    Some(bytes as f64 * 8.0 / span.as_secs_f64())
+}
+
+/// Drops the packets older than [`DELIVERED_WINDOW`] before the newest (`age(newest, at)`).
+fn trim<T: Copy>(packets: &mut VecDeque<(T, u32)>, age: impl Fn(T, T) -> Duration) {
+    let Some(&(newest, _)) = packets.back() else {
+        return;
+    };
+    while packets
+        .front()
+        .is_some_and(|(at, _)| age(newest, *at) > DELIVERED_WINDOW)
+    {
+        packets.pop_front();
     }
 }
 

@@ -67,6 +67,10 @@ impl Link {
                 next_feedback += Duration::from_millis(100);
             }
         }
+        if !batch.is_empty() {
+            e.on_twcc(self.t0 + at + Duration::from_millis(40), &batch);
+            out.push(e.estimate());
+        }
         out
     }
 
@@ -228,4 +232,33 @@ fn twcc_outranks_remb() {
     let before = e.estimate();
     e.on_remb(t0 + Duration::from_millis(2_100), 5_000_000.0);
     assert_eq!((e.signal(), e.estimate()), (Signal::Twcc, before));
+}
+
+#[test]
+fn a_burst_the_link_carries_late_steps_the_estimate_down_without_falling_to_what_was_sent() {
+    let t0 = Instant::now();
+    let mut e = estimator();
+    let mut link = Link::new(t0, Duration::from_millis(100));
+    link.run(&mut e, Duration::ZERO, 3.0, 300_000.0, 1_000_000.0);
+    assert_eq!(e.estimate(), 1_000_000);
+    // A 20 kB keyframe at once: it queues 160 ms on a 1 Mbit/s link (the tail is dropped),
+    // then 300 kbit/s again.
+    let mut trace = link.run(
+        &mut e,
+        Duration::from_secs(3),
+        0.016,
+        10_000_000.0,
+        1_000_000.0,
+    );
+    trace.extend(link.run(
+        &mut e,
+        Duration::from_millis(3016),
+        2.0,
+        300_000.0,
+        1_000_000.0,
+    ));
+    assert!(
+        trace.iter().all(|b| *b >= 700_000),
+        "a step down, not to 0.85 × 300 kbit/s: {trace:?}"
+    );
 }
