@@ -3,8 +3,9 @@
 //!
 //! The decisions are pure and live in `forward/` ([`Estimator`], [`allocate`], [`Prober`]);
 //! this file feeds them and carries out what they say. A probe's padding is capped so that
-//! media and padding together stay within twice the estimate: a step too large for that is
-//! climbed over several probes, and a link that cannot carry it overflows less. Per packet only
+//! media and padding together stay within 1.5 times the estimate: a step too large for that
+//! is climbed over several probes, and a link that cannot carry it queues a little, which
+//! ends the probe at the first feedback that shows it (before its queue drops media). Per packet only
 //! [`Engine::pad_after`] runs, for the one slot of a probing viewer that carries the probe.
 
 use super::event_loop::Engine;
@@ -34,8 +35,10 @@ pub(super) struct Downlink {
     pub prober: Prober,
     /// Bits per second sent over about the last second (media and padding).
     pub sent_rate: u64,
-    /// Bytes sent so far at each of the last ticks, oldest first.
-    sent_then: VecDeque<(u64, Instant)>,
+    /// The same without probe padding: what the media alone takes.
+    pub media_rate: u64,
+    /// Bytes sent so far (all, and padding) at each of the last ticks, oldest first.
+    sent_then: VecDeque<(u64, u64, Instant)>,
     /// The slot that carries probe padding (the first video slot that plays), if any.
     pub probe_slot: Option<usize>,
     /// Padding packets and bytes sent.
@@ -53,6 +56,7 @@ impl Downlink {
             estimator: Estimator::new(bounds),
             prober: Prober::default(),
             sent_rate: 0,
+            media_rate: 0,
             sent_then: VecDeque::with_capacity(SENT_WINDOW_TICKS),
             probe_slot: None,
             padding: (0, 0),
@@ -92,16 +96,20 @@ impl Engine {
                 continue;
             };
             // Over the last second or so: padding goes out at frame ends, in bursts.
-            if let Some((bytes, then)) = d.sent_then.front().copied() {
+            let padding = d.padding.1;
+            if let Some((bytes, padded, then)) = d.sent_then.front().copied() {
                 let secs = now.saturating_duration_since(then).as_secs_f64();
                 if secs > 0.0 {
-                    d.sent_rate = (sent.saturating_sub(bytes) as f64 * 8.0 / secs) as u64;
+                    let all = sent.saturating_sub(bytes);
+                    let media = all.saturating_sub(padding.saturating_sub(padded));
+                    d.sent_rate = (all as f64 * 8.0 / secs) as u64;
+                    d.media_rate = (media as f64 * 8.0 / secs) as u64;
                 }
             }
             if d.sent_then.len() == SENT_WINDOW_TICKS {
                 d.sent_then.pop_front();
             }
-            d.sent_then.push_back((sent, now));
+            d.sent_then.push_back((sent, padding, now));
             if sample && s.connected && !d.unmanaged(now) {
                 self.tally
                     .estimates
@@ -130,15 +138,21 @@ impl Engine {
             Feedback::Loss(fraction) => d.estimator.on_loss(now, fraction, d.sent_rate),
         }
         let after = d.estimator.estimate();
-        if let Some(start) = d.prober.started_at(now).filter(|s| after < s * 9 / 10) {
-            // The probe's own padding overflowed the link (its feedback may come just after
-            // it ended): stop it, and judge the media by what the link carried before the
-            // probe, not by the loss and queueing the padding caused.
+        // The probe's own padding filled the link (a growing queue or loss while it runs,
+        // or an estimate that fell, also just after it ended): stop it at once, and judge
+        // the media by what the link carried before the probe, not by the loss and
+        // queueing the padding caused.
+        let filled = d.prober.probing() && d.estimator.congested();
+        if let Some(start) = d
+            .prober
+            .started_at(now)
+            .filter(|s| filled || after < s * 9 / 10)
+        {
             d.prober.abort(now);
             d.estimator.hold_at_least(start * 9 / 10);
             return;
         }
-        if after < before && after < d.sent_rate {
+        if after < before && after < d.media_rate {
             let room = session.room.clone();
             self.select_layers(&room, Some(key), false, now);
         }
@@ -215,11 +229,11 @@ impl Engine {
             .collect();
         let ladders: Vec<&[Step]> = demands.iter().map(|(_, _, s)| s.as_slice()).collect();
         let probed = d.prober.rate() > 0;
-        // The padding is capped so that media and padding stay within twice the estimate;
+        // The padding is capped so that media and padding stay within 1.5 times the estimate;
         // a probe capped to nothing still counts as asked for (it then fails and backs off,
         // rather than reading as satisfied and starting over).
         let probe = allocate::allocate(video, &ladders, &mut states, probed, now).map(|want| {
-            let pad = want.min((2 * estimate).saturating_sub(d.sent_rate));
+            let pad = want.min((estimate + estimate / 2).saturating_sub(d.media_rate));
             if pad >= MIN_PROBE / 2 {
                 pad
             } else {

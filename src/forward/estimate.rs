@@ -37,6 +37,9 @@ const BUSY_WINDOW: Duration = Duration::from_millis(100);
 /// A link that delivered this share of what left in the same window kept up with it.
 const KEPT_UP: f64 = 0.8;
 
+/// A TWCC feedback losing this share of its packets says the path is full.
+pub const CONGESTED_LOSS: f64 = 0.05;
+
 /// At most one decrease this often (about a round trip and a reaction).
 const DECREASE_EVERY: Duration = Duration::from_millis(300);
 
@@ -97,6 +100,8 @@ pub struct Estimator {
     /// Reported packets, delivered or lost: (departure, bytes), oldest first.
     departed: VecDeque<(Instant, u32)>,
     loss: f64,
+    /// Whether the latest TWCC feedback read overuse or showed loss.
+    congested: bool,
     last_twcc: Option<Instant>,
     last_update: Option<Instant>,
     last_decrease: Option<Instant>,
@@ -118,6 +123,7 @@ impl Estimator {
             delivered: VecDeque::with_capacity(256),
             departed: VecDeque::with_capacity(256),
             loss: 0.0,
+            congested: false,
             last_twcc: None,
             last_update: None,
             last_decrease: None,
@@ -128,6 +134,12 @@ impl Estimator {
     /// The estimate, in bits per second.
     pub fn estimate(&self) -> u64 {
         self.estimate as u64
+    }
+
+    /// Whether the latest TWCC feedback read a growing queue or showed loss (at least
+    /// [`CONGESTED_LOSS`]): the path is full now, whatever the estimate says yet.
+    pub fn congested(&self) -> bool {
+        self.congested
     }
 
     /// What the estimate rests on.
@@ -212,6 +224,7 @@ impl Estimator {
         });
         let sample = lost as f64 / reports.len() as f64;
         self.loss = 0.5 * self.loss + 0.5 * sample;
+        self.congested = usage == Usage::Over || sample >= CONGESTED_LOSS;
         // Losing now, and lately: one lossy batch is not a trend, an old one is over.
         let losing = self.loss.min(sample) > 0.1;
         self.last_twcc = Some(now);
@@ -227,28 +240,24 @@ impl Estimator {
         self.last_update = Some(now);
         if usage == Usage::Over || losing {
             if may_decrease {
-                // A link that fell behind what was sent carries what it delivered; one that
-                // kept up only queued a burst (a keyframe) for a moment, or carries less
-                // than it did since just now: a step down from the estimate, not a fall to
-                // what happened to be sent.
+                // A link that fell behind what was sent carries what it delivered while busy;
+                // one that kept up only queued a burst (a keyframe) for a moment, or carries
+                // less than it did since just now: a step down from the estimate, not a fall
+                // to what happened to be sent.
                 let kept_up = match (delivered, self.departed_rate()) {
                     (Some(delivered), Some(departed)) => delivered >= KEPT_UP * departed,
                     _ => false,
                 };
-                let base = if kept_up {
-                    self.estimate
+                let stepped = if !kept_up {
+                    // What the link carries, whatever the loss: the busy rate is what got
+                    // through. Never below that on repeated readings while its queue drains.
+                    0.85 * self.busy_rate().or(delivered).unwrap_or(self.estimate)
+                } else if usage == Usage::Over {
+                    0.85 * self.estimate
                 } else {
-                    self.busy_rate()
-                        .or(delivered)
-                        .unwrap_or(self.estimate)
-                        .min(self.estimate)
+                    (1.0 - 0.5 * self.loss) * self.estimate
                 };
-                let factor = if usage == Usage::Over {
-                    0.85
-                } else {
-                    1.0 - 0.5 * self.loss
-                };
-                self.estimate = base * factor;
+                self.estimate = self.estimate.min(stepped);
                 self.last_decrease = Some(now);
             }
         } else if let Some(delivered) = delivered {

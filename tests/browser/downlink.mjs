@@ -120,8 +120,6 @@ function figures(first, last, samples) {
     width: last.width,
     min_width: Math.min(...widths),
     max_width: Math.max(...widths),
-    // Share of the samples (every 0.5 s) at 480 or wider.
-    wide_share: round(widths.filter((w) => w >= 480).length / Math.max(widths.length, 1), 2),
     widths_seen: [...new Set(widths)].sort((a, b) => a - b),
     // Paused at the window's start or at any time in it.
     paused_seen: [first.layerEvents.at(-1), ...events].some((e) => e?.paused),

@@ -262,3 +262,19 @@ fn a_burst_the_link_carries_late_steps_the_estimate_down_without_falling_to_what
         "a step down, not to 0.85 × 300 kbit/s: {trace:?}"
     );
 }
+
+#[test]
+fn while_an_overflowing_queue_drains_the_estimate_holds_near_the_link() {
+    let t0 = Instant::now();
+    let mut e = estimator();
+    let mut link = Link::new(t0, Duration::from_millis(100));
+    link.run(&mut e, Duration::ZERO, 3.0, 600_000.0, 1_000_000.0);
+    // The link drops to 300 kbit/s and 600 keep coming for two seconds (the sender is slow
+    // to follow): loss and queueing all along, yet the link carries 300.
+    let trace = link.run(&mut e, Duration::from_secs(3), 2.0, 600_000.0, 300_000.0);
+    let last = *trace.last().unwrap();
+    assert!(
+        (200_000..=300_000).contains(&last),
+        "below the link, not compounded toward the minimum: {trace:?}"
+    );
+}
