@@ -17,15 +17,16 @@ set -euo pipefail
 
 # Debian packages (checked one by one with `dpkg -s`; python3-venv is added below
 # only when `python3 -m venv` cannot work without it).
-APT_PACKAGES="ffmpeg prometheus chromium"
+APT_PACKAGES="ffmpeg prometheus chromium firefox-esr"
 
 # Python venv for the aiortc interop peer (tests/interop/aiortc_peer.py).
 # Versions checked on PyPI for CPython 3.11 (Debian bookworm's python3 is 3.11).
 PY_REQUIREMENTS="aiortc==1.16.0 aiohttp==3.14.5 av==18.1.0"
 
 # npm packages under target/node for the browser tests (tests/browser.rs): playwright-core
-# drives Debian's /usr/bin/chromium (it downloads no browser). Needs Node.js 20 or newer.
-NODE_PACKAGES="playwright-core@1.65.1"
+# drives Debian's /usr/bin/chromium, puppeteer-core Debian's /usr/bin/firefox-esr (over
+# WebDriver BiDi); neither downloads a browser. Needs Node.js 20 or newer.
+NODE_PACKAGES="playwright-core@1.65.1 puppeteer-core@25.19.0"
 
 # --- helpers -----------------------------------------------------------------
 
@@ -140,7 +141,8 @@ setup_node() {
     major=$(node -p 'process.versions.node.split(".")[0]')
     [ "$major" -ge 20 ] || die "playwright-core needs Node.js 20 or newer; this is $(node --version)"
     if [ "$(cat "$stamp" 2>/dev/null)" = "$NODE_PACKAGES" ] &&
-       [ -d "$NODE_DIR/node_modules/playwright-core" ]; then
+       [ -d "$NODE_DIR/node_modules/playwright-core" ] &&
+       [ -d "$NODE_DIR/node_modules/puppeteer-core" ]; then
         echo "    present: $NODE_DIR ($NODE_PACKAGES)"
         return 0
     fi

@@ -355,13 +355,17 @@ impl Engine {
     }
 }
 
-/// The kinds of the offer's active m-lines, in order.
+/// The kinds of the offer's active m-lines, in order. Port 0 rejects an m-line unless it is
+/// `a=bundle-only` (Firefox's offers under `max-bundle` put every section but the first
+/// there: they ride on the first one's transport).
 fn offer_kinds(offer: &str) -> Vec<MediaKind> {
+    let bundle_only = sdp::bundle_only_sections(offer);
     offer
         .lines()
         .filter_map(|l| l.strip_prefix("m="))
-        .filter(|m| m.split(' ').nth(1) != Some("0"))
-        .filter_map(|m| match m.split(' ').next() {
+        .zip(bundle_only)
+        .filter(|(m, bundle_only)| *bundle_only || m.split(' ').nth(1) != Some("0"))
+        .filter_map(|(m, _)| match m.split(' ').next() {
             Some("audio") => Some(MediaKind::Audio),
             Some("video") => Some(MediaKind::Video),
             _ => None,
@@ -376,4 +380,23 @@ fn offer_ufrag(offer: &str) -> String {
         .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=ice-ufrag:"))
         .unwrap_or_default()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offer_kinds_skip_rejected_sections_but_not_bundle_only_ones() {
+        let offer = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=bundle-only\r\na=mid:1\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\n";
+        assert_eq!(
+            offer_kinds(offer),
+            [MediaKind::Audio, MediaKind::Video, MediaKind::Audio]
+        );
+    }
 }

@@ -56,6 +56,9 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
     // Per active section: (mid, has ufrag, has fingerprint).
     let mut active: Vec<(Option<&str>, bool, bool)> = Vec::new();
     let mut current_active = false;
+    // Sections at port 0 that are `a=bundle-only` (Firefox under max-bundle) are active: they
+    // share the first section's transport.
+    let bundle_only = bundle_only_sections(sdp);
     for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
         if line.chars().any(|c| c.is_control() && c != '\t') {
             return Err(OfferError::Malformed("it contains control characters"));
@@ -74,7 +77,7 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
             let port: u32 = port
                 .parse()
                 .map_err(|_| OfferError::Malformed("an m= line has no valid port"))?;
-            current_active = port != 0;
+            current_active = port != 0 || bundle_only.get(sections - 1) == Some(&true);
             if current_active {
                 match kind {
                     "audio" => summary.audio += 1,
@@ -145,6 +148,21 @@ pub fn inspect_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
     Ok(summary)
 }
 
+/// Per media section of `sdp`, in order: whether it says `a=bundle-only`.
+pub fn bundle_only_sections(sdp: &str) -> Vec<bool> {
+    let mut sections = Vec::new();
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            sections.push(false);
+        } else if line == "a=bundle-only" {
+            if let Some(last) = sections.last_mut() {
+                *last = true;
+            }
+        }
+    }
+    sections
+}
+
 /// Makes every m-section of `answer` carry the same `a=candidate` lines and one
 /// `a=end-of-candidates`, taking them from wherever the answer has them.
 pub fn spread_candidates(answer: &str) -> String {
@@ -209,6 +227,17 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-
                 bundled: true
             }
         );
+    }
+
+    #[test]
+    fn a_bundle_only_section_at_port_0_counts_as_active() {
+        // Firefox under max-bundle: every section after the first is bundle-only at port 0.
+        let offer = OBS_OFFER
+            .replace("m=video 9", "m=video 0")
+            .replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n");
+        let s = inspect_offer(&offer).expect("valid offer");
+        assert_eq!((s.audio, s.video, s.bundled), (1, 1, true));
+        assert_eq!(bundle_only_sections(&offer), [false, true]);
     }
 
     #[test]

@@ -13,17 +13,18 @@
 // second, freezes, widths, layers events and the page's downlink and pause texts), the full
 // viewer over the same window. The script asserts nothing about the figures: the test does.
 //
-//   node tests/browser/downlink.mjs <base_url> <artifact_dir> <phases>
+//   node tests/browser/downlink.mjs <base_url> <artifact_dir> <phases> [chromium|firefox]
 //
-// <phases>: JSON, e.g. [{"bps":1000000,"secs":25,"measure":15},{"bps":300000,"secs":15,"measure":10}]
+// <phases>: JSON, e.g. [{"bps":1000000,"secs":25,"measure":15},{"bps":300000,"secs":15,"measure":10}];
+// the last argument is the narrow viewer's browser (Chromium unless it says firefox).
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { launch, main, watchConsole, testPatternCamera, waitFor, inboundVideo } from './lib.mjs';
+import { launch, launchFirefox, main, watchConsole, testPatternCamera, waitFor, inboundVideo } from './lib.mjs';
 
-const [base, artifacts, phasesArg] = process.argv.slice(2);
+const [base, artifacts, phasesArg, narrowBrowser = 'chromium'] = process.argv.slice(2);
 const phases = JSON.parse(phasesArg);
 const ROOM = 'browser-downlink';
 const NAME = 'cam';
@@ -180,7 +181,7 @@ main(() => explained(async (pages) => {
   // blank page, sending nothing, until the relay shapes new clients.
   const full = (await launch({ devices: false })).pages()[0];
   watchConsole(full, 'full');
-  const narrow = (await launch({ devices: false })).pages()[0];
+  const narrow = narrowBrowser === 'firefox' ? await launchFirefox() : (await launch({ devices: false })).pages()[0];
   watchConsole(narrow, 'narrow');
   const publisher = (await launch({ camera })).pages()[0];
   watchConsole(publisher, 'publish');

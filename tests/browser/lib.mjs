@@ -1,10 +1,12 @@
 // Shared helpers of the browser tests: launch Debian's Chromium through playwright-core with
-// fake media, make distinctly coloured fake cameras, read what a page decodes.
+// fake media (and Debian's Firefox ESR through puppeteer-core, over WebDriver BiDi, as a
+// viewer), make distinctly coloured fake cameras, read what a page decodes.
 //
 // The Rust test (tests/browser.rs) runs each script as
-//   node tests/browser/<script>.mjs <base_url> <artifact_dir> [more base URLs]
-// with PARLEY_NODE_DIR (where npm installed playwright-core) and PARLEY_CHROMIUM set. A script
-// prints one JSON line as its result; it must never leave a browser running.
+//   node tests/browser/<script>.mjs <base_url> <artifact_dir> [more arguments]
+// with PARLEY_NODE_DIR (where npm installed playwright-core and puppeteer-core),
+// PARLEY_CHROMIUM and PARLEY_FIREFOX set. A script prints one JSON line as its result; it
+// must never leave a browser running.
 
 import { createRequire } from 'node:module';
 import { execFile } from 'node:child_process';
@@ -18,6 +20,7 @@ const require = createRequire(path.join(nodeDir, 'package.json'));
 const { chromium } = require('playwright-core');
 
 const executablePath = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
+const firefoxPath = process.env.PARLEY_FIREFOX || '/usr/bin/firefox-esr';
 
 // Flags that work headless as root here, without any network but loopback.
 const FLAGS = [
@@ -58,6 +61,36 @@ export async function launch({ camera, microphone, devices = true, accept = true
   const entry = { context, profile };
   launched.push(entry);
   return context;
+}
+
+// Firefox preferences for a headless viewer: plain host addresses rather than mDNS names,
+// and playback without a user gesture. Firefox gathers no loopback candidates, so the test
+// puts the server's candidate on this host's own address.
+const FIREFOX_PREFS = {
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'media.autoplay.blocking_policy': 0,
+};
+
+/**
+ * Starts Firefox with a fresh profile (no camera or microphone: a viewer) and returns its
+ * page. The page answers `goto`, `evaluate`, `$eval`, `click`, `screenshot` and `on` as a
+ * Chromium page does here.
+ */
+export async function launchFirefox() {
+  const puppeteer = require('puppeteer-core');
+  const profile = await mkdtemp(path.join(os.tmpdir(), 'parley-firefox-'));
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: firefoxPath,
+    headless: true,
+    userDataDir: profile,
+    extraPrefsFirefox: FIREFOX_PREFS,
+    defaultViewport: { width: 1280, height: 800 },
+  });
+  launched.push({ context: browser, profile });
+  const [page] = await browser.pages();
+  return page || browser.newPage();
 }
 
 /** Closes every browser and removes its profile. */

@@ -445,9 +445,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Binds the client-facing socket; call [`Relay::forward_to`] once the server runs.
+    /// Binds the client-facing socket on 127.0.0.1; call [`Relay::forward_to`] once the
+    /// server runs.
     pub async fn bind() -> std::io::Result<Relay> {
-        let front = UdpSocket::bind("127.0.0.1:0").await?;
+        Relay::bind_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// [`Relay::bind`] on `ip`, for clients that do not use loopback candidates.
+    pub async fn bind_on(ip: std::net::IpAddr) -> std::io::Result<Relay> {
+        let front = UdpSocket::bind((ip, 0)).await?;
         Ok(Relay {
             addr: front.local_addr()?,
             front: Some(front),
@@ -580,11 +586,16 @@ async fn run(front: Arc<UdpSocket>, server: SocketAddr, controls: Arc<Controls>)
     // Dropping the set (when this task is aborted) aborts the return paths too.
     let mut returns = JoinSet::new();
     let mut buf = vec![0u8; 2048];
+    let front_ip = front
+        .local_addr()
+        .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
     while let Ok((n, client)) = front.recv_from(&mut buf).await {
         let up = match upstream.get(&client) {
             Some(up) => up.clone(),
             None => {
-                let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
+                // From the front's address: the server's view of the client (its STUN mapped
+                // address) stays on the address family and scope the client uses.
+                let Ok(up) = UdpSocket::bind((front_ip, 0)).await else {
                     continue;
                 };
                 let up = Arc::new(up);
