@@ -177,7 +177,9 @@ impl Engine {
             let Some(session) = self.sessions.get(&viewer) else {
                 continue;
             };
-            let adaptive = !targets.is_empty();
+            // A viewer with an estimator is re-chosen every tick, also once it turned out
+            // unmanaged (no feedback): its slots then climb back to what their limits allow.
+            let adaptive = !targets.is_empty() || session.downlink.is_some();
             let slots: Vec<usize> = session
                 .peer
                 .slots()

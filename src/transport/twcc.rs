@@ -74,11 +74,15 @@ impl SendHistory {
     }
 
     /// The reports one TWCC feedback gives: each packet it names that this history still
-    /// holds and has not reported, in send order.
+    /// holds and has not reported, in send order. Only the first `packet_status_count`
+    /// statuses name packets: libwebrtc pads its last status vector chunk with "not received"
+    /// symbols, which `convert_twcc` reads as packets lost (and would mark reported before
+    /// their real report came).
     pub fn reports(&mut self, feedback: &TransportLayerCc) -> Vec<PacketReport> {
         let newest = self.next.wrapping_sub(1);
         let mut out: Vec<PacketReport> = convert_twcc(feedback)
             .into_iter()
+            .take(usize::from(feedback.packet_status_count))
             .filter_map(|ack| {
                 let entry = &mut self.ring[usize::from(ack.sequence_number) % HISTORY];
                 if entry.size == 0 || entry.seq != ack.sequence_number {
@@ -165,7 +169,8 @@ pub fn write_extension(packet: &mut [u8], header_len: usize, id: u8, value: &[u8
 mod tests {
     use super::*;
     use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
-        PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+        PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, StatusVectorChunk,
+        SymbolSizeTypeTcc, SymbolTypeTcc,
     };
     use rtc::rtp::header::{Extension, Header};
     use rtc::shared::marshal::{Marshal, Unmarshal};
@@ -255,6 +260,58 @@ mod tests {
             h.reports(&feedback).is_empty(),
             "each packet is reported once"
         );
+    }
+
+    #[test]
+    fn the_padding_of_a_last_status_vector_names_no_packet() {
+        // As libwebrtc writes it: two packets received, then twelve padding symbols.
+        let t0 = Instant::now();
+        let mut h = SendHistory::new(t0);
+        for i in 0..5u64 {
+            h.record(t0 + Duration::from_millis(10 * i), 1000);
+        }
+        let mut symbols = vec![SymbolTypeTcc::PacketReceivedSmallDelta; 2];
+        symbols.resize(14, SymbolTypeTcc::PacketNotReceived);
+        let feedback = TransportLayerCc {
+            base_sequence_number: 0,
+            packet_status_count: 2,
+            reference_time: 0,
+            packet_chunks: vec![PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
+                type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
+                symbol_size: SymbolSizeTypeTcc::TwoBit,
+                symbol_list: symbols,
+            })],
+            recv_deltas: (0..2)
+                .map(|_| RecvDelta {
+                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                    delta: 10_000,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let reports = h.reports(&feedback);
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert!(reports.iter().all(|r| r.arrived));
+        // The packets after them are still unreported: their own feedback counts.
+        let later = TransportLayerCc {
+            base_sequence_number: 2,
+            packet_status_count: 3,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                run_length: 3,
+            })],
+            recv_deltas: (0..3)
+                .map(|_| RecvDelta {
+                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                    delta: 10_000,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let reports = h.reports(&later);
+        assert_eq!(reports.len(), 3);
+        assert!(reports.iter().all(|r| r.arrived));
     }
 
     #[test]
