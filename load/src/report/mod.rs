@@ -3,7 +3,13 @@
 //! The key column is the server's CPU time per forwarded packet, and its ratio to the bare
 //! forwarder's (`ceiling`) cost measured in the same run with the same fan-out and packet
 //! size: the ratio holds on a noisy machine where absolute microseconds do not. Simulcast
-//! steps add what the viewers received per layer ([`LayerReport`]).
+//! steps add what the viewers received per layer ([`LayerReport`]); every step splits its
+//! viewers by their links ([`downlink::DownlinkReport`]: capped or not, rate, drops,
+//! congestion feedback).
+
+mod downlink;
+
+pub use downlink::{downlink_report, DownlinkReport};
 
 use crate::ceiling::{Mode, Outcome};
 use crate::cli::LoadArgs;
@@ -206,6 +212,8 @@ pub struct StepReport {
     pub layer_request_failures: usize,
     /// Simulcast runs: what the viewers received per layer, lowest first.
     pub layers: Vec<LayerReport>,
+    /// The viewers behind capped links and the others: rate, drops, feedback.
+    pub downlink: Option<DownlinkReport>,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// The generator's own CPU, cores.
@@ -305,6 +313,9 @@ impl Report {
             println!("{}", row(s));
             if let Some(line) = layer_line(s) {
                 println!("{line}");
+            }
+            if let Some(d) = &s.downlink {
+                println!("{}", downlink::downlink_line(d));
             }
         }
         println!("{}", LEGEND);
@@ -424,6 +435,9 @@ pub fn print_step(s: &StepReport) {
     if let Some(line) = layer_line(s) {
         eprintln!("{line}");
     }
+    if let Some(d) = &s.downlink {
+        eprintln!("{}", downlink::downlink_line(d));
+    }
     if let Some(other) = s.other_load() {
         if other > 0.3 {
             eprintln!(
@@ -478,6 +492,8 @@ mod tests {
                 frames,
                 streams,
             },
+            capped: false,
+            link: Default::default(),
         }
     }
 
@@ -568,6 +584,7 @@ mod tests {
             layer_requests: 0,
             layer_request_failures: 0,
             layers: Vec::new(),
+            downlink: None,
             server: None,
             generator_cores: 0.0,
             machine_cores: None,
