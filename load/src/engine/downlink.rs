@@ -119,7 +119,11 @@ impl Downlink {
         if !self.feedback_due(now_ns) {
             return None;
         }
-        self.next_feedback_ns = now_ns + self.interval_ns;
+        // Keep the cadence (rounds come a few ms late), but never catch up in a burst.
+        self.next_feedback_ns += self.interval_ns;
+        if self.next_feedback_ns <= now_ns {
+            self.next_feedback_ns = now_ns + self.interval_ns;
+        }
         let fb = self.twcc.as_mut()?.1.feedback(now_ns)?;
         self.counters.feedbacks += 1;
         Some(fb)
@@ -176,6 +180,12 @@ mod tests {
         assert!(acks.iter().all(|a| a.arrived));
         assert!(!d.feedback_due(T0 + 99 * MS), "the next one is 50 ms later");
         assert!(d.feedback(T0 + 100 * MS).is_none(), "nothing new arrived");
+        // A late round keeps the cadence; a stall does not make a burst.
+        assert!(d.feedback_due(T0 + 153 * MS));
+        d.feedback(T0 + 153 * MS);
+        assert!(d.feedback_due(T0 + 200 * MS));
+        d.feedback(T0 + 1000 * MS);
+        assert!(!d.feedback_due(T0 + 1049 * MS) && d.feedback_due(T0 + 1050 * MS));
         assert_eq!(
             d.counters,
             LinkCounters {
