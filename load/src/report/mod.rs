@@ -271,6 +271,10 @@ pub struct Report {
     pub codec: String,
     /// Publishers sent simulcast.
     pub simulcast: bool,
+    /// Share of the viewers behind capped links (their rate and queue are in each step).
+    pub capped_share: f64,
+    /// Milliseconds between a viewer's congestion feedback packets (0: none offered).
+    pub twcc_interval_ms: u32,
     /// Measurement window, s.
     pub measure_secs: f64,
     /// Steps in order.
@@ -289,6 +293,8 @@ impl Report {
             fps: args.fps,
             codec: format!("{:?}", args.codec).to_lowercase(),
             simulcast: args.simulcast,
+            capped_share: args.capped_share,
+            twcc_interval_ms: args.twcc_interval_ms,
             measure_secs: args.measure_secs,
             steps: Vec::new(),
             errors: Vec::new(),
