@@ -2,6 +2,7 @@
 //! Every option is documented here; `parley-load help <command>` prints it.
 
 use crate::ceiling::Mode;
+use crate::link::LinkSpec;
 use crate::payload::VideoCodec;
 use clap::{Args, Parser, Subcommand};
 use std::net::IpAddr;
@@ -123,6 +124,21 @@ impl LoadArgs {
         (limits != LayerLimits::default()).then_some(limits)
     }
 
+    /// Whether the step's `index`-th viewer sits behind a capped link: `--capped-share` of
+    /// the viewers, spread evenly (0.25 caps viewers 3, 7, 11, ...).
+    pub fn capped(&self, index: usize) -> bool {
+        let share = self.capped_share.clamp(0.0, 1.0);
+        ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+    }
+
+    /// The capped viewers' link.
+    pub fn cap(&self) -> LinkSpec {
+        LinkSpec {
+            kbps: self.cap_kbps,
+            queue_ms: self.cap_queue_ms,
+        }
+    }
+
     /// Whether viewers send layer requests at all.
     pub fn limits_viewers(&self) -> bool {
         !(self.viewer_max_width.is_empty()
@@ -204,6 +220,25 @@ pub struct LoadArgs {
     /// the viewers like --viewer-max-width. `any` = no limit.
     #[arg(long, value_delimiter = ',', value_name = "ID")]
     pub viewer_max_spatial_layer: Vec<LayerId>,
+    /// Share of each step's viewers (0 to 1) behind a capped downlink, spread evenly (0.25:
+    /// every fourth viewer). Their datagrams cross a virtual token-bucket link of
+    /// --cap-kbps with a drop-tail queue of --cap-queue-ms: one that would wait longer is
+    /// dropped (never counted or decrypted, reported lost in congestion feedback), the
+    /// others are reported as arriving when they leave the link.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    pub capped_share: f64,
+    /// A capped viewer's downlink rate, kbit/s (each datagram counts 28 bytes of UDP/IP
+    /// headers on top).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cap_kbps: u32,
+    /// Longest a datagram waits in a capped link's queue, ms.
+    #[arg(long, default_value_t = 100)]
+    pub cap_queue_ms: u32,
+    /// Viewers offer transport-wide congestion control (and abs-send-time) and send a TWCC
+    /// feedback packet this often, ms, about every RTP packet that reached them (as a
+    /// browser does, 50 ms at these rates). 0: not offered, no feedback.
+    #[arg(long, default_value_t = 50)]
+    pub twcc_interval_ms: u32,
     /// Largest RTP payload in bytes.
     #[arg(long, default_value_t = 1100)]
     pub max_payload: usize,
@@ -257,6 +292,14 @@ pub struct LoadArgs {
     /// Write the report to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// A share: a number from 0 to 1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share from 0 to 1")),
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +357,38 @@ mod tests {
         let a = load_args(&["--viewer-max-width", "0,640"]);
         assert_eq!(a.layer_limits(0), None);
         assert_eq!(a.layer_limits(1).and_then(|l| l.max_width), Some(640));
+    }
+
+    #[test]
+    fn capped_viewers_are_spread_evenly() {
+        let a = load_args(&[]);
+        assert!((0..100).all(|i| !a.capped(i)), "none by default");
+        assert_eq!(a.twcc_interval_ms, 50);
+        let a = load_args(&["--capped-share", "0.25", "--cap-kbps", "800"]);
+        let capped: Vec<usize> = (0..12).filter(|&i| a.capped(i)).collect();
+        assert_eq!(capped, [3, 7, 11]);
+        assert_eq!((0..200).filter(|&i| a.capped(i)).count(), 50);
+        assert_eq!(
+            a.cap(),
+            LinkSpec {
+                kbps: 800,
+                queue_ms: 100
+            }
+        );
+        let all = load_args(&["--capped-share", "1"]);
+        assert!((0..10).all(|i| all.capped(i)));
+        let third = load_args(&["--capped-share", "0.33"]);
+        assert_eq!((0..100).filter(|&i| third.capped(i)).count(), 33);
+        for bad in [
+            ["--capped-share", "1.5"],
+            ["--capped-share", "-0.1"],
+            ["--capped-share", "half"],
+            ["--cap-kbps", "0"],
+        ] {
+            let mut argv = vec!["parley-load", "broadcast"];
+            argv.extend_from_slice(&bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

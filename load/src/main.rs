@@ -9,6 +9,7 @@ mod ceiling;
 mod cli;
 mod engine;
 mod keyframe_tap;
+mod link;
 mod net;
 mod payload;
 mod peer;
@@ -18,6 +19,7 @@ mod scenario;
 mod signaling;
 mod simulcast;
 mod stats;
+mod twcc;
 
 use anyhow::Result;
 use clap::Parser;

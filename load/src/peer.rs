@@ -7,7 +7,10 @@
 //!
 //! Viewers have no interceptors at all: no NACKs, no reports. The media thread may skip
 //! feeding most RTP packets to the stack (it counts them from their clear headers), and a
-//! NACK generator would then ask for every skipped packet.
+//! NACK generator would then ask for every skipped packet. For congestion feedback a viewer
+//! offers, as browsers do, the transport-wide-cc and abs-send-time header extensions and
+//! `a=rtcp-fb:<pt> transport-cc`; the media thread builds the feedback itself from the clear
+//! headers ([`crate::twcc`]) and sends it with [`ClientPeer::write_rtcp`].
 //!
 //! A simulcast publisher offers one video track with three encodings (`a=rid:q send`,
 //! `a=rid:h send`, `a=rid:f send`, `a=simulcast:send q;h;f`), each on its own SSRC, and the
@@ -39,14 +42,18 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::rtp_transceiver::{
-    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
+    RTCRtpTransceiverInit,
 };
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::{AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use rtc::sdp::extmap::{
+    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, SDES_RTP_STREAM_ID_URI, TRANSPORT_CC_URI,
+};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -140,6 +147,10 @@ pub struct ClientPeer {
     pub video: Option<Outbound>,
     /// The mids of a viewer's video m-lines, in offer order.
     video_mids: Vec<String>,
+    /// A viewer's first receiver: its RTCP (congestion feedback) goes out through it.
+    receiver: Option<RTCRtpReceiverId>,
+    /// The transport-wide-cc extension id the answer accepted (a viewer that offered it).
+    transport_cc_id: Option<u8>,
     state: PeerState,
 }
 
@@ -161,6 +172,8 @@ pub enum Role {
         audio: usize,
         /// Video m-lines.
         video: usize,
+        /// Offer transport-wide congestion control feedback (and abs-send-time).
+        feedback: bool,
     },
 }
 
@@ -244,13 +257,40 @@ fn media_engine(role: Role) -> Result<MediaEngine> {
                 }
             }
         }
-        Role::Viewer { .. } => {
+        Role::Viewer { feedback, .. } => {
             me.register_codec(opus(), RtpCodecKind::Audio)?;
             me.register_codec(video_codec(VideoCodec::Vp8), RtpCodecKind::Video)?;
             me.register_codec(video_codec(VideoCodec::H264), RtpCodecKind::Video)?;
+            if feedback {
+                offer_congestion_feedback(&mut me)?;
+            }
         }
     }
     Ok(me)
+}
+
+/// What a browser's offer carries for congestion control, on audio and video: the
+/// transport-wide-cc and abs-send-time extensions and `transport-cc` feedback.
+fn offer_congestion_feedback(me: &mut MediaEngine) -> Result<()> {
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        me.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        for uri in [ABS_SEND_TIME_URI, TRANSPORT_CC_URI] {
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                },
+                kind,
+                None,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl ClientPeer {
@@ -294,6 +334,8 @@ impl ClientPeer {
             audio: None,
             video: None,
             video_mids: Vec::new(),
+            receiver: None,
+            transport_cc_id: None,
             state: PeerState::Connecting,
         };
         let mut video_transceivers = Vec::new();
@@ -315,7 +357,7 @@ impl ClientPeer {
                         Some(peer.add_sendonly(RtpCodecKind::Video, video_codec(codec), &rids)?);
                 }
             }
-            Role::Viewer { audio, video } => {
+            Role::Viewer { audio, video, .. } => {
                 for (kind, n) in [(RtpCodecKind::Audio, audio), (RtpCodecKind::Video, video)] {
                     for _ in 0..n {
                         let id = peer.pc.add_transceiver_from_kind(
@@ -328,6 +370,9 @@ impl ClientPeer {
                         )?;
                         if kind == RtpCodecKind::Video {
                             video_transceivers.push(id);
+                        }
+                        if peer.receiver.is_none() {
+                            peer.receiver = peer.pc.rtp_transceiver(id).and_then(|t| t.receiver());
                         }
                     }
                 }
@@ -447,12 +492,26 @@ impl ClientPeer {
         &self.video_mids
     }
 
-    /// Applies the server's answer; for a publisher, learns the negotiated payload types and
-    /// header-extension ids.
+    /// The transport-wide-cc extension id the answer accepted, if this viewer offered it.
+    pub fn transport_cc_id(&self) -> Option<u8> {
+        self.transport_cc_id
+    }
+
+    /// Applies the server's answer; learns the negotiated payload types and header-extension
+    /// ids (a publisher's, and a viewer's transport-wide-cc id).
     pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<()> {
         self.pc
             .set_remote_description(now, RTCSessionDescription::answer(sdp)?)
             .context("applying the answer")?;
+        if let Some(mut receiver) = self.receiver.and_then(|r| self.pc.rtp_receiver(r)) {
+            self.transport_cc_id = receiver
+                .get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == TRANSPORT_CC_URI)
+                .and_then(|e| u8::try_from(e.id).ok());
+        }
         for out in [self.audio.as_mut(), self.video.as_mut()]
             .into_iter()
             .flatten()
@@ -579,6 +638,20 @@ impl ClientPeer {
         Ok(())
     }
 
+    /// Sends RTCP (a viewer's congestion feedback) through its first receiver; the datagram
+    /// follows in `poll_transmit`.
+    pub fn write_rtcp(&mut self, now: Instant, packet: Box<dyn rtc::rtcp::Packet>) -> Result<()> {
+        let id = self
+            .receiver
+            .ok_or_else(|| anyhow!("RTCP from a peer without a receiver"))?;
+        let mut receiver = self
+            .pc
+            .rtp_receiver(id)
+            .ok_or_else(|| anyhow!("receiver gone"))?;
+        receiver.write_rtcp(now, vec![packet])?;
+        Ok(())
+    }
+
     /// Closes the connection (a DTLS close_notify may follow in `poll_transmit`).
     pub fn close(&mut self) {
         let _ = self.pc.close();
@@ -614,6 +687,12 @@ mod tests {
 
     /// Answers `offer` as a server that accepts simulcast (VP8, Opus, mid and rid).
     fn answer(offer: &str) -> String {
+        answer_with(offer, false)
+    }
+
+    /// Answers `offer`; with `twcc`, also transport-wide-cc as Parley does (the stack's
+    /// default interceptors register it).
+    fn answer_with(offer: &str, twcc: bool) -> String {
         let mut me = MediaEngine::default();
         me.register_codec(opus(), RtpCodecKind::Audio)
             .expect("opus");
@@ -633,9 +712,15 @@ mod tests {
             )
             .expect("extension");
         }
+        let mut registry = Registry::new();
+        if twcc {
+            registry = rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only(registry, &mut me)
+                .expect("twcc");
+        }
         let now = Instant::now();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_media_engine(me)
+            .with_interceptor_registry(registry)
             .build(now)
             .expect("answerer");
         pc.set_remote_description(
@@ -704,10 +789,61 @@ mod tests {
         );
     }
 
+    fn viewer(feedback: bool) -> (ClientPeer, String) {
+        let addr: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
+        let role = Role::Viewer {
+            audio: 1,
+            video: 1,
+            feedback,
+        };
+        ClientPeer::new(&certificate().expect("cert"), role, addr, Instant::now()).expect("offer")
+    }
+
+    #[test]
+    fn a_viewer_offers_congestion_feedback_and_learns_its_id() {
+        let (mut peer, offer) = viewer(true);
+        for section in offer.split("m=").skip(1) {
+            assert!(section.contains(TRANSPORT_CC_URI), "{section}");
+            assert!(section.contains(ABS_SEND_TIME_URI), "{section}");
+            assert!(section.contains(" transport-cc"), "{section}");
+        }
+        let sdp = answer_with(&offer, true);
+        assert!(sdp.contains(TRANSPORT_CC_URI), "{sdp}");
+        let id = sdp
+            .lines()
+            .find(|l| l.ends_with(TRANSPORT_CC_URI))
+            .and_then(|l| l.strip_prefix("a=extmap:"))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|id| id.parse::<u8>().ok());
+        peer.apply_answer(sdp, Instant::now()).expect("answer");
+        assert!(id.is_some());
+        assert_eq!(peer.transport_cc_id(), id);
+        assert!(peer.receiver.is_some());
+    }
+
+    #[test]
+    fn without_feedback_nothing_is_offered_or_learned() {
+        let (mut peer, offer) = viewer(false);
+        assert!(!offer.contains(TRANSPORT_CC_URI) && !offer.contains("transport-cc"));
+        peer.apply_answer(answer_with(&offer, true), Instant::now())
+            .expect("answer");
+        assert_eq!(peer.transport_cc_id(), None);
+        // A server that does not do transport-wide-cc leaves it off too.
+        let (mut peer, offer) = viewer(true);
+        let sdp = answer_with(&offer, false);
+        assert!(!sdp.contains(TRANSPORT_CC_URI), "{sdp}");
+        peer.apply_answer(sdp, Instant::now()).expect("answer");
+        assert_eq!(peer.transport_cc_id(), None);
+    }
+
     #[test]
     fn viewers_know_their_video_mids() {
         let addr: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
-        let role = Role::Viewer { audio: 2, video: 2 };
+        let role = Role::Viewer {
+            audio: 2,
+            video: 2,
+            feedback: false,
+        };
         let (peer, offer) =
             ClientPeer::new(&certificate().expect("cert"), role, addr, Instant::now())
                 .expect("offer");

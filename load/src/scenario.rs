@@ -5,12 +5,16 @@
 
 use crate::ceiling;
 use crate::cli::{LayerLimits, LoadArgs};
-use crate::engine::{AudioPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan, ViewerSnap};
+use crate::engine::{
+    AudioPlan, DownlinkPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan, ViewerSnap,
+};
 use crate::net::bind_udp;
 use crate::payload::VideoCodec;
 use crate::peer::{certificate, ClientPeer, PeerState, Role};
 use crate::procfs::{machine_busy_secs, sample_pid, ProcSample, ServerProbe, UdpCounters};
-use crate::report::{self, layer_reports, Millis, Report, ServerReport, StepReport};
+use crate::report::{
+    self, downlink_report, layer_reports, Millis, Report, ServerReport, StepReport,
+};
 use crate::signaling::{delete, endpoint_url, post_offer, request_layers, Endpoint};
 use crate::stats::{Distribution, SeqCounters};
 use anyhow::{anyhow, Result};
@@ -78,6 +82,8 @@ struct JoinSpec {
     plan: Option<PublisherPlan>,
     /// What a viewer asks for through the WHEP layer extension once it has joined.
     limits: Option<LayerLimits>,
+    /// A viewer behind a capped link.
+    capped: bool,
 }
 
 struct Ctx {
@@ -121,6 +127,11 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
             posted_ns,
             expects_video: video > 0,
             count_layers: ctx.args.simulcast,
+            downlink: DownlinkPlan {
+                cap: spec.capped.then(|| ctx.args.cap()),
+                transport_cc_id: peer.transport_cc_id(),
+                feedback_ms: ctx.args.twcc_interval_ms,
+            },
         },
         (None, Role::Publisher { .. }) => return Err(anyhow!("a publisher needs a plan")),
     };
@@ -223,6 +234,7 @@ fn publisher_spec(
         },
         plan: Some(plan(args, stream, video, talk)),
         limits: None,
+        capped: false,
     }
 }
 
@@ -238,13 +250,18 @@ fn viewer_spec(
         endpoint: Endpoint::Whep,
         room: room.to_owned(),
         participant: name,
-        role: Role::Viewer { audio, video },
+        role: Role::Viewer {
+            audio,
+            video,
+            feedback: args.twcc_interval_ms > 0,
+        },
         plan: None,
         limits: if video > 0 {
             args.layer_limits(index)
         } else {
             None
         },
+        capped: args.capped(index),
     }
 }
 
@@ -572,6 +589,8 @@ async fn step(
     } else {
         Vec::new()
     };
+    let downlink = (!viewer_ids.is_empty())
+        .then(|| downlink_report(&snap0, &snap1, &viewer_ids, secs, args.cap()));
     let keyframes: u64 = snap1
         .publishers
         .iter()
@@ -656,6 +675,7 @@ async fn step(
         layer_requests,
         layer_request_failures,
         layers,
+        downlink,
         server,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
         machine_cores: busy0.zip(busy1).map(|(a, b)| (b - a) / secs),

@@ -4,10 +4,16 @@
 //!
 //! The loop sleeps `batch` between rounds so that each wake-up reads many datagrams: delays
 //! are measured with kernel receive timestamps, so batching costs no accuracy.
+//!
+//! A viewer's datagrams first cross its [`Downlink`] (a capped link may drop them; what gets
+//! through is recorded for congestion feedback), then its [`ViewerStats`]; its feedback goes
+//! out on the round after it falls due.
 
+mod downlink;
 mod publisher;
 mod viewer;
 
+pub use downlink::{DownlinkPlan, LinkCounters};
 pub use publisher::{AudioPlan, PublisherPlan, Talk, VideoPlan, ALL_LAYERS};
 pub use viewer::LayerCounts;
 
@@ -16,6 +22,7 @@ use crate::payload::Stamp;
 use crate::peer::{ClientPeer, PeerEvent, PeerState};
 use crate::stats::SeqCounters;
 use anyhow::{Context, Result};
+use downlink::Downlink;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::time::{clock_gettime, ClockId};
 use publisher::{Outgoing, Schedule};
@@ -39,6 +46,8 @@ pub enum Job {
         expects_video: bool,
         /// Count frames and packets per simulcast layer (decrypts each frame's first packet).
         count_layers: bool,
+        /// Its link and congestion feedback.
+        downlink: DownlinkPlan,
     },
 }
 
@@ -89,6 +98,10 @@ pub struct ViewerSnap {
     pub tx_datagrams: u64,
     /// What it received per simulcast layer.
     pub layers: LayerCounts,
+    /// Whether a capped link sits in front of it.
+    pub capped: bool,
+    /// What its link dropped and the feedback it sent.
+    pub link: LinkCounters,
 }
 
 /// A publisher's counters.
@@ -127,7 +140,10 @@ enum Role {
         packets: u64,
         bytes: u64,
     },
-    Viewer(ViewerStats),
+    Viewer {
+        stats: ViewerStats,
+        downlink: Downlink,
+    },
 }
 
 struct Entry {
@@ -341,12 +357,16 @@ impl MediaThread {
                         posted_ns,
                         expects_video,
                         count_layers,
-                    } => Role::Viewer(ViewerStats::new(
-                        posted_ns,
-                        expects_video,
-                        self.sample,
-                        count_layers,
-                    )),
+                        downlink,
+                    } => Role::Viewer {
+                        stats: ViewerStats::new(
+                            posted_ns,
+                            expects_video,
+                            self.sample,
+                            count_layers,
+                        ),
+                        downlink: Downlink::new(downlink, realtime_ns(), rand::random()),
+                    },
                 };
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.entries.push(None);
@@ -403,7 +423,7 @@ impl MediaThread {
         }
         for e in self.entries.iter().flatten() {
             match &e.role {
-                Role::Viewer(v) => {
+                Role::Viewer { stats: v, downlink } => {
                     s.viewers.insert(
                         e.id,
                         ViewerSnap {
@@ -416,6 +436,8 @@ impl MediaThread {
                             rx_datagrams: e.rx,
                             tx_datagrams: e.tx,
                             layers: v.layer_counts(),
+                            capped: downlink.capped(),
+                            link: downlink.counters,
                         },
                     );
                 }
@@ -448,8 +470,12 @@ impl MediaThread {
             let got = self.receiver.recv_batch(&e.socket, |d| {
                 e.rx += 1;
                 let feed = match (&mut e.role, classify(d.data)) {
-                    (Role::Viewer(v), Class::Rtp { seq, ssrc, marker }) => {
-                        v.on_rtp(seq, ssrc, marker, d.data.len())
+                    (Role::Viewer { stats, downlink }, Class::Rtp { seq, ssrc, marker }) => {
+                        downlink.on_datagram(d.data, Some(ssrc), d.arrival_ns)
+                            && stats.on_rtp(seq, ssrc, marker, d.data.len())
+                    }
+                    (Role::Viewer { downlink, .. }, Class::Other) => {
+                        downlink.on_datagram(d.data, None, d.arrival_ns)
                     }
                     _ => true,
                 };
@@ -463,8 +489,8 @@ impl MediaThread {
             });
             match got {
                 Ok(info) => {
-                    if let (Role::Viewer(v), Some(drops)) = (&mut e.role, info.drops) {
-                        v.socket_drops = drops;
+                    if let (Role::Viewer { stats, .. }, Some(drops)) = (&mut e.role, info.drops) {
+                        stats.socket_drops = drops;
                     }
                     if info.count < crate::net::BATCH {
                         break;
@@ -478,13 +504,18 @@ impl MediaThread {
     }
 
     fn run_timers_and_schedules(&mut self, now: Instant) {
+        let wall_ns = realtime_ns();
         for slot in 0..self.entries.len() {
             let due = match &self.entries[slot] {
                 Some(e) => {
                     e.next_timeout.is_some_and(|t| t <= now)
-                        || matches!(&e.role, Role::Publisher { schedule, .. }
-                            if e.peer.state() == PeerState::Connected
-                                && schedule.next_due().is_none_or(|t| t <= now))
+                        || match &e.role {
+                            Role::Publisher { schedule, .. } => {
+                                e.peer.state() == PeerState::Connected
+                                    && schedule.next_due().is_none_or(|t| t <= now)
+                            }
+                            Role::Viewer { downlink, .. } => downlink.feedback_due(wall_ns),
+                        }
                 }
                 None => false,
             };
@@ -540,6 +571,15 @@ impl MediaThread {
                     touched = true;
                 }
             }
+            if let Role::Viewer { downlink, .. } = &mut e.role {
+                let feedback = downlink.feedback(wall_ns);
+                if let Some(fb) = feedback.filter(|_| e.peer.state() == PeerState::Connected) {
+                    if e.peer.write_rtcp(now, Box::new(fb)).is_err() {
+                        self.send_errors += 1;
+                    }
+                    touched = true;
+                }
+            }
             if touched {
                 self.flush(&mut e);
             }
@@ -581,7 +621,7 @@ fn on_event(
         (Role::Publisher { schedule, .. }, PeerEvent::KeyframeRequest(layers)) => {
             schedule.request_keyframe(layers)
         }
-        (Role::Viewer(v), PeerEvent::Rtp(packet)) => {
+        (Role::Viewer { stats: v, .. }, PeerEvent::Rtp(packet)) => {
             if let Some(d) = v.on_decrypted(packet.header.ssrc, &packet.payload, arrival_ns) {
                 if collecting {
                     delays.push(d);

@@ -3,7 +3,13 @@
 //! The key column is the server's CPU time per forwarded packet, and its ratio to the bare
 //! forwarder's (`ceiling`) cost measured in the same run with the same fan-out and packet
 //! size: the ratio holds on a noisy machine where absolute microseconds do not. Simulcast
-//! steps add what the viewers received per layer ([`LayerReport`]).
+//! steps add what the viewers received per layer ([`LayerReport`]); every step splits its
+//! viewers by their links ([`downlink::DownlinkReport`]: capped or not, rate, drops,
+//! congestion feedback).
+
+mod downlink;
+
+pub use downlink::{downlink_report, DownlinkReport};
 
 use crate::ceiling::{Mode, Outcome};
 use crate::cli::LoadArgs;
@@ -206,6 +212,8 @@ pub struct StepReport {
     pub layer_request_failures: usize,
     /// Simulcast runs: what the viewers received per layer, lowest first.
     pub layers: Vec<LayerReport>,
+    /// The viewers behind capped links and the others: rate, drops, feedback.
+    pub downlink: Option<DownlinkReport>,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// The generator's own CPU, cores.
@@ -263,6 +271,10 @@ pub struct Report {
     pub codec: String,
     /// Publishers sent simulcast.
     pub simulcast: bool,
+    /// Share of the viewers behind capped links (their rate and queue are in each step).
+    pub capped_share: f64,
+    /// Milliseconds between a viewer's congestion feedback packets (0: none offered).
+    pub twcc_interval_ms: u32,
     /// Measurement window, s.
     pub measure_secs: f64,
     /// Steps in order.
@@ -281,6 +293,8 @@ impl Report {
             fps: args.fps,
             codec: format!("{:?}", args.codec).to_lowercase(),
             simulcast: args.simulcast,
+            capped_share: args.capped_share,
+            twcc_interval_ms: args.twcc_interval_ms,
             measure_secs: args.measure_secs,
             steps: Vec::new(),
             errors: Vec::new(),
@@ -305,6 +319,9 @@ impl Report {
             println!("{}", row(s));
             if let Some(line) = layer_line(s) {
                 println!("{line}");
+            }
+            if let Some(d) = &s.downlink {
+                println!("{}", downlink::downlink_line(d));
             }
         }
         println!("{}", LEGEND);
@@ -424,6 +441,9 @@ pub fn print_step(s: &StepReport) {
     if let Some(line) = layer_line(s) {
         eprintln!("{line}");
     }
+    if let Some(d) = &s.downlink {
+        eprintln!("{}", downlink::downlink_line(d));
+    }
     if let Some(other) = s.other_load() {
         if other > 0.3 {
             eprintln!(
@@ -478,6 +498,8 @@ mod tests {
                 frames,
                 streams,
             },
+            capped: false,
+            link: Default::default(),
         }
     }
 
@@ -568,6 +590,7 @@ mod tests {
             layer_requests: 0,
             layer_request_failures: 0,
             layers: Vec::new(),
+            downlink: None,
             server: None,
             generator_cores: 0.0,
             machine_cores: None,
