@@ -15,9 +15,12 @@ use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -236,6 +239,23 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
 /// The codecs Parley forwards. H264 covers every profile OBS and browsers send; the level is
 /// not part of matching, so one entry per profile suffices. A viewer's leg also offers REMB
 /// (`goog-remb`): clients without transport-wide feedback (aiortc) send their own estimate.
+/// The stack's interceptors for a leg, with the SDP features they answer for registered on
+/// `me`. A publisher's leg gets the defaults (NACKs, receiver reports and TWCC feedback for
+/// what it sends; the sender side idles). A viewer's leg sends nothing through them when
+/// Parley seals its media, and Parley answers its NACKs itself: it keeps only the sender
+/// reports, for a connection that falls back to the stack's send path. Every viewer RTCP
+/// packet passes each interceptor in the chain, so fewer is cheaper per feedback.
+fn interceptors(viewer: bool, me: &mut MediaEngine) -> Result<Registry, TransportError> {
+    if !viewer {
+        return Ok(register_default_interceptors(Registry::new(), me)?);
+    }
+    // The same SDP as the defaults: nack, nack pli, transport-cc and the header extensions.
+    let _ = configure_nack(Registry::new(), me);
+    configure_simulcast_extension_headers(me)?;
+    let _ = configure_twcc_receiver_only(Registry::new(), me)?;
+    Ok(Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()))
+}
+
 fn media_engine(viewer: bool) -> Result<MediaEngine, TransportError> {
     let mut me = MediaEngine::default();
     me.register_codec(
@@ -439,8 +459,8 @@ impl Peer {
             )
             .build();
         let mut me = media_engine(viewer)?;
-        let registry = register_default_interceptors(Registry::new(), &mut me)?
-            .with(Slot::Custom(14_000), KeyframeTap::default());
+        let registry =
+            interceptors(viewer, &mut me)?.with(Slot::Custom(14_000), KeyframeTap::default());
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![ctx.certificate.clone()])
             .build();
