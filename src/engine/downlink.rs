@@ -272,7 +272,7 @@ impl Engine {
         else {
             return Vec::new();
         };
-        let ceiling = selector::choose(set, prefs, None);
+        let ceiling = selector::choose(set, prefs);
         let Some(top) = ceiling.layer.and_then(|l| set.layers().get(l)) else {
             return Vec::new();
         };

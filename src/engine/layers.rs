@@ -103,7 +103,7 @@ impl Engine {
             .map(|l| l.prefs.clone())
             .unwrap_or_default();
         self.track_layers(publisher, track)
-            .and_then(|set| selector::choose(set, &prefs, None).layer)
+            .and_then(|set| selector::choose(set, &prefs).layer)
             .unwrap_or(0)
     }
 
@@ -232,12 +232,11 @@ impl Engine {
         let (publisher, track, _) = source_parts(assigned);
         let set = self.track_layers(publisher, track)?;
         let layers = session.slot_layers.get(slot)?;
-        let mut choice = selector::choose(set, &layers.prefs, None);
+        let mut choice = selector::choose(set, &layers.prefs);
         let (mut reason, mut label) = match choice.reason {
             Reason::Highest => (SwitchReason::Limit, "highest"),
             Reason::Limit => (SwitchReason::Limit, "limit"),
             Reason::Pin => (SwitchReason::Pin, "pin"),
-            Reason::Budget => (SwitchReason::Bandwidth, "bandwidth"),
         };
         let paused = target == Some(Target::Paused);
         if let Some(Target::Play(step)) = target {

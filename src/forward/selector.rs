@@ -2,7 +2,7 @@
 //!
 //! [`choose`] is a pure decision over the track's layers as they are now ([`LayerSet`]), the
 //! slot's [`Preferences`] (set by the viewer through the WHEP layer endpoint or by its tile
-//! size) and, optionally, a bitrate budget: no limits means the highest live layer. A
+//! size): no limits means the highest live layer. A
 //! switch takes effect only on a keyframe of the target layer, so [`Switch`] follows one
 //! slot's attempt: start it (the engine binds the target as pending and asks for a keyframe),
 //! cancel it when the target changes back, or give up after [`KEYFRAME_WAIT`] and stay where
@@ -56,8 +56,6 @@ pub enum Reason {
     Limit,
     /// The viewer pinned a layer.
     Pin,
-    /// The bitrate budget.
-    Budget,
 }
 
 /// The layer a slot should carry.
@@ -83,9 +81,9 @@ fn fits(prefs: &Preferences, spatial: u8, size: (u16, u16)) -> bool {
 ///
 /// Only live layers are chosen. A pinned layer that is not live gives way to the nearest
 /// live one below it, else above. Limits pick the highest live layer within them, or the
-/// smallest live layer when none fits. A budget (bits per second) then lowers the choice to
-/// the highest layer whose measured bitrate fits, or the smallest one.
-pub fn choose(layers: &LayerSet, prefs: &Preferences, budget: Option<u64>) -> Choice {
+/// smallest live layer when none fits. (What the viewer's downlink carries lowers it further:
+/// `forward::allocate`.)
+pub fn choose(layers: &LayerSet, prefs: &Preferences) -> Choice {
     let temporal = prefs
         .temporal
         .or(prefs.max_temporal)
@@ -112,7 +110,7 @@ pub fn choose(layers: &LayerSet, prefs: &Preferences, budget: Option<u64>) -> Ch
         Some(Pin::Spatial(s)) => Some(*s),
         None => None,
     };
-    let (mut pick, mut reason) = match pinned {
+    let (pick, reason) = match pinned {
         Some(want) => {
             let below = live.iter().rev().find(|(s, _)| *s <= want);
             let above = live.iter().find(|(s, _)| *s > want);
@@ -137,20 +135,6 @@ pub fn choose(layers: &LayerSet, prefs: &Preferences, budget: Option<u64>) -> Ch
             (within, reason)
         }
     };
-    if let Some(budget) = budget {
-        let rank = all[pick].spatial;
-        let affordable = live
-            .iter()
-            .rev()
-            .filter(|(s, _)| *s <= rank)
-            .find(|(_, i)| all[*i].bitrate <= budget)
-            .map(|(_, i)| *i)
-            .unwrap_or(smallest);
-        if affordable != pick {
-            pick = affordable;
-            reason = Reason::Budget;
-        }
-    }
     Choice {
         layer: Some(pick),
         temporal,
@@ -284,27 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn choices_by_limits_pins_and_budget() {
+    fn choices_by_limits_and_pins() {
         let now = Instant::now();
         let set = three(now);
-        // (name, preferences, budget, layer, temporal, reason)
-        type Case = (
-            &'static str,
-            Preferences,
-            Option<u64>,
-            Option<usize>,
-            u8,
-            Reason,
-        );
+        // (name, preferences, layer, temporal, reason)
+        type Case = (&'static str, Preferences, Option<usize>, u8, Reason);
         let cases: Vec<Case> = vec![
-            ("no limits", prefs(), None, Some(2), 2, Reason::Highest),
+            ("no limits", prefs(), Some(2), 2, Reason::Highest),
             (
                 "max width 640",
                 Preferences {
                     max_width: Some(640),
                     ..prefs()
                 },
-                None,
                 Some(1),
                 2,
                 Reason::Limit,
@@ -315,7 +291,6 @@ mod tests {
                     max_height: Some(200),
                     ..prefs()
                 },
-                None,
                 Some(0),
                 2,
                 Reason::Limit,
@@ -326,7 +301,6 @@ mod tests {
                     max_width: Some(100),
                     ..prefs()
                 },
-                None,
                 Some(0),
                 2,
                 Reason::Limit,
@@ -338,7 +312,6 @@ mod tests {
                     max_temporal: Some(0),
                     ..prefs()
                 },
-                None,
                 Some(1),
                 0,
                 Reason::Limit,
@@ -350,7 +323,6 @@ mod tests {
                     max_width: Some(1280),
                     ..prefs()
                 },
-                None,
                 Some(0),
                 2,
                 Reason::Pin,
@@ -362,7 +334,6 @@ mod tests {
                     temporal: Some(1),
                     ..prefs()
                 },
-                None,
                 Some(1),
                 1,
                 Reason::Pin,
@@ -373,30 +344,13 @@ mod tests {
                     max_temporal: Some(9),
                     ..prefs()
                 },
-                None,
                 Some(2),
                 2,
                 Reason::Highest,
             ),
-            (
-                "budget 600k: h",
-                prefs(),
-                Some(600_000),
-                Some(1),
-                2,
-                Reason::Budget,
-            ),
-            (
-                "budget 10k: the smallest",
-                prefs(),
-                Some(10_000),
-                Some(0),
-                2,
-                Reason::Budget,
-            ),
         ];
-        for (name, p, budget, layer, temporal, reason) in cases {
-            let c = choose(&set, &p, budget);
+        for (name, p, layer, temporal, reason) in cases {
+            let c = choose(&set, &p);
             assert_eq!(
                 (c.layer, c.temporal, c.reason),
                 (layer, temporal, reason),
@@ -414,19 +368,19 @@ mod tests {
         set.tick(now + Duration::from_millis(2100));
         let live: Vec<bool> = set.layers().iter().map(|l| l.live).collect();
         assert_eq!(live, vec![false, true, false]);
-        assert_eq!(choose(&set, &prefs(), None).layer, Some(1));
+        assert_eq!(choose(&set, &prefs()).layer, Some(1));
         let pin_f = Preferences {
             pin: Some(Pin::Rid("f".into())),
             ..prefs()
         };
-        assert_eq!(choose(&set, &pin_f, None).layer, Some(1), "nearest below");
+        assert_eq!(choose(&set, &pin_f).layer, Some(1), "nearest below");
         let pin_q = Preferences {
             pin: Some(Pin::Spatial(0)),
             ..prefs()
         };
-        assert_eq!(choose(&set, &pin_q, None).layer, Some(1), "nearest above");
+        assert_eq!(choose(&set, &pin_q).layer, Some(1), "nearest above");
         set.tick(now + Duration::from_secs(5));
-        assert_eq!(choose(&set, &prefs(), None).layer, None, "nothing live");
+        assert_eq!(choose(&set, &prefs()).layer, None, "nothing live");
     }
 
     #[test]
@@ -439,8 +393,7 @@ mod tests {
             max_width: Some(320),
             ..prefs()
         };
-        assert_eq!(choose(&set, &small, None).layer, Some(0));
-        assert_eq!(choose(&set, &prefs(), Some(1)).layer, Some(0));
+        assert_eq!(choose(&set, &small).layer, Some(0));
     }
 
     #[test]
