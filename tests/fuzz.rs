@@ -4,7 +4,7 @@
 
 use parley::engine::{stun_local_ufrag, Demux};
 use parley::forward::slot::{LegCodec, LegParams, SlotForwarder};
-use parley::http::sdpfrag;
+use parley::transport::sdpfrag;
 use parley::transport::{sdp, Peer, TransportContext};
 use proptest::prelude::*;
 use rtc::shared::marshal::Unmarshal;

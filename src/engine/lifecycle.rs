@@ -7,7 +7,7 @@ use super::room::{Publisher, Room, SessionKey, Viewer};
 use super::session::{source_parts, EndReason, Session, SessionKind};
 use super::{Created, EngineError, SessionInfo};
 use crate::forward::slot::{LegParams, SlotForwarder};
-use crate::http::sdpfrag::SdpFrag;
+use crate::transport::sdpfrag::SdpFrag;
 use crate::transport::{sdp, HeaderExt, MediaKind, Peer, TransportError};
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::sdp::extmap::{ABS_SEND_TIME_URI, TRANSPORT_CC_URI};

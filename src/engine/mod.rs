@@ -30,7 +30,7 @@ pub use room::SessionKey;
 pub use session::{EndReason, SessionKind};
 
 use crate::forward::selector::Preferences;
-use crate::http::sdpfrag::SdpFrag;
+use crate::transport::sdpfrag::SdpFrag;
 use crate::transport::{sdp::OfferError, TransportContext, TransportError};
 use dashmap::DashMap;
 use std::sync::Arc;

@@ -11,7 +11,6 @@ mod layer;
 mod limit;
 mod page;
 mod rooms;
-pub mod sdpfrag;
 mod serve;
 mod sessions;
 

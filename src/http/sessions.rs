@@ -3,9 +3,9 @@
 
 use super::auth;
 use super::error::ApiError;
-use super::sdpfrag;
 use super::AppState;
 use crate::engine::{EndReason, SessionKind};
+use crate::transport::sdpfrag;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

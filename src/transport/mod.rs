@@ -10,6 +10,7 @@ mod peer;
 pub mod rids;
 mod rtcp_figures;
 pub mod sdp;
+pub mod sdpfrag;
 mod sealer;
 mod sent;
 mod srtp_keys;
