@@ -722,9 +722,12 @@ async fn a_firefox_viewer_behind_a_shaped_link_gets_a_layer_that_fits_and_follow
             "relay": &run["relay"],
         })
     );
-    // At 300 kbit/s the smallest layer at its full frame rate fits only just (one run on a
-    // busy machine decoded 18.7 a second, the others 27 or more).
-    for (phase, widths, min_fps) in [(mbit, 480..1280, 20.0), (low, 1..480, 15.0)] {
+    // At 1 Mbit/s a layer that fits throughout. At 300 kbit/s the smallest layer: Firefox sometimes
+    // keeps showing the last larger frame through a freeze of about 3 s after the step down
+    // (with or without Parley's own SRTCP path), so there the width it shows at the end
+    // counts. At full frame rate the smallest layer fits only just (one run on a busy machine
+    // decoded 18.7 frames a second, the others 25 or more).
+    for (phase, min_fps) in [(mbit, 20.0), (low, 15.0)] {
         let narrow = &phase["narrow"];
         assert_eq!(
             narrow["room"]["downlink"]["signal"], "twcc",
@@ -736,11 +739,16 @@ async fn a_firefox_viewer_behind_a_shaped_link_gets_a_layer_that_fits_and_follow
             "at least {min_fps} frames a second at {} bit/s: {narrow:#}",
             phase["bps"]
         );
-        assert!(
-            widths.contains(&u64_of(&narrow["min_width"]))
-                && widths.contains(&u64_of(&narrow["max_width"])),
-            "widths within {widths:?} at {} bit/s: {narrow:#}",
-            phase["bps"]
-        );
     }
+    let narrow = &mbit["narrow"];
+    assert!(
+        (480..1280).contains(&u64_of(&narrow["min_width"]))
+            && (480..1280).contains(&u64_of(&narrow["max_width"])),
+        "480 wide or more, never the full layer, at 1 Mbit/s: {narrow:#}"
+    );
+    let narrow = &low["narrow"];
+    assert!(
+        (1..480).contains(&u64_of(&narrow["width"])) && narrow["room"]["layer"] == "q",
+        "the smallest layer at 300 kbit/s: {narrow:#}"
+    );
 }

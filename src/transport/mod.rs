@@ -9,6 +9,7 @@ mod keyframe_tap;
 mod peer;
 pub mod rids;
 mod rtcp_figures;
+mod rtcp_opener;
 pub mod sdp;
 pub mod sdpfrag;
 mod sealer;

@@ -6,10 +6,11 @@
 
 use super::keyframe_tap::KeyframeTap;
 use super::rtcp_figures::RtcpFigures;
+use super::rtcp_opener::{is_rtcp, RtcpOpener};
 use super::sdp;
 use super::sealer::{RtpSealer, SealProfile};
 use super::sent::SentStream;
-use super::srtp_keys::{KeyTap, MasterKeys};
+use super::srtp_keys::{KeyTap, Tapped};
 use super::twcc::{write_extension, SendHistory};
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
@@ -55,7 +56,7 @@ use rtc::sdp::extmap::{
 use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often Parley sends sender reports for the streams it seals itself.
@@ -213,9 +214,11 @@ pub struct Peer {
     figures: RtcpFigures,
     /// The connection's crypto provider, which learns the local SRTP master key.
     tap: Arc<KeyTap>,
-    keys: Arc<OnceLock<MasterKeys>>,
+    keys: Arc<Tapped>,
     /// Parley's own send path, once DTLS negotiated the profile it implements.
     sealer: Option<RtpSealer>,
+    /// Parley's own receive path for the viewer's SRTCP, once the keys are known.
+    opener: Option<RtcpOpener>,
     /// Where media goes: the selected ICE pair's remote address.
     media_addr: Option<SocketAddr>,
     next_report: Option<Instant>,
@@ -484,6 +487,7 @@ impl Peer {
             tap,
             keys,
             sealer: None,
+            opener: None,
             media_addr: None,
             next_report: None,
             history: SendHistory::new(now),
@@ -533,7 +537,18 @@ impl Peer {
     }
 
     /// Feeds one datagram from `from` to the connection.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, mut data: BytesMut) {
+        // A viewer's SRTCP, opened here rather than through the stack's pipeline (see
+        // `rtcp_opener`); what the opener does not take goes to the stack unchanged.
+        if let Some(opener) = self.opener.as_mut().filter(|_| is_rtcp(&data)) {
+            if let Some(n) = opener.open(&mut data) {
+                match rtc::rtcp::packet::unmarshal(&mut &data[..n]) {
+                    Ok(packets) => self.on_rtcp(&packets),
+                    Err(e) => tracing::debug!("RTCP from {from} not parsed: {e}"),
+                }
+                return;
+            }
+        }
         let msg = TaggedBytesMut {
             now,
             transport: Tuple {
@@ -823,13 +838,19 @@ impl Peer {
         let profile = report
             .transport()
             .and_then(|t| SealProfile::from_stats_name(&t.srtp_cipher));
-        let (Some(profile), Some(keys)) = (profile, self.keys.get()) else {
+        let (Some(profile), Some(keys)) = (profile, self.keys.local()) else {
             tracing::debug!("SRTP profile without Parley's send path; using the stack's");
             return;
         };
         match RtpSealer::new(self.tap.crypto(), profile, keys, self.slots.len()) {
             Ok(sealer) => self.sealer = Some(sealer),
             Err(e) => tracing::warn!("cannot start the SRTP send path: {e}"),
+        }
+        if let (SealProfile::AeadAes128Gcm, Some(remote)) = (profile, self.keys.remote()) {
+            match RtcpOpener::new(self.tap.crypto(), remote) {
+                Ok(opener) => self.opener = Some(opener),
+                Err(e) => tracing::warn!("cannot start the SRTCP receive path: {e}"),
+            }
         }
         self.refresh_media_addr();
     }

@@ -106,7 +106,7 @@ impl std::fmt::Debug for RtpSealer {
 
 /// RFC 3711 §4.3.1 with key derivation rate 0: the `out.len()` bytes of
 /// AES-CM(master key, (salt ⊕ label) ‖ counter).
-fn derive(
+pub(super) fn derive(
     crypto: &dyn RTCCrypto,
     keys: &MasterKeys,
     salt_len: usize,
@@ -251,7 +251,7 @@ mod tests {
             tap.crypto(),
         )
         .expect("context");
-        *seen.get().expect("the context derivation was seen")
+        *seen.local().expect("the context derivation was seen")
     }
 
     fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {

@@ -1,4 +1,5 @@
-//! Learns a connection's outbound SRTP master key, for Parley's own media send path.
+//! Learns a connection's SRTP master keys: the outbound one for Parley's own media send path,
+//! the inbound one for its own receive path of a viewer's RTCP.
 //!
 //! `rtc` 0.21 keeps a connection's SRTP contexts private and offers no keying-material export.
 //! It does let each connection use its own crypto provider, and SRTP key derivation (RFC 3711
@@ -6,7 +7,9 @@
 //! [`KeyTap`]: a provider that delegates everything to the default one and remembers the first
 //! block encryption it performs. `rtc` builds the local (sending) context first, and that
 //! context's first derivation is the SRTP encryption key (label 0, block 0), whose AES key is
-//! the local master key and whose input block starts with the local master salt.
+//! the local master key and whose input block starts with the local master salt. The remote
+//! (receiving) context comes next: the first block encryption under another key is its
+//! derivation, with the remote master key and salt.
 //!
 //! The tap only records; it never changes what the stack computes. It never logs key material.
 
@@ -32,7 +35,26 @@ impl std::fmt::Debug for MasterKeys {
     }
 }
 
-/// A per-connection crypto provider that remembers the local SRTP master key.
+/// A connection's master keys, once the DTLS handshake made them.
+#[derive(Debug, Default)]
+pub(crate) struct Tapped {
+    local: OnceLock<MasterKeys>,
+    remote: OnceLock<MasterKeys>,
+}
+
+impl Tapped {
+    /// The sending context's keys.
+    pub(crate) fn local(&self) -> Option<&MasterKeys> {
+        self.local.get()
+    }
+
+    /// The receiving context's keys.
+    pub(crate) fn remote(&self) -> Option<&MasterKeys> {
+        self.remote.get()
+    }
+}
+
+/// A per-connection crypto provider that remembers the SRTP master keys.
 pub(crate) struct KeyTap {
     inner: Arc<dyn RTCCryptoProvider>,
     crypto: TapCrypto,
@@ -40,13 +62,13 @@ pub(crate) struct KeyTap {
 
 struct TapCrypto {
     inner: Arc<dyn RTCCryptoProvider>,
-    seen: Arc<OnceLock<MasterKeys>>,
+    seen: Arc<Tapped>,
 }
 
 impl KeyTap {
-    /// A tap over `inner`, and the cell where the keys will appear after the DTLS handshake.
-    pub(crate) fn new(inner: Arc<dyn RTCCryptoProvider>) -> (Arc<Self>, Arc<OnceLock<MasterKeys>>) {
-        let seen = Arc::new(OnceLock::new());
+    /// A tap over `inner`, and where the keys will appear after the DTLS handshake.
+    pub(crate) fn new(inner: Arc<dyn RTCCryptoProvider>) -> (Arc<Self>, Arc<Tapped>) {
+        let seen = Arc::new(Tapped::default());
         let tap = Self {
             inner: inner.clone(),
             crypto: TapCrypto {
@@ -87,10 +109,19 @@ impl RTCCrypto for TapCrypto {
         key: &[u8],
         block: &mut [u8],
     ) -> Result<(), CryptoError> {
-        if self.seen.get().is_none() && algorithm == BlockCipherAlgorithm::Aes128 {
+        if self.seen.remote.get().is_none() && algorithm == BlockCipherAlgorithm::Aes128 {
             if let (Ok(key), Ok(block)) = (<[u8; 16]>::try_from(key), <[u8; 16]>::try_from(&*block))
             {
-                let _ = self.seen.set(MasterKeys { key, block });
+                let keys = MasterKeys { key, block };
+                match self.seen.local.get() {
+                    None => {
+                        let _ = self.seen.local.set(keys);
+                    }
+                    Some(local) if local.key != key => {
+                        let _ = self.seen.remote.set(keys);
+                    }
+                    Some(_) => {}
+                }
             }
         }
         self.inner.crypto().block_encrypt(algorithm, key, block)
@@ -164,7 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_the_first_aes128_block_and_changes_nothing() {
+    fn records_the_first_aes128_block_of_two_keys_and_changes_nothing() {
         let inner = rtc::crypto::default_provider().expect("provider");
         let (tap, seen) = KeyTap::new(inner.clone());
         let key = [7u8; 16];
@@ -182,8 +213,10 @@ mod tests {
         tap.crypto()
             .block_encrypt(BlockCipherAlgorithm::Aes128, &[9u8; 16], &mut c)
             .expect("encrypt");
-        let got = seen.get().expect("recorded");
+        let got = seen.local().expect("recorded");
         assert_eq!(got.key, key);
         assert_eq!(got.block, [1u8; 16], "the input block, before encryption");
+        let remote = seen.remote().expect("the next key's first block");
+        assert_eq!((remote.key, remote.block), ([9u8; 16], [2u8; 16]));
     }
 }
