@@ -6,7 +6,7 @@
 
 use super::keyframe_tap::KeyframeTap;
 use super::rtcp_figures::RtcpFigures;
-use super::rtcp_opener::{is_rtcp, RtcpOpener};
+use super::rtcp_opener::RtcpOpener;
 use super::sdp;
 use super::sealer::{RtpSealer, SealProfile};
 use super::sent::SentStream;
@@ -540,7 +540,7 @@ impl Peer {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, mut data: BytesMut) {
         // A viewer's SRTCP, opened here rather than through the stack's pipeline (see
         // `rtcp_opener`); what the opener does not take goes to the stack unchanged.
-        if let Some(opener) = self.opener.as_mut().filter(|_| is_rtcp(&data)) {
+        if let Some(opener) = self.opener.as_mut() {
             if let Some(n) = opener.open(&mut data) {
                 match rtc::rtcp::packet::unmarshal(&mut &data[..n]) {
                     Ok(packets) => self.on_rtcp(&packets),

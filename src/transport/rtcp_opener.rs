@@ -53,7 +53,7 @@ impl std::fmt::Debug for RtcpOpener {
 }
 
 /// Whether `data` looks like RTCP (RFC 5761 §4: payload types 192–223 after the version).
-pub fn is_rtcp(data: &[u8]) -> bool {
+fn is_rtcp(data: &[u8]) -> bool {
     data.len() >= HEADER_LEN && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
 }
 

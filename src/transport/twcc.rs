@@ -223,6 +223,31 @@ mod tests {
         }
     }
 
+    /// `n` receive deltas of 10 ms.
+    fn deltas(n: usize) -> Vec<RecvDelta> {
+        (0..n)
+            .map(|_| RecvDelta {
+                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                delta: 10_000,
+            })
+            .collect()
+    }
+
+    /// Feedback saying packets `base..base + n` arrived, 10 ms apart.
+    fn received_run(base: u16, n: u16) -> TransportLayerCc {
+        TransportLayerCc {
+            base_sequence_number: base,
+            packet_status_count: n,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                run_length: n,
+            })],
+            recv_deltas: deltas(usize::from(n)),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn feedback_becomes_reports_in_send_order_once() {
         let t0 = Instant::now();
@@ -231,23 +256,7 @@ mod tests {
             let seq = h.record(t0 + Duration::from_millis(10 * i), 1000 + i as usize);
             assert_eq!(u64::from(seq), i);
         }
-        let feedback = TransportLayerCc {
-            base_sequence_number: 1,
-            packet_status_count: 3,
-            reference_time: 0,
-            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
-                run_length: 3,
-            })],
-            recv_deltas: (0..3)
-                .map(|_| RecvDelta {
-                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                    delta: 10_000,
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let feedback = received_run(1, 3);
         let reports = h.reports(&feedback);
         let got: Vec<(u16, usize, u64)> = reports
             .iter()
@@ -281,34 +290,14 @@ mod tests {
                 symbol_size: SymbolSizeTypeTcc::TwoBit,
                 symbol_list: symbols,
             })],
-            recv_deltas: (0..2)
-                .map(|_| RecvDelta {
-                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                    delta: 10_000,
-                })
-                .collect(),
+            recv_deltas: deltas(2),
             ..Default::default()
         };
         let reports = h.reports(&feedback);
         assert_eq!(reports.len(), 2, "{reports:?}");
         assert!(reports.iter().all(|r| r.arrived));
         // The packets after them are still unreported: their own feedback counts.
-        let later = TransportLayerCc {
-            base_sequence_number: 2,
-            packet_status_count: 3,
-            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
-                run_length: 3,
-            })],
-            recv_deltas: (0..3)
-                .map(|_| RecvDelta {
-                    type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                    delta: 10_000,
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let later = received_run(2, 3);
         let reports = h.reports(&later);
         assert_eq!(reports.len(), 3);
         assert!(reports.iter().all(|r| r.arrived));
