@@ -242,7 +242,9 @@ async fn each_viewer_gets_the_one_layer_its_limits_allow_and_switches_on_keyfram
 
 #[tokio::test]
 async fn a_layer_that_stops_is_dropped_and_taken_up_again_when_it_resumes() {
-    let server = parley::start(Config::loopback()).await.expect("server");
+    // Liveness decides here, not the viewer's downlink estimate (which, on a busy machine,
+    // has passed the viewer through q on the way down).
+    let server = parley::start(limits_only()).await.expect("server");
     let base = server.base_url();
     let rids = names(&BROWSER_LAYERS);
     let publisher = publish_simulcast(&base, "drop", SimulcastOptions::browser_vp8())
