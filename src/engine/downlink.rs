@@ -129,11 +129,15 @@ impl Engine {
             return;
         };
         let Some(d) = session.downlink.as_deref_mut() else {
+            session.peer.clear_deliveries();
             return;
         };
         let before = d.estimator.estimate();
         match feedback {
-            Feedback::Twcc(reports) => d.estimator.on_twcc(now, &reports),
+            Feedback::Twcc => {
+                d.estimator.on_twcc(now, session.peer.deliveries());
+                session.peer.clear_deliveries();
+            }
             Feedback::Remb(bitrate) => d.estimator.on_remb(now, bitrate),
             Feedback::Loss(fraction) => d.estimator.on_loss(now, fraction, d.sent_rate),
         }

@@ -21,7 +21,7 @@
 //! sequences replay exactly in tests.
 
 use super::trendline::{Trendline, Usage};
-use rtc::interceptor::PacketReport;
+use crate::transport::Delivery;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -95,10 +95,10 @@ pub struct Estimator {
     estimate: f64,
     signal: Signal,
     trend: Trendline,
-    /// Delivered packets: (arrival on the receiver's clock, bytes), oldest first.
-    delivered: VecDeque<(Duration, u32)>,
-    /// Reported packets, delivered or lost: (departure, bytes), oldest first.
-    departed: VecDeque<(Instant, u32)>,
+    /// Delivered packets by arrival on the receiver's clock.
+    delivered: Window<Duration>,
+    /// Reported packets, delivered or lost, by departure.
+    departed: Window<Instant>,
     loss: f64,
     /// Whether the latest TWCC feedback read overuse or showed loss.
     congested: bool,
@@ -120,8 +120,8 @@ impl Estimator {
             estimate: bounds.initial.clamp(bounds.min, bounds.max) as f64,
             signal: Signal::Initial,
             trend: Trendline::default(),
-            delivered: VecDeque::with_capacity(256),
-            departed: VecDeque::with_capacity(256),
+            delivered: Window::default(),
+            departed: Window::default(),
             loss: 0.0,
             congested: false,
             last_twcc: None,
@@ -156,9 +156,8 @@ impl Estimator {
     /// What the link delivered over the last [`DELIVERED_WINDOW`], in bits per second, once
     /// the reports span most of it.
     fn delivered_rate(&self) -> Option<f64> {
-        let (first, _) = *self.delivered.front()?;
-        let (last, _) = *self.delivered.back()?;
-        window_rate(last.saturating_sub(first), &self.delivered)
+        self.delivered
+            .rate(|last, first| last.saturating_sub(first))
     }
 
     /// The most the link delivered in any [`BUSY_WINDOW`] of the last [`DELIVERED_WINDOW`],
@@ -168,16 +167,17 @@ impl Estimator {
         let mut best: Option<u64> = None;
         let mut bytes = 0u64;
         let mut start = 0;
-        for (end, &(at, size)) in self.delivered.iter().enumerate() {
+        let delivered = &self.delivered.packets;
+        for (end, &(at, size)) in delivered.iter().enumerate() {
             bytes += u64::from(size);
-            while let Some(&(first, first_size)) = self.delivered.get(start) {
+            while let Some(&(first, first_size)) = delivered.get(start) {
                 if at.saturating_sub(first) < BUSY_WINDOW || start == end {
                     break;
                 }
                 bytes -= u64::from(first_size);
                 start += 1;
             }
-            let (first, _) = self.delivered[start];
+            let (first, _) = delivered[start];
             if at.saturating_sub(first) >= BUSY_WINDOW / 2 {
                 best = Some(best.unwrap_or(0).max(bytes));
             }
@@ -188,9 +188,8 @@ impl Estimator {
     /// What left for the viewer over the last [`DELIVERED_WINDOW`] of reported packets (lost
     /// ones too), in bits per second, once they span most of it.
     fn departed_rate(&self) -> Option<f64> {
-        let (first, _) = *self.departed.front()?;
-        let (last, _) = *self.departed.back()?;
-        window_rate(last.saturating_duration_since(first), &self.departed)
+        self.departed
+            .rate(|last, first| last.saturating_duration_since(first))
     }
 
     /// Raises the estimate to at least `bps` (within the bounds): after a failed probe, the
@@ -201,27 +200,26 @@ impl Estimator {
     }
 
     /// TWCC feedback: the packets it reported on, in send order.
-    pub fn on_twcc(&mut self, now: Instant, reports: &[PacketReport]) {
+    pub fn on_twcc(&mut self, now: Instant, reports: &[Delivery]) {
         if reports.is_empty() {
             return;
         }
         let mut usage = self.trend.usage();
         let mut lost = 0usize;
         for r in reports {
-            self.departed.push_back((r.departure, r.size as u32));
+            self.departed.push(r.departure, r.size);
             match (r.arrived, r.arrival) {
                 (true, Some(at)) => {
-                    self.delivered.push_back((at, r.size as u32));
+                    self.delivered.push(at, r.size);
                     usage = self.trend.on_packet(r.departure, at);
                 }
                 (true, None) => {}
                 (false, _) => lost += 1,
             }
         }
-        trim(&mut self.delivered, |newest, at| newest.saturating_sub(at));
-        trim(&mut self.departed, |newest, at| {
-            newest.saturating_duration_since(at)
-        });
+        self.delivered.trim(|newest, at| newest.saturating_sub(at));
+        self.departed
+            .trim(|newest, at| newest.saturating_duration_since(at));
         let sample = lost as f64 / reports.len() as f64;
         self.loss = 0.5 * self.loss + 0.5 * sample;
         self.congested = usage == Usage::Over || sample >= CONGESTED_LOSS;
@@ -333,24 +331,55 @@ impl Estimator {
 /// `bytes` (timed packets, oldest first) over `span` in bits per second, the first packet's
 /// bytes left out (they arrived at the span's start); `None` while `span` is under half of
 /// [`DELIVERED_WINDOW`].
-fn window_rate<T>(span: Duration, packets: &VecDeque<(T, u32)>) -> Option<f64> {
-    if span < DELIVERED_WINDOW / 2 {
-        return None;
-    }
-    let bytes: u64 = packets.iter().skip(1).map(|(_, b)| u64::from(*b)).sum();
-    Some(bytes as f64 * 8.0 / span.as_secs_f64())
+/// Packets of the last [`DELIVERED_WINDOW`] with their byte total, kept as they come, so
+/// a rate costs nothing per feedback.
+struct Window<T> {
+    /// (time, bytes), oldest first.
+    packets: VecDeque<(T, u32)>,
+    bytes: u64,
 }
 
-/// Drops the packets older than [`DELIVERED_WINDOW`] before the newest (`age(newest, at)`).
-fn trim<T: Copy>(packets: &mut VecDeque<(T, u32)>, age: impl Fn(T, T) -> Duration) {
-    let Some(&(newest, _)) = packets.back() else {
-        return;
-    };
-    while packets
-        .front()
-        .is_some_and(|(at, _)| age(newest, *at) > DELIVERED_WINDOW)
-    {
-        packets.pop_front();
+impl<T> Default for Window<T> {
+    fn default() -> Self {
+        Window {
+            packets: VecDeque::with_capacity(256),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Copy> Window<T> {
+    fn push(&mut self, at: T, size: u32) {
+        self.packets.push_back((at, size));
+        self.bytes += u64::from(size);
+    }
+
+    /// Drops the packets older than [`DELIVERED_WINDOW`] before the newest
+    /// (`age(newest, at)`).
+    fn trim(&mut self, age: impl Fn(T, T) -> Duration) {
+        let Some(&(newest, _)) = self.packets.back() else {
+            return;
+        };
+        while let Some(&(at, size)) = self.packets.front() {
+            if age(newest, at) <= DELIVERED_WINDOW {
+                break;
+            }
+            self.packets.pop_front();
+            self.bytes -= u64::from(size);
+        }
+    }
+
+    /// Bits per second from the first packet to the last (`span(last, first)`), once that
+    /// spans most of the window. The first packet's bytes count as before the span.
+    fn rate(&self, span: impl Fn(T, T) -> Duration) -> Option<f64> {
+        let &(first, first_size) = self.packets.front()?;
+        let &(last, _) = self.packets.back()?;
+        let span = span(last, first);
+        if span < DELIVERED_WINDOW / 2 {
+            return None;
+        }
+        let bytes = self.bytes - u64::from(first_size);
+        Some(bytes as f64 * 8.0 / span.as_secs_f64())
     }
 }
 

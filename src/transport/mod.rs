@@ -25,6 +25,7 @@ pub use peer::{
 };
 pub use rtcp_figures::RtcpFigures;
 pub use sealer::SEAL_OVERHEAD;
+pub use twcc::Delivery;
 
 use rtc::crypto::{self, SignatureScheme};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};

@@ -11,7 +11,7 @@ use super::sdp;
 use super::sealer::{RtpSealer, SealProfile};
 use super::sent::SentStream;
 use super::srtp_keys::{KeyTap, Tapped};
-use super::twcc::{write_extension, SendHistory};
+use super::twcc::{is_feedback, write_extension, Delivery, SendHistory};
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
@@ -53,6 +53,7 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{
     ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
 };
+use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -191,8 +192,9 @@ pub enum PeerEvent {
 /// Downlink feedback from a viewer, for its estimator.
 #[derive(Debug)]
 pub enum Feedback {
-    /// Transport-wide congestion control: the packets reported on, in send order.
-    Twcc(Vec<rtc::interceptor::PacketReport>),
+    /// Transport-wide congestion control: the packets reported on wait in
+    /// [`Peer::deliveries`] (one event for all the feedback read until they are cleared).
+    Twcc,
     /// The viewer's own estimate (REMB), bits per second.
     Remb(f64),
     /// The mean fraction lost (0..1) over the video streams a receiver report covered.
@@ -224,6 +226,8 @@ pub struct Peer {
     next_report: Option<Instant>,
     /// Transport-wide numbering and send times of what Parley seals.
     history: SendHistory,
+    /// What TWCC feedback reported since the engine last took it; reused.
+    deliveries: Vec<Delivery>,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -491,6 +495,7 @@ impl Peer {
             media_addr: None,
             next_report: None,
             history: SendHistory::new(now),
+            deliveries: Vec::new(),
         })
     }
 
@@ -542,10 +547,7 @@ impl Peer {
         // `rtcp_opener`); what the opener does not take goes to the stack unchanged.
         if let Some(opener) = self.opener.as_mut() {
             if let Some(n) = opener.open(&mut data) {
-                match rtc::rtcp::packet::unmarshal(&mut &data[..n]) {
-                    Ok(packets) => self.on_rtcp(&packets),
-                    Err(e) => tracing::debug!("RTCP from {from} not parsed: {e}"),
-                }
+                self.on_plain_rtcp(from, &data[..n]);
                 return;
             }
         }
@@ -562,6 +564,59 @@ impl Peer {
         if let Err(e) = self.pc.handle_read(msg) {
             tracing::debug!("datagram from {from} rejected: {e}");
         }
+    }
+
+    /// A viewer's RTCP compound, opened: TWCC feedback is read straight from its bytes (the
+    /// most frequent packet by far); anything else goes through the stack's parser.
+    fn on_plain_rtcp(&mut self, from: SocketAddr, compound: &[u8]) {
+        let mut rest = compound;
+        let mut others = false;
+        while let [_, _, hi, lo, ..] = *rest {
+            let len = 4 * (usize::from(u16::from_be_bytes([hi, lo])) + 1);
+            let Some(packet) = rest.get(..len) else {
+                tracing::debug!("RTCP from {from} cut short");
+                return;
+            };
+            if is_feedback(packet) {
+                self.read_feedback(packet);
+            } else {
+                others = true;
+            }
+            rest = &rest[len..];
+        }
+        if !others {
+            return;
+        }
+        match rtc::rtcp::packet::unmarshal(&mut &compound[..]) {
+            Ok(mut packets) => {
+                packets.retain(|p| p.as_any().downcast_ref::<TransportLayerCc>().is_none());
+                self.on_rtcp(&packets);
+            }
+            Err(e) => tracing::debug!("RTCP from {from} not parsed: {e}"),
+        }
+    }
+
+    /// Reads one TWCC feedback packet into the deliveries the engine takes next.
+    fn read_feedback(&mut self, packet: &[u8]) {
+        let pending = !self.deliveries.is_empty();
+        match self.history.read_feedback(packet, &mut self.deliveries) {
+            Ok(n) if n > 0 && !pending => {
+                self.events.push_back(PeerEvent::Downlink(Feedback::Twcc))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("TWCC feedback not read: {e}"),
+        }
+    }
+
+    /// The packets TWCC feedback reported on since [`Peer::clear_deliveries`], in send
+    /// order within each feedback.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.deliveries
+    }
+
+    /// Forgets the deliveries read so far (the next feedback raises a new event).
+    pub fn clear_deliveries(&mut self) {
+        self.deliveries.clear();
     }
 
     /// Takes the next datagram to send.
@@ -650,10 +705,11 @@ impl Peer {
                 self.events.push_back(PeerEvent::KeyframeRequest { slot });
             }
             if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
-                let reports = self.history.reports(cc);
-                if !reports.is_empty() {
-                    self.events
-                        .push_back(PeerEvent::Downlink(Feedback::Twcc(reports)));
+                // From the stack's path (a connection Parley does not open SRTCP for): read
+                // as the opened path reads it.
+                match cc.marshal() {
+                    Ok(raw) => self.read_feedback(&raw),
+                    Err(e) => tracing::debug!("TWCC feedback not re-read: {e}"),
                 }
             }
             if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {

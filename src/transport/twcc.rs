@@ -6,19 +6,48 @@
 //! packet as it is sealed (the transport-wide-cc header extension), stamps abs-send-time
 //! (for receivers that estimate themselves and send REMB), and remembers when each packet
 //! left and how large it was, in a fixed ring. A TWCC feedback packet then becomes the
-//! per-packet reports the estimator reads ([`SendHistory::reports`]).
+//! [`Delivery`] records the estimator reads ([`SendHistory::read_feedback`]), parsed straight
+//! from the feedback's bytes into a buffer the connection reuses: a viewer sends one about
+//! every 50 ms, so nothing on this path allocates.
 //!
 //! The stamps go into extension elements the slot's header already holds (placeholders
 //! written by the forwarder); [`write_extension`] finds an element by id in a marshalled
 //! header, in either the one-byte or the two-byte form (RFC 8285).
 
-use rtc::interceptor::{convert_twcc, PacketReport};
-use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
-use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use std::time::{Duration, Instant};
 
 /// Packets remembered per connection: about four seconds at 2.5 Mbit/s.
 const HISTORY: usize = 1024;
+
+/// RTCP payload type of transport-layer feedback, and the format of TWCC within it.
+const RTPFB: u8 = 205;
+const TWCC_FMT: u8 = 15;
+
+/// Bytes before the first status chunk: RTCP header, two SSRCs, base sequence number,
+/// status count, reference time and feedback count.
+const FIXED: usize = 20;
+
+/// Status symbols (a one-bit vector's 1 is a small delta too).
+const NOT_RECEIVED: u8 = 0;
+const SMALL_DELTA: u8 = 1;
+const LARGE_DELTA: u8 = 2;
+
+/// The reference time counts these; receive deltas count [`DELTA_UNIT`]s.
+const REFERENCE_TICK: Duration = Duration::from_millis(64);
+const DELTA_UNIT: Duration = Duration::from_micros(250);
+
+/// One packet a TWCC feedback reported on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// When it left (this side's clock).
+    pub departure: Instant,
+    /// Whether it arrived.
+    pub arrived: bool,
+    /// When it arrived, on the receiver's clock, if the feedback says.
+    pub arrival: Option<Duration>,
+    /// Its size in bytes, as sealed.
+    pub size: u32,
+}
 
 /// One sealed packet: its transport-wide number, when it left (µs after the history's
 /// epoch) and its size. `size == 0`: empty or already reported.
@@ -33,8 +62,6 @@ struct Sent {
 pub struct SendHistory {
     epoch: Instant,
     next: u16,
-    /// Counts every number handed out, for a report id that does not wrap.
-    issued: u64,
     ring: Box<[Sent; HISTORY]>,
 }
 
@@ -44,7 +71,6 @@ impl SendHistory {
         SendHistory {
             epoch,
             next: 0,
-            issued: 0,
             ring: Box::new([Sent::default(); HISTORY]),
         }
     }
@@ -53,7 +79,6 @@ impl SendHistory {
     pub fn record(&mut self, now: Instant, size: usize) -> u16 {
         let seq = self.next;
         self.next = seq.wrapping_add(1);
-        self.issued += 1;
         let micros = now.saturating_duration_since(self.epoch).as_micros() as u32;
         self.ring[usize::from(seq) % HISTORY] = Sent {
             seq,
@@ -73,41 +98,130 @@ impl SendHistory {
         [(v >> 16) as u8, (v >> 8) as u8, v as u8]
     }
 
-    /// The reports one TWCC feedback gives: each packet it names that this history still
-    /// holds and has not reported, in send order. Only the first `packet_status_count`
-    /// statuses name packets: libwebrtc pads its last status vector chunk with "not received"
-    /// symbols, which `convert_twcc` reads as packets lost (and would mark reported before
-    /// their real report came).
-    pub fn reports(&mut self, feedback: &TransportLayerCc) -> Vec<PacketReport> {
-        let newest = self.next.wrapping_sub(1);
-        let mut out: Vec<PacketReport> = convert_twcc(feedback)
-            .into_iter()
-            .take(usize::from(feedback.packet_status_count))
-            .filter_map(|ack| {
-                let entry = &mut self.ring[usize::from(ack.sequence_number) % HISTORY];
-                if entry.size == 0 || entry.seq != ack.sequence_number {
-                    return None;
-                }
-                let size = usize::from(entry.size);
-                entry.size = 0;
-                let behind = u64::from(newest.wrapping_sub(ack.sequence_number));
-                Some(PacketReport {
-                    ssrc: 0,
-                    id: self.issued.saturating_sub(1 + behind),
-                    rtp_sequence_number: 0,
-                    is_twcc: true,
-                    twcc_sequence_number: ack.sequence_number,
-                    size,
-                    arrived: ack.arrived,
-                    departure: self.epoch + Duration::from_micros(u64::from(entry.micros)),
-                    arrival: ack.arrival,
-                    ecn: Ecn::NotEct,
-                })
-            })
-            .collect();
-        out.sort_unstable_by_key(|r| r.id);
-        out
+    /// Reads one TWCC feedback packet (`packet`: its RTCP header onwards, as long as its
+    /// length field says) and appends a [`Delivery`] for each packet it reports on that this
+    /// history still holds and has not reported yet, in send order, marking them reported.
+    /// Only the first `packet_status_count` statuses count: libwebrtc pads its last status
+    /// vector with "not received" symbols that name no packet. Returns how many were
+    /// appended, or why the packet was not read (nothing is appended then).
+    pub fn read_feedback(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize, FeedbackError> {
+        if !is_feedback(packet) {
+            return Err(FeedbackError::NotTwcc);
+        }
+        let fixed = packet.get(..FIXED).ok_or(FeedbackError::Short)?;
+        let base = u16::from_be_bytes([fixed[12], fixed[13]]);
+        let count = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+        let reference = u32::from_be_bytes([0, fixed[16], fixed[17], fixed[18]]);
+        // The chunks come first; the deltas follow the last chunk that holds a status.
+        let chunks = &packet[FIXED..];
+        let (mut covered, mut chunk_bytes) = (0usize, 0usize);
+        while covered < count {
+            let c = chunks
+                .get(chunk_bytes..chunk_bytes + 2)
+                .ok_or(FeedbackError::Short)?;
+            covered += Chunk(u16::from_be_bytes([c[0], c[1]])).len();
+            chunk_bytes += 2;
+        }
+        let mut deltas = &chunks[chunk_bytes..];
+        let first = out.len();
+        let mut arrival = REFERENCE_TICK * reference;
+        let mut seq = base;
+        let mut left = count;
+        for c in chunks[..chunk_bytes].chunks_exact(2) {
+            let chunk = Chunk(u16::from_be_bytes([c[0], c[1]]));
+            let n = chunk.len().min(left);
+            for i in 0..n {
+                let symbol = chunk.symbol(i);
+                let delta = match (symbol, deltas) {
+                    (SMALL_DELTA, [d, rest @ ..]) => {
+                        deltas = rest;
+                        Some(i32::from(*d))
+                    }
+                    (LARGE_DELTA, [hi, lo, rest @ ..]) => {
+                        deltas = rest;
+                        Some(i32::from(i16::from_be_bytes([*hi, *lo])))
+                    }
+                    _ => None,
+                };
+                // A delta may be negative (packets reported out of order); a received
+                // packet without one arrived at an unknown time.
+                let at = delta.map(|d| {
+                    let step = DELTA_UNIT * d.unsigned_abs();
+                    arrival = if d < 0 {
+                        arrival.saturating_sub(step)
+                    } else {
+                        arrival + step
+                    };
+                    arrival
+                });
+                self.report(seq, symbol != NOT_RECEIVED, at, out);
+                seq = seq.wrapping_add(1);
+            }
+            left -= n;
+        }
+        Ok(out.len() - first)
     }
+
+    /// Appends the delivery of `seq` if this history holds it unreported, and marks it
+    /// reported.
+    fn report(&mut self, seq: u16, arrived: bool, at: Option<Duration>, out: &mut Vec<Delivery>) {
+        let entry = &mut self.ring[usize::from(seq) % HISTORY];
+        if entry.size == 0 || entry.seq != seq {
+            return;
+        }
+        out.push(Delivery {
+            departure: self.epoch + Duration::from_micros(u64::from(entry.micros)),
+            arrived,
+            arrival: at.filter(|_| arrived),
+            size: u32::from(entry.size),
+        });
+        entry.size = 0;
+    }
+}
+
+/// Whether one RTCP packet (its header onwards) is a TWCC feedback.
+pub fn is_feedback(packet: &[u8]) -> bool {
+    matches!(packet, [first, RTPFB, ..] if first >> 6 == 2 && first & 0x1f == TWCC_FMT)
+}
+
+/// One packet status chunk: a run of one symbol, or a vector of 14 one-bit or 7 two-bit
+/// symbols.
+#[derive(Clone, Copy)]
+struct Chunk(u16);
+
+impl Chunk {
+    /// How many statuses it holds.
+    fn len(self) -> usize {
+        match self.0 >> 14 {
+            0 | 1 => usize::from(self.0 & 0x1fff),
+            2 => 14,
+            _ => 7,
+        }
+    }
+
+    /// Its `i`-th status, as a two-bit symbol.
+    fn symbol(self, i: usize) -> u8 {
+        match self.0 >> 14 {
+            0 | 1 => ((self.0 >> 13) & 0x3) as u8,
+            2 => ((self.0 >> (13 - i)) & 0x1) as u8,
+            _ => ((self.0 >> (12 - 2 * i)) & 0x3) as u8,
+        }
+    }
+}
+
+/// Why a TWCC feedback packet was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedbackError {
+    /// Not an RTCP version 2 packet of payload type 205, format 15.
+    #[error("not a transport-wide congestion control feedback")]
+    NotTwcc,
+    /// Shorter than its fixed part or its status chunks.
+    #[error("feedback cut short")]
+    Short,
 }
 
 /// Writes `value` over the data of header extension element `id` in the RTP header that
@@ -166,157 +280,4 @@ pub fn write_extension(packet: &mut [u8], header_len: usize, id: u8, value: &[u8
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
-        PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, StatusVectorChunk,
-        SymbolSizeTypeTcc, SymbolTypeTcc,
-    };
-    use rtc::rtp::header::{Extension, Header};
-    use rtc::shared::marshal::{Marshal, Unmarshal};
-
-    fn header(profile: u16, extensions: &[(u8, &'static [u8])]) -> Vec<u8> {
-        let h = Header {
-            version: 2,
-            extension: true,
-            extension_profile: profile,
-            extensions: extensions
-                .iter()
-                .map(|(id, v)| Extension {
-                    id: *id,
-                    payload: bytes::Bytes::from_static(v),
-                })
-                .collect(),
-            ssrc: 7,
-            ..Default::default()
-        };
-        h.marshal().expect("header").to_vec()
-    }
-
-    #[test]
-    fn extensions_are_found_in_both_forms() {
-        for profile in [0xbede, 0x1000] {
-            let mut buf = header(profile, &[(3, b"\x01"), (5, b"\0\0"), (2, b"\0\0\0")]);
-            let len = buf.len();
-            assert!(
-                write_extension(&mut buf, len, 5, &[0xab, 0xcd]),
-                "{profile:x}"
-            );
-            assert!(write_extension(&mut buf, len, 2, &[1, 2, 3]));
-            assert!(
-                !write_extension(&mut buf, len, 5, &[1, 2, 3]),
-                "wrong length"
-            );
-            assert!(!write_extension(&mut buf, len, 9, &[1]), "absent");
-            let back = Header::unmarshal(&mut &buf[..]).expect("parse");
-            assert_eq!(back.get_extension(5).as_deref(), Some(&[0xab, 0xcd][..]));
-            assert_eq!(back.get_extension(2).as_deref(), Some(&[1, 2, 3][..]));
-            assert_eq!(back.get_extension(3).as_deref(), Some(&[1][..]));
-        }
-        let mut none = header(0xbede, &[]);
-        none[0] &= !0x10;
-        let len = none.len();
-        assert!(!write_extension(&mut none, len, 1, &[1]));
-        for cut in 0..len {
-            let mut short = header(0xbede, &[(5, b"\0\0")]);
-            let _ = write_extension(&mut short[..cut], cut, 5, &[1, 2]);
-        }
-    }
-
-    /// `n` receive deltas of 10 ms.
-    fn deltas(n: usize) -> Vec<RecvDelta> {
-        (0..n)
-            .map(|_| RecvDelta {
-                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                delta: 10_000,
-            })
-            .collect()
-    }
-
-    /// Feedback saying packets `base..base + n` arrived, 10 ms apart.
-    fn received_run(base: u16, n: u16) -> TransportLayerCc {
-        TransportLayerCc {
-            base_sequence_number: base,
-            packet_status_count: n,
-            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
-                run_length: n,
-            })],
-            recv_deltas: deltas(usize::from(n)),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn feedback_becomes_reports_in_send_order_once() {
-        let t0 = Instant::now();
-        let mut h = SendHistory::new(t0);
-        for i in 0..5u64 {
-            let seq = h.record(t0 + Duration::from_millis(10 * i), 1000 + i as usize);
-            assert_eq!(u64::from(seq), i);
-        }
-        let feedback = received_run(1, 3);
-        let reports = h.reports(&feedback);
-        let got: Vec<(u16, usize, u64)> = reports
-            .iter()
-            .map(|r| (r.twcc_sequence_number, r.size, r.id))
-            .collect();
-        assert_eq!(got, vec![(1, 1001, 1), (2, 1002, 2), (3, 1003, 3)]);
-        assert_eq!(reports[0].departure, t0 + Duration::from_millis(10));
-        assert!(reports.iter().all(|r| r.arrived));
-        assert!(
-            h.reports(&feedback).is_empty(),
-            "each packet is reported once"
-        );
-    }
-
-    #[test]
-    fn the_padding_of_a_last_status_vector_names_no_packet() {
-        // As libwebrtc writes it: two packets received, then twelve padding symbols.
-        let t0 = Instant::now();
-        let mut h = SendHistory::new(t0);
-        for i in 0..5u64 {
-            h.record(t0 + Duration::from_millis(10 * i), 1000);
-        }
-        let mut symbols = vec![SymbolTypeTcc::PacketReceivedSmallDelta; 2];
-        symbols.resize(14, SymbolTypeTcc::PacketNotReceived);
-        let feedback = TransportLayerCc {
-            base_sequence_number: 0,
-            packet_status_count: 2,
-            reference_time: 0,
-            packet_chunks: vec![PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
-                type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
-                symbol_size: SymbolSizeTypeTcc::TwoBit,
-                symbol_list: symbols,
-            })],
-            recv_deltas: deltas(2),
-            ..Default::default()
-        };
-        let reports = h.reports(&feedback);
-        assert_eq!(reports.len(), 2, "{reports:?}");
-        assert!(reports.iter().all(|r| r.arrived));
-        // The packets after them are still unreported: their own feedback counts.
-        let later = received_run(2, 3);
-        let reports = h.reports(&later);
-        assert_eq!(reports.len(), 3);
-        assert!(reports.iter().all(|r| r.arrived));
-    }
-
-    #[test]
-    fn abs_send_time_is_six_dot_eighteen_seconds() {
-        let t0 = Instant::now();
-        let h = SendHistory::new(t0);
-        assert_eq!(h.abs_send_time(t0), [0, 0, 0]);
-        assert_eq!(h.abs_send_time(t0 + Duration::from_secs(1)), [0x04, 0, 0]);
-        assert_eq!(
-            h.abs_send_time(t0 + Duration::from_millis(500)),
-            [0x02, 0, 0]
-        );
-        assert_eq!(
-            h.abs_send_time(t0 + Duration::from_secs(64)),
-            [0, 0, 0],
-            "wraps"
-        );
-    }
-}
+mod tests;

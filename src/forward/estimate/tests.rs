@@ -1,14 +1,12 @@
 //! Tests of `forward::estimate`: feedback from a simulated bottleneck, replayed exactly.
 
 use super::*;
-use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
 /// A bottleneck of `capacity` bits per second with a `queue` drop-tail buffer and a fixed
 /// 20 ms delay, fed at `rate` by 1,000-byte packets; the estimator hears about each 100 ms
 /// of traffic 100 ms later. Returns the estimate after each feedback.
 struct Link {
     t0: Instant,
-    id: u64,
     free_at: Duration,
     queue: Duration,
 }
@@ -17,7 +15,7 @@ impl Link {
     fn new(t0: Instant, queue: Duration) -> Self {
         Link {
             t0,
-            id: 0,
+
             free_at: Duration::ZERO,
             queue,
         }
@@ -46,19 +44,12 @@ impl Link {
             if arrived {
                 self.free_at = start + serialize;
             }
-            batch.push(PacketReport {
-                ssrc: 1,
-                id: self.id,
-                rtp_sequence_number: self.id as u16,
-                is_twcc: true,
-                twcc_sequence_number: self.id as u16,
-                size,
+            batch.push(Delivery {
+                size: size as u32,
                 arrived,
                 departure: self.t0 + at,
                 arrival: arrived.then(|| self.free_at + Duration::from_millis(20)),
-                ecn: Ecn::NotEct,
             });
-            self.id += 1;
             at += gap;
             if at >= next_feedback {
                 e.on_twcc(self.t0 + at + Duration::from_millis(40), &batch);
