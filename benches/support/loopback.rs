@@ -145,7 +145,7 @@ fn connect(
         let mut moved = false;
         while let Some(out) = client.poll_write() {
             assert_eq!(out.transport.peer_addr, server_addr);
-            server.handle_datagram(*now, client_addr, out.message);
+            server.handle_datagram(*now, client_addr, &mut out.message.to_vec());
             moved = true;
         }
         while let Some((to, message)) = server.poll_transmit() {

@@ -12,8 +12,7 @@ use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
 use crate::forward::slot::{write_packet, Skip};
 use crate::metrics::{self, Levels, Metrics, Tally};
-use crate::transport::{MediaKind, PeerEvent, PeerState, TransportContext};
-use bytes::BytesMut;
+use crate::transport::{Fed, MediaKind, PeerEvent, PeerState, TransportContext};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +45,9 @@ pub(super) struct Engine {
     deadlines: HashMap<SessionKey, Instant>,
     dirty: Vec<SessionKey>,
     dirty_set: HashSet<SessionKey>,
+    /// Sessions with events Parley raised itself from what it read without the stack (a
+    /// viewer's TWCC feedback, most often): their stack has nothing new to collect.
+    own_events: Vec<SessionKey>,
     pub(super) next_key: SessionKey,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Tally,
@@ -70,6 +72,15 @@ fn kind_index(kind: MediaKind) -> usize {
         MediaKind::Audio => 0,
         MediaKind::Video => 1,
     }
+}
+
+/// Whose events [`Engine::drain_events`] collects.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Only those Parley raised itself.
+    Own,
+    /// The stack's too.
+    All,
 }
 
 impl Engine {
@@ -105,6 +116,7 @@ impl Engine {
             deadlines: HashMap::new(),
             dirty: Vec::new(),
             dirty_set: HashSet::new(),
+            own_events: Vec::new(),
             next_key: 1,
         }
     }
@@ -138,10 +150,10 @@ impl Engine {
                 },
                 res = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = res {
-                        self.on_datagram(Instant::now(), from, &buf[..n]);
+                        self.on_datagram(Instant::now(), from, &mut buf[..n]);
                         for _ in 1..READ_BATCH {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.on_datagram(Instant::now(), from, &buf[..n]),
+                                Ok((n, from)) => self.on_datagram(Instant::now(), from, &mut buf[..n]),
                                 Err(_) => break,
                             }
                         }
@@ -214,7 +226,7 @@ impl Engine {
         }
     }
 
-    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
         self.tally.udp_in.0 += 1;
         self.tally.udp_in.1 += data.len() as u64;
         if data.len() > MAX_DATAGRAM {
@@ -229,10 +241,11 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        session
-            .peer
-            .handle_datagram(now, from, BytesMut::from(data));
-        self.mark(key);
+        match session.peer.handle_datagram(now, from, data) {
+            Fed::Stack => self.mark(key),
+            // Duplicates are harmless: a second look finds no more events.
+            Fed::Parley => self.own_events.push(key),
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -375,11 +388,20 @@ impl Engine {
     /// Drains every session touched since the last drain: events, RTP fan-out, datagrams out,
     /// and the next timer.
     fn drain(&mut self) {
+        // First what Parley read itself: handling it may mark sessions for the full walk.
+        let mut own = std::mem::take(&mut self.own_events);
+        for &key in &own {
+            if !self.dirty_set.contains(&key) {
+                self.drain_events(key, Source::Own);
+            }
+        }
+        own.clear();
+        self.own_events = own;
         let mut i = 0;
         while i < self.dirty.len() {
             let key = self.dirty[i];
             i += 1;
-            self.drain_events(key);
+            self.drain_events(key, Source::All);
         }
         // Nothing below marks a session, so the list is walked in place and kept for reuse
         // (taking it would allocate a new one every input batch).
@@ -401,12 +423,16 @@ impl Engine {
         self.flush_outgoing();
     }
 
-    fn drain_events(&mut self, key: SessionKey) {
+    fn drain_events(&mut self, key: SessionKey, source: Source) {
         loop {
             let Some(session) = self.sessions.get_mut(&key) else {
                 return;
             };
-            let Some(event) = session.peer.poll_event() else {
+            let event = match source {
+                Source::Own => session.peer.poll_own_event(),
+                Source::All => session.peer.poll_event(),
+            };
+            let Some(event) = event else {
                 return;
             };
             match event {

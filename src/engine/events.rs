@@ -188,7 +188,7 @@ impl Engine {
                 .and_then(|k| room.name_of(k))
                 .map(str::to_owned),
         });
-        snapshot.extend(self.layer_events(key).into_iter().map(|(_, e, _)| e));
+        snapshot.extend(self.layer_events(key));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER.max(snapshot.len() + 16));
         for e in &snapshot {
             let _ = tx.try_send(e.encode());

@@ -19,6 +19,7 @@ use crate::forward::selector::{self, Preferences, Reason, Step, Switch};
 use crate::forward::slot::LegParams;
 use crate::metrics::SwitchReason;
 use crate::transport::MediaKind;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 impl Engine {
@@ -386,21 +387,28 @@ impl Engine {
 
     /// Sends each viewer's slots' `layers` event where it changed.
     fn report_layers(&mut self, room: &str, only: Option<SessionKey>) {
-        let viewers = self.room_viewers(room, only);
-        for viewer in viewers {
-            let events = self.layer_events(viewer);
-            for (slot, event, signature) in events {
-                let Some(session) = self.sessions.get_mut(&viewer) else {
-                    break;
-                };
-                let Some(l) = session.slot_layers.get_mut(slot) else {
+        for viewer in self.room_viewers(room, only) {
+            let Some(session) = self.sessions.get(&viewer) else {
+                continue;
+            };
+            for slot in 0..session.peer.slots().len() {
+                let Some(signature) = self.layer_signature(viewer, slot) else {
                     continue;
                 };
-                if l.reported.as_deref() == Some(signature.as_str()) {
+                let Some(l) = self
+                    .sessions
+                    .get_mut(&viewer)
+                    .and_then(|s| s.slot_layers.get_mut(slot))
+                else {
+                    continue;
+                };
+                if l.reported == Some(signature) {
                     continue;
                 }
                 l.reported = Some(signature);
-                self.emit_to(viewer, &event);
+                if let Some(event) = self.layer_event(viewer, slot) {
+                    self.emit_to(viewer, &event);
+                }
             }
         }
     }
@@ -443,61 +451,89 @@ impl Engine {
 
     /// The `layers` event of each video slot of a viewer, with a signature that leaves out
     /// measured bitrates (which change every second).
-    pub(super) fn layer_events(&self, viewer: SessionKey) -> Vec<(usize, RoomEvent, String)> {
-        let Some(session) = self.sessions.get(&viewer) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (slot, s) in session.peer.slots().iter().enumerate() {
-            if s.kind != MediaKind::Video {
-                continue;
-            }
-            let layers = session.forwarders[slot]
-                .source()
-                .map(|sid| {
-                    let (publisher, track, _) = source_parts(sid);
-                    self.live_layers(publisher, track)
-                })
-                .unwrap_or_default();
-            let active = self.active_layer(viewer, slot);
-            let paused = session.forwarders[slot].paused();
-            let reason = session
-                .slot_layers
-                .get(slot)
-                .map(|l| l.reason)
-                .filter(|r| !r.is_empty())
-                .unwrap_or("highest");
-            let estimate = session
-                .downlink
-                .as_ref()
-                .filter(|d| !d.unmanaged(Instant::now()))
-                .map(|d| d.estimator.estimate());
-            // The estimate moves all the time: report it again when it moved by a fifth.
-            let estimate_step = estimate.map(|e| ((e.max(1) as f64).ln() / 1.2f64.ln()) as i64);
-            let signature = format!(
-                "{:?}|{:?}|{paused}|{reason}|{estimate_step:?}",
-                active
-                    .as_ref()
-                    .map(|a| (a.index, a.temporal_layer_id, a.width, a.height)),
-                layers
-                    .iter()
-                    .map(|l| (l.index, l.spatial_layer_id, l.width, l.height))
-                    .collect::<Vec<_>>()
-            );
-            out.push((
-                slot,
-                RoomEvent::Layers {
-                    mid: s.mid.clone(),
-                    active,
-                    layers,
-                    paused,
-                    reason,
-                    estimate,
-                },
-                signature,
-            ));
+    /// The `layers` events of every video slot of a viewer (its snapshot on connecting).
+    pub(super) fn layer_events(&self, viewer: SessionKey) -> Vec<RoomEvent> {
+        let slots = self
+            .sessions
+            .get(&viewer)
+            .map_or(0, |s| s.peer.slots().len());
+        (0..slots)
+            .filter_map(|slot| self.layer_event(viewer, slot))
+            .collect()
+    }
+
+    /// The estimate a viewer's `layers` events show: none while it is unmanaged.
+    fn shown_estimate(&self, viewer: SessionKey) -> Option<u64> {
+        self.sessions
+            .get(&viewer)?
+            .downlink
+            .as_ref()
+            .filter(|d| !d.unmanaged(Instant::now()))
+            .map(|d| d.estimator.estimate())
+    }
+
+    /// What a video slot's `layers` event would say, hashed without building it: its event
+    /// goes out again only when this changes. The estimate moves all the time, so it counts
+    /// only when it moved by a fifth. `None` for audio.
+    fn layer_signature(&self, viewer: SessionKey, slot: usize) -> Option<u64> {
+        let session = self.sessions.get(&viewer)?;
+        if session.peer.slots().get(slot)?.kind != MediaKind::Video {
+            return None;
         }
-        out
+        let forwarder = session.forwarders.get(slot)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.active_layer(viewer, slot)
+            .map(|a| (a.index, a.temporal_layer_id, a.width, a.height))
+            .hash(&mut h);
+        let source = forwarder.source().map(source_parts);
+        source
+            .map(|(publisher, track, _)| (publisher, track))
+            .hash(&mut h);
+        if let Some(set) =
+            source.and_then(|(publisher, track, _)| self.track_layers(publisher, track))
+        {
+            for (i, l) in set.layers().iter().enumerate().filter(|(_, l)| l.live) {
+                (i, l.spatial, l.size).hash(&mut h);
+            }
+        }
+        forwarder.paused().hash(&mut h);
+        session.slot_layers.get(slot).map(|l| l.reason).hash(&mut h);
+        self.shown_estimate(viewer)
+            .map(|e| ((e.max(1) as f64).ln() / 1.2f64.ln()) as i64)
+            .hash(&mut h);
+        Some(h.finish())
+    }
+
+    /// A video slot's `layers` event: the layers of its track, the one it plays, whether it
+    /// is paused and why it plays what it plays.
+    fn layer_event(&self, viewer: SessionKey, slot: usize) -> Option<RoomEvent> {
+        let session = self.sessions.get(&viewer)?;
+        let s = session.peer.slots().get(slot)?;
+        if s.kind != MediaKind::Video {
+            return None;
+        }
+        let forwarder = session.forwarders.get(slot)?;
+        let layers = forwarder
+            .source()
+            .map(|sid| {
+                let (publisher, track, _) = source_parts(sid);
+                self.live_layers(publisher, track)
+            })
+            .unwrap_or_default();
+        let reason = session
+            .slot_layers
+            .get(slot)
+            .map(|l| l.reason)
+            .filter(|r| !r.is_empty())
+            .unwrap_or("highest");
+        Some(RoomEvent::Layers {
+            mid: s.mid.clone(),
+            active: self.active_layer(viewer, slot),
+            layers,
+            paused: forwarder.paused(),
+            reason,
+            estimate: self.shown_estimate(viewer),
+        })
     }
 }
 

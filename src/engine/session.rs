@@ -128,8 +128,8 @@ pub(super) struct SlotLayers {
     pub prefs: Preferences,
     /// The switch in progress.
     pub switch: Switch,
-    /// The last `layers` event sent for the slot, to send only changes.
-    pub reported: Option<String>,
+    /// The signature of the last `layers` event sent for the slot, to send only changes.
+    pub reported: Option<u64>,
     /// The spatial rank of the layer the slot plays, once it plays one.
     pub active_spatial: Option<u8>,
     /// The participants last reported as left out of the slot for their codec.

@@ -20,7 +20,7 @@ mod twcc;
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
 pub use peer::{
-    Codec, Feedback, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent,
+    Codec, Fed, Feedback, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent,
     PeerState, MAX_LAYERS,
 };
 pub use rtcp_figures::RtcpFigures;

@@ -189,6 +189,15 @@ pub enum PeerEvent {
     },
 }
 
+/// Who read a datagram (see [`Peer::handle_datagram`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fed {
+    /// The WebRTC stack.
+    Stack,
+    /// Parley alone: the stack has nothing new.
+    Parley,
+}
+
 /// Downlink feedback from a viewer, for its estimator.
 #[derive(Debug)]
 pub enum Feedback {
@@ -541,15 +550,15 @@ impl Peer {
         self.state
     }
 
-    /// Feeds one datagram from `from` to the connection.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, mut data: BytesMut) {
+    /// Feeds one datagram from `from` to the connection. `data` may be changed in place.
+    /// Returns whether the stack took it, so has output, events or timers to collect; when
+    /// not, Parley read it itself and only [`Peer::poll_own_event`] has news.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Fed {
         // A viewer's SRTCP, opened here rather than through the stack's pipeline (see
         // `rtcp_opener`); what the opener does not take goes to the stack unchanged.
-        if let Some(opener) = self.opener.as_mut() {
-            if let Some(n) = opener.open(&mut data) {
-                self.on_plain_rtcp(from, &data[..n]);
-                return;
-            }
+        if let Some(n) = self.opener.as_mut().and_then(|o| o.open(data)) {
+            self.on_plain_rtcp(from, &data[..n]);
+            return Fed::Parley;
         }
         let msg = TaggedBytesMut {
             now,
@@ -559,11 +568,12 @@ impl Peer {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: data,
+            message: BytesMut::from(&data[..]),
         };
         if let Err(e) = self.pc.handle_read(msg) {
             tracing::debug!("datagram from {from} rejected: {e}");
         }
+        Fed::Stack
     }
 
     /// A viewer's RTCP compound, opened: TWCC feedback is read straight from its bytes (the
@@ -624,6 +634,11 @@ impl Peer {
         self.pc
             .poll_write()
             .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    /// Takes the next event Parley raised itself (from what it read without the stack).
+    pub fn poll_own_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
     }
 
     /// Takes the next event: state changes, opened tracks, RTP, keyframe requests.
