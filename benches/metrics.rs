@@ -39,7 +39,7 @@ fn per_packet(c: &mut Criterion) {
                     latency.observe(0.000_2);
                 }
                 let start = std::time::Instant::now();
-                metrics.flush(&mut t, &levels);
+                metrics.flush(0, &mut t, &levels);
                 latency.flush();
                 total += start.elapsed();
             }

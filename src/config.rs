@@ -65,8 +65,14 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MAX_PARTICIPANTS_PER_ROOM", default_value_t = 500)]
     pub max_participants_per_room: usize,
 
-    /// Threads that hand forwarded media to the kernel (the engine seals the copies and
-    /// these send them, each for its share of the viewers); 0 means one per CPU core.
+    /// Media shards: engines on threads of their own, each with its own socket on the media
+    /// port, each serving the rooms placed on it; 0 means one per CPU core (at most 256).
+    #[arg(long, env = "PARLEY_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+
+    /// Threads that hand forwarded media to the kernel (the shards seal the copies and these
+    /// send them, each for its share of the viewers), shared out over the shards with at
+    /// least one each; 0 means one per CPU core.
     #[arg(long, env = "PARLEY_SEND_THREADS", default_value_t = 0)]
     pub send_threads: usize,
 
@@ -135,6 +141,7 @@ impl Config {
             ice_server: Vec::new(),
             max_sessions: 2000,
             max_participants_per_room: 500,
+            shards: 0,
             send_threads: 0,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,
@@ -162,6 +169,15 @@ impl Config {
     /// How long a connection may go without ICE consent before it is failed.
     pub fn consent_timeout(&self) -> Duration {
         Duration::from_secs(self.consent_timeout_secs.max(2))
+    }
+
+    /// How many shards to run.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, crate::engine::placement::MAX_SHARDS)
     }
 
     /// How long a new session may take to connect.

@@ -100,15 +100,34 @@ impl Server {
 /// is busy. The kernel caps the request at `net.core.{r,w}mem_max`.
 const MEDIA_SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
-/// Binds the non-blocking media socket with large buffers.
-fn media_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// Binds `count` non-blocking media sockets with large buffers on one address, in one
+/// `SO_REUSEPORT` group (one per shard; the kernel spreads clients over them by a hash of
+/// their addresses). The group is complete before any datagram is read and never changes:
+/// a socket added or closed later would move most clients to another socket.
+fn media_sockets(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+    if addr.port() != 0 {
+        // The group admits any socket of this user that asks: refuse a port some other
+        // socket holds, as a plain bind would.
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
+    let mut bound = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let _ = socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER);
+        socket.set_nonblocking(true)?;
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&bound.into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        // Port 0 picks a port once; the other sockets join it there.
+        bound = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
 }
 
 /// The addresses to put in host candidates.
@@ -142,16 +161,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             addr: config.http_listen,
             source,
         })?;
-    let socket = media_socket(config.media_listen).map_err(|source| StartError::Bind {
-        what: "the media socket",
-        addr: config.media_listen,
-        source,
+    let sockets = media_sockets(config.media_listen, config.shard_count()).map_err(|source| {
+        StartError::Bind {
+            what: "the media socket",
+            addr: config.media_listen,
+            source,
+        }
     })?;
     let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
     let http_addr = listener
         .local_addr()
         .map_err(bind_err("the HTTP listener", config.http_listen))?;
-    let media_addr = socket
+    let media_addr = sockets[0]
         .local_addr()
         .map_err(bind_err("the media socket", config.media_listen))?;
     let advertised = advertised_ips(&config, media_addr);
@@ -184,7 +205,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             probe: config.probe,
         },
         metrics.clone(),
-        socket,
+        sockets,
     )
     .await
     .map_err(|source| StartError::Bind {

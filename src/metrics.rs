@@ -119,6 +119,8 @@ pub struct Tally {
     /// Layer switches that landed (and given up, as keyframe timeouts): by [down, up] and
     /// [`SwitchReason`].
     pub layer_switches: [[u64; 4]; 2],
+    /// Datagrams handed to the shard that owns their session.
+    pub handoffs: u64,
     /// Padding-only packets and bytes sent to probe viewers' links.
     pub padding_packets: u64,
     /// Bytes of those.
@@ -137,7 +139,7 @@ impl Tally {
 }
 
 /// Live levels set at flush time.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Levels {
     /// Rooms.
     pub rooms: i64,
@@ -153,6 +155,30 @@ pub struct Levels {
     pub paused_slots: i64,
 }
 
+impl Levels {
+    /// Both levels added up.
+    fn plus(mut self, o: &Levels) -> Levels {
+        self.rooms += o.rooms;
+        self.participants += o.participants;
+        self.paused_slots += o.paused_slots;
+        for (a, b) in self.sessions.iter_mut().zip(o.sessions) {
+            *a += b;
+        }
+        for (a, b) in self
+            .tracks
+            .iter_mut()
+            .flatten()
+            .zip(o.tracks.iter().flatten())
+        {
+            *a += b;
+        }
+        for (a, b) in self.layers.iter_mut().zip(o.layers) {
+            *a += b;
+        }
+        self
+    }
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -165,6 +191,9 @@ pub struct Metrics {
     layers: IntGaugeVec,
     layer_switches: IntCounterVec,
     padding_packets: IntCounter,
+    handoffs: IntCounter,
+    /// Each shard's last levels; the gauges show their sum.
+    shard_levels: std::sync::Mutex<Vec<Levels>>,
     padding_bytes: IntCounter,
     probes: IntCounterVec,
     estimates: Histogram,
@@ -368,6 +397,13 @@ impl Metrics {
                  (bandwidth, limit, pin; keyframe_timeout: a switch given up).",
                 &["direction", "reason"],
             ),
+            handoffs: counter(
+                &r,
+                "parley_shard_handoffs_total",
+                "Datagrams the kernel gave to a shard other than the one that owns their \
+                 session, handed to the owner.",
+            ),
+            shard_levels: std::sync::Mutex::new(Vec::new()),
             padding_packets: counter(
                 &r,
                 "parley_padding_sent_packets_total",
@@ -537,8 +573,21 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Moves the engine's counts into the metrics and sets the live levels.
-    pub fn flush(&self, t: &mut Tally, levels: &Levels) {
+    /// Moves a shard's counts into the metrics, and sets the live levels to the sum over the
+    /// shards of what each last reported.
+    pub fn flush(&self, shard: usize, t: &mut Tally, levels: &Levels) {
+        let levels = &{
+            let mut all = self
+                .shard_levels
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if all.len() <= shard {
+                all.resize(shard + 1, Levels::default());
+            }
+            all[shard] = levels.clone();
+            all.iter().fold(Levels::default(), |sum, l| sum.plus(l))
+        };
+        self.handoffs.inc_by(t.handoffs);
         for (i, k) in KINDS.iter().enumerate() {
             self.rtp_received
                 .with_label_values(&[k])
@@ -672,6 +721,7 @@ mod tests {
             t.estimates.push(1e6);
             t.layer_switches[1][SwitchReason::Bandwidth as usize] += 1;
             m.flush(
+                (session % 3) as usize,
                 &mut t,
                 &Levels {
                     rooms: session as i64,
@@ -693,6 +743,26 @@ mod tests {
         let text = m.render();
         assert!(text.contains("parley_rtp_received_packets_total{kind=\"audio\"} 5000"));
         assert!(!text.contains("room="), "no room label");
+    }
+
+    #[test]
+    fn the_levels_of_every_shard_add_up() {
+        let m = Metrics::new();
+        let mut t = Tally::default();
+        let level = |rooms| Levels {
+            rooms,
+            sessions: [rooms, 2 * rooms],
+            ..Levels::default()
+        };
+        m.flush(0, &mut t, &level(2));
+        m.flush(1, &mut t, &level(5));
+        m.flush(0, &mut t, &level(3));
+        t.handoffs = 7;
+        m.flush(1, &mut t, &level(5));
+        let text = m.render();
+        assert!(text.contains("parley_rooms 8"), "{text}");
+        assert!(text.contains("parley_sessions{kind=\"whep\"} 16"));
+        assert!(text.contains("parley_shard_handoffs_total 7"));
     }
 
     #[test]

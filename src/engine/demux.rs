@@ -70,26 +70,32 @@ impl Demux {
 
     /// Binds `to` to `session` once the session sends to it: its ICE agent only answers
     /// checks whose MESSAGE-INTEGRITY it verified, and only sends media where ICE succeeded.
-    pub fn confirm(&mut self, session: SessionKey, to: SocketAddr) {
+    /// Returns `None` when `to` was bound already, else the address it displaced, if any.
+    pub fn confirm(&mut self, session: SessionKey, to: SocketAddr) -> Option<Option<SocketAddr>> {
         if self.by_addr.contains_key(&to) {
-            return;
+            return None;
         }
+        let mut dropped = None;
         let addrs = self.addrs.entry(session).or_default();
         if addrs.len() >= MAX_ADDRS_PER_SESSION {
             // The oldest address makes room: a client that moved keeps working.
             let old = addrs.remove(0);
             self.by_addr.remove(&old);
+            dropped = Some(old);
         }
         addrs.push(to);
         self.by_addr.insert(to, session);
+        Some(dropped)
     }
 
-    /// Forgets everything about a session.
-    pub fn remove_session(&mut self, session: SessionKey) {
+    /// Forgets everything about a session; returns the addresses it had.
+    pub fn remove_session(&mut self, session: SessionKey) -> Vec<SocketAddr> {
         self.by_ufrag.retain(|_, s| *s != session);
-        for addr in self.addrs.remove(&session).unwrap_or_default() {
-            self.by_addr.remove(&addr);
+        let addrs = self.addrs.remove(&session).unwrap_or_default();
+        for addr in &addrs {
+            self.by_addr.remove(addr);
         }
+        addrs
     }
 
     /// Number of addresses bound.

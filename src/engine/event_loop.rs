@@ -7,6 +7,7 @@ use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
 use super::sender::Senders;
 use super::session::{layer_slot, source_id, EndReason, Session};
+use super::shard::ShardLink;
 use super::socket::MediaSocket;
 use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
@@ -34,6 +35,12 @@ pub(super) struct Engine {
     pub(super) ctx: TransportContext,
     pub(super) config: EngineConfig,
     socket: MediaSocket,
+    /// This engine's place among the shards.
+    pub(super) shard: ShardLink,
+    /// When the shard's load was last published, and its forwarded packets then.
+    load_mark: (Instant, u64),
+    /// Packets forwarded since start, for the load published to placement.
+    forwarded: u64,
     pub(super) registry: Registry,
     pub(super) sessions: KeyMap<SessionKey, Session>,
     pub(super) by_public: HashMap<String, SessionKey>,
@@ -91,8 +98,12 @@ impl Engine {
         socket: MediaSocket,
         senders: Senders,
         registry: Registry,
+        shard: ShardLink,
     ) -> Self {
         Self {
+            shard,
+            load_mark: (Instant::now(), 0),
+            forwarded: 0,
             latency: metrics.local_forwarding_latency(),
             send_wait: metrics.local_send_wait(),
             metrics,
@@ -157,8 +168,10 @@ impl Engine {
                                 Err(_) => break,
                             }
                         }
+                        self.shard.outbox.wake();
                     }
                 }
+                () = self.shard.inbox.ready() => self.take_handed(),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timers(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -233,11 +246,20 @@ impl Engine {
             self.tally.drop(metrics::Drop::Oversized);
             return;
         }
-        let Some(key) = self.demux.route(from, data) else {
-            self.tally.drop(metrics::Drop::Unroutable);
-            tracing::trace!("unroutable datagram from {from}");
-            return;
-        };
+        match self.demux.route(from, data) {
+            Some(key) => self.feed(key, now, from, data),
+            None => self.hand_off(now, from, data),
+        }
+    }
+
+    /// Feeds a datagram to the peer of the session it was routed to.
+    pub(super) fn feed(
+        &mut self,
+        key: SessionKey,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -336,9 +358,26 @@ impl Engine {
         for s in self.sessions.values_mut() {
             self.tally.dropped[metrics::Drop::UnknownSsrc as usize] += s.peer.take_unknown_rtp();
         }
-        self.metrics.flush(&mut self.tally, &levels);
+        self.forwarded += self.tally.rtp_out.iter().sum::<u64>();
+        self.publish_load();
+        self.metrics.flush(self.shard.id, &mut self.tally, &levels);
         self.latency.flush();
         self.send_wait.flush();
+    }
+
+    /// Publishes this shard's forwarded packets a second since the last time, for placement.
+    fn publish_load(&mut self) {
+        let now = Instant::now();
+        let (at, before) = self.load_mark;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs < 0.5 {
+            return;
+        }
+        let rate = (self.forwarded - before) as f64 / secs;
+        self.shard
+            .placement
+            .publish_load(self.shard.id, rate as u64);
+        self.load_mark = (now, self.forwarded);
     }
 
     /// Forgets a session's timer.
@@ -355,7 +394,9 @@ impl Engine {
             return;
         };
         while let Some((to, data)) = session.peer.poll_transmit() {
-            self.demux.confirm(key, to);
+            if let Some(dropped) = self.demux.confirm(key, to) {
+                self.shard.own_address(to, dropped);
+            }
             match self.socket.try_send_to(&data, to) {
                 Ok(n) => {
                     self.tally.udp_out.0 += 1;

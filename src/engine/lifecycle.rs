@@ -3,6 +3,7 @@
 use super::downlink::Downlink;
 use super::event_loop::{Engine, RTCP_STATS_EVERY};
 use super::events::RoomEvent;
+use super::placement::shard_prefix;
 use super::room::{Publisher, Room, SessionKey, Viewer};
 use super::session::{source_parts, EndReason, Session, SessionKind};
 use super::{Created, EngineError, SessionInfo};
@@ -71,7 +72,8 @@ impl Engine {
             }
         }
         let now = Instant::now();
-        let ufrag = random_token(16);
+        // The shard's number first: any shard routes a binding request by it.
+        let ufrag = format!("{}{}", shard_prefix(self.shard.id), random_token(14));
         let pwd = random_token(32);
         let (mut peer, answer) = match kind {
             SessionKind::Whip => Peer::publisher(&self.ctx, offer, (&ufrag, &pwd), now)?,
@@ -91,7 +93,11 @@ impl Engine {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let public_id = format!("{:032x}", rand::random::<u128>());
+        let public_id = format!(
+            "{}{:030x}",
+            shard_prefix(self.shard.id),
+            rand::random::<u128>() >> 8
+        );
         let etag = new_etag();
 
         // A new WHIP session of a participant already publishing replaces the old one.
@@ -279,7 +285,10 @@ impl Engine {
         };
         self.by_public.remove(&session.public_id);
         self.registry.remove(&session.public_id);
-        self.demux.remove_session(key);
+        for addr in self.demux.remove_session(key) {
+            self.shard.disown_address(addr);
+        }
+        self.shard.placement.release(&session.room);
         self.clear_timer(key);
         self.subscribers
             .retain(|sid, _| source_parts(*sid).0 != key);

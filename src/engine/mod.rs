@@ -1,9 +1,12 @@
-//! The media engine: one task, on its own thread, that owns every peer connection, the
-//! shared UDP socket's traffic, the rooms, and the forwarding between them.
+//! The media engine: one or more shards, each a task on its own thread with its own socket
+//! on the shared media port, that owns its peer connections, its rooms, and the forwarding
+//! between them (see `shard` and `placement`).
 //!
-//! The HTTP side talks to it only through [`EngineHandle`] commands with a reply channel;
-//! the engine never awaits while it holds state it shares, and the only shared structure is
-//! the session [`Registry`] (a `DashMap`, read by HTTP handlers for lookups and limits).
+//! The HTTP side talks to the shards only through [`EngineHandle`] commands with a reply
+//! channel, sent to the shard that owns the room or session; a shard never awaits while it
+//! holds state it shares. Shared structures: the session [`Registry`] (a `DashMap`, read by
+//! HTTP handlers for lookups and limits), the room [`Placement`], and which shard owns which
+//! client address.
 //! Per datagram: demultiplex to a session, feed its peer, then drain what that produced:
 //! RTP from a publisher fans out to the slots bound to that track (see `forward::slot`).
 
@@ -15,17 +18,21 @@ pub mod demux;
 mod downlink;
 mod event_loop;
 mod events;
+pub mod handoff;
 mod keymap;
 mod layers;
 mod lifecycle;
+pub mod placement;
 mod room;
 pub mod sender;
 mod session;
+mod shard;
 pub mod socket;
 
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
 pub use demux::{stun_local_ufrag, Demux};
 pub use events::{LayerInfo, RoomEvent};
+pub use placement::Placement;
 pub use room::SessionKey;
 pub use session::{EndReason, SessionKind};
 
@@ -177,29 +184,47 @@ pub(crate) enum Command {
     },
 }
 
-/// The HTTP side's way to reach the engine.
+/// The HTTP side's way to reach the engine's shards.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::Sender<Command>,
+    shards: Arc<[mpsc::Sender<Command>]>,
     /// Live sessions.
     pub registry: Registry,
+    /// Which shard serves which room.
+    pub placement: Arc<Placement>,
 }
 
 impl EngineHandle {
     async fn ask<T>(
         &self,
+        shard: usize,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.shards
+            .get(shard)
+            .ok_or(EngineError::NotFound)?
             .send(make(reply))
             .await
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Creates a session for an offer and returns its answer. `target` names the one
-    /// participant a WHEP session plays (None: the room, last-N).
+    /// The shard a session id names.
+    fn shard_of(&self, id: &str) -> Result<usize, EngineError> {
+        placement::shard_of_id(id)
+            .filter(|&s| s < self.shards.len())
+            .ok_or(EngineError::NotFound)
+    }
+
+    /// How many shards serve media.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Creates a session for an offer, on the shard that serves its room, and returns its
+    /// answer. `target` names the one participant a WHEP session plays (None: the room,
+    /// last-N).
     pub async fn open(
         &self,
         kind: SessionKind,
@@ -208,34 +233,50 @@ impl EngineHandle {
         target: Option<String>,
         offer: String,
     ) -> Result<Created, EngineError> {
-        self.ask(|reply| Command::Open {
-            kind,
-            room: room.to_owned(),
-            participant,
-            target,
-            offer,
-            reply,
-        })
-        .await?
+        let shard = self.placement.claim(room);
+        let created = self
+            .ask(shard, |reply| Command::Open {
+                kind,
+                room: room.to_owned(),
+                participant,
+                target,
+                offer,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+        if created.is_err() {
+            // No session holds the claim; an opened one gives it back when it ends.
+            self.placement.release(room);
+        }
+        created
     }
 
     /// The room events of a WHEP session: a snapshot of the room, then changes as they happen.
     pub async fn subscribe(&self, id: &str) -> Result<mpsc::Receiver<Arc<str>>, EngineError> {
-        self.ask(|reply| Command::Subscribe {
+        self.ask(self.shard_of(id)?, |reply| Command::Subscribe {
             id: id.to_owned(),
             reply,
         })
         .await?
     }
 
-    /// Every room, summarized.
+    /// Every room, summarized, by name.
     pub async fn rooms(&self) -> Result<Vec<RoomSummary>, EngineError> {
-        self.ask(|reply| Command::Rooms { reply }).await
+        let mut all = Vec::new();
+        for shard in 0..self.shards.len() {
+            all.extend(self.ask(shard, |reply| Command::Rooms { reply }).await?);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     /// One room in detail.
     pub async fn room(&self, name: &str) -> Result<Option<RoomView>, EngineError> {
-        self.ask(|reply| Command::Room {
+        let Some(shard) = self.placement.shard_of(name) else {
+            return Ok(None);
+        };
+        self.ask(shard, |reply| Command::Room {
             name: name.to_owned(),
             reply,
         })
@@ -244,7 +285,10 @@ impl EngineHandle {
 
     /// Ends every session of a participant in a room; false when it has none.
     pub async fn remove_participant(&self, room: &str, participant: &str) -> bool {
-        self.ask(|reply| Command::RemoveParticipant {
+        let Some(shard) = self.placement.shard_of(room) else {
+            return false;
+        };
+        self.ask(shard, |reply| Command::RemoveParticipant {
             room: room.to_owned(),
             participant: participant.to_owned(),
             reply,
@@ -255,7 +299,7 @@ impl EngineHandle {
 
     /// Applies trickled candidates.
     pub async fn trickle(&self, id: &str, frag: SdpFrag) -> Result<(), EngineError> {
-        self.ask(|reply| Command::Trickle {
+        self.ask(self.shard_of(id)?, |reply| Command::Trickle {
             id: id.to_owned(),
             frag,
             reply,
@@ -265,7 +309,7 @@ impl EngineHandle {
 
     /// Restarts ICE with the client's new credentials; returns (new ETag, answer fragment).
     pub async fn restart(&self, id: &str, frag: SdpFrag) -> Result<(String, String), EngineError> {
-        self.ask(|reply| Command::Restart {
+        self.ask(self.shard_of(id)?, |reply| Command::Restart {
             id: id.to_owned(),
             frag,
             reply,
@@ -280,7 +324,7 @@ impl EngineHandle {
         mid: &str,
         prefs: Preferences,
     ) -> Result<(), EngineError> {
-        self.ask(|reply| Command::SetLayer {
+        self.ask(self.shard_of(id)?, |reply| Command::SetLayer {
             id: id.to_owned(),
             mid: mid.to_owned(),
             prefs,
@@ -291,7 +335,10 @@ impl EngineHandle {
 
     /// Ends a session; false when it did not exist.
     pub async fn close(&self, id: &str, reason: EndReason) -> bool {
-        self.ask(|reply| Command::Close {
+        let Ok(shard) = self.shard_of(id) else {
+            return false;
+        };
+        self.ask(shard, |reply| Command::Close {
             id: id.to_owned(),
             reason,
             reply,
@@ -300,64 +347,100 @@ impl EngineHandle {
         .unwrap_or(false)
     }
 
-    /// Ends every session and stops the engine.
+    /// Ends every session and stops every shard.
     pub async fn shutdown(&self) {
-        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+        for shard in 0..self.shards.len() {
+            let _ = self.ask(shard, |reply| Command::Shutdown { reply }).await;
+        }
     }
 }
 
-/// Starts the engine on a thread of its own ("parley-media") with a single-threaded
-/// runtime, and returns once its socket is registered there. The forwarding path then
-/// never migrates between threads, its socket wakes it directly, and HTTP work on the
-/// server's other runtime never delays a packet. The task handle completes when the
-/// engine has stopped.
+/// Starts one shard per socket (all bound to the media port), each on a thread of its own
+/// ("parley-shard-N") with a single-threaded runtime, and returns once every socket is
+/// registered. The forwarding path then never migrates between threads, its socket wakes it
+/// directly, and HTTP work on the server's other runtime never delays a packet. The task
+/// handle completes when every shard has stopped.
 pub async fn spawn(
     ctx: TransportContext,
     config: EngineConfig,
     metrics: Arc<crate::metrics::Metrics>,
-    socket: std::net::UdpSocket,
+    sockets: Vec<std::net::UdpSocket>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel(256);
     let registry: Registry = Arc::new(DashMap::new());
-    let shared = registry.clone();
-    let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("parley-media".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let started = socket::MediaSocket::new(socket).and_then(|socket| {
-                    let senders = sender::Senders::start(socket.std(), config.send_threads)?;
-                    Ok((socket, senders))
-                });
-                let (socket, senders) = match started {
-                    Ok(started) => started,
+    let placement = Arc::new(Placement::new(sockets.len()));
+    let owners = shard::Owners::default();
+    let links = handoff::wire(sockets.len());
+    // The sending threads are shared out over the shards, at least one each.
+    let send_threads = config.send_threads.div_ceil(sockets.len()).max(1);
+    let mut txs = Vec::new();
+    let mut done = Vec::new();
+    for (id, (socket, (outbox, inbox))) in sockets.into_iter().zip(links).enumerate() {
+        let (tx, rx) = mpsc::channel(256);
+        txs.push(tx);
+        let link = shard::ShardLink {
+            id,
+            placement: placement.clone(),
+            owners: owners.clone(),
+            outbox,
+            inbox,
+        };
+        let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        done.push(done_rx);
+        let (ctx, config, metrics, shared) = (
+            ctx.clone(),
+            config.clone(),
+            metrics.clone(),
+            registry.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("parley-shard-{id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
-                let engine = event_loop::Engine::new(ctx, config, metrics, socket, senders, shared);
-                engine.run(rx).await;
-            });
-            let _ = done_tx.send(());
-        })?;
-    ready_rx
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the media thread stopped at start")))?;
+                runtime.block_on(async move {
+                    let started = socket::MediaSocket::new(socket).and_then(|socket| {
+                        let senders = sender::Senders::start(socket.std(), send_threads)?;
+                        Ok((socket, senders))
+                    });
+                    let (socket, senders) = match started {
+                        Ok(started) => started,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let engine = event_loop::Engine::new(
+                        ctx, config, metrics, socket, senders, shared, link,
+                    );
+                    engine.run(rx).await;
+                });
+                let _ = done_tx.send(());
+            })?;
+        ready_rx
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("a media shard stopped at start")))?;
+    }
     let task = tokio::spawn(async move {
-        let _ = done_rx.await;
+        for d in done {
+            let _ = d.await;
+        }
     });
-    Ok((EngineHandle { tx, registry }, task))
+    Ok((
+        EngineHandle {
+            shards: txs.into(),
+            registry,
+            placement,
+        },
+        task,
+    ))
 }

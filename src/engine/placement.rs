@@ -1,0 +1,196 @@
+//! Which shard serves which room, and how a session id or ICE ufrag names its shard.
+//!
+//! A room lives on one shard. The HTTP side claims a room for each session it opens
+//! ([`Placement::claim`]): a room already placed keeps its shard, a new one goes to the
+//! least-loaded shard (forwarded packets a second, which each shard publishes through an
+//! atomic, plus an allowance per room placed there, so a burst of new rooms spreads before
+//! any of them carries media). Every session that ends releases its claim, and a room without
+//! sessions is forgotten, to be placed afresh. Claims and releases of one room are ordered by
+//! the map's entry lock, so a room is never on two shards at once.
+//!
+//! Session ids and the server's ICE ufrags begin with the shard's number in two hex digits:
+//! any shard, and the HTTP side, find the owner of either without a lookup.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Most shards (their number must fit the two hex digits of an id).
+pub const MAX_SHARDS: usize = 256;
+
+/// The load a room is expected to bring, in forwarded packets a second, before it shows.
+const ROOM_ALLOWANCE: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    shard: usize,
+    sessions: usize,
+}
+
+/// Rooms to shards.
+#[derive(Debug)]
+pub struct Placement {
+    rooms: DashMap<String, Claim>,
+    /// Forwarded packets a second, per shard, as each last published it.
+    loads: Box<[AtomicU64]>,
+    /// Rooms placed, per shard.
+    rooms_on: Box<[AtomicUsize]>,
+}
+
+impl Placement {
+    /// Placement over `shards` shards (1..=[`MAX_SHARDS`]).
+    pub fn new(shards: usize) -> Self {
+        let shards = shards.clamp(1, MAX_SHARDS);
+        Placement {
+            rooms: DashMap::new(),
+            loads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            rooms_on: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.loads.len()
+    }
+
+    /// The shard that serves `room` for one more session: its shard if placed, else the
+    /// least-loaded one, which it is placed on. Each claim is released once
+    /// ([`Placement::release`]) when its session ends or was never opened.
+    pub fn claim(&self, room: &str) -> usize {
+        let mut entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            let shard = self.least_loaded();
+            self.rooms_on[shard].fetch_add(1, Ordering::Relaxed);
+            Claim { shard, sessions: 0 }
+        });
+        entry.sessions += 1;
+        entry.shard
+    }
+
+    /// Gives back one claim on `room`; the last one forgets where the room was.
+    pub fn release(&self, room: &str) {
+        let emptied = self.rooms.remove_if_mut(room, |_, claim| {
+            claim.sessions = claim.sessions.saturating_sub(1);
+            claim.sessions == 0
+        });
+        if let Some((_, claim)) = emptied {
+            self.rooms_on[claim.shard].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Where `room` is, if it has sessions.
+    pub fn shard_of(&self, room: &str) -> Option<usize> {
+        self.rooms.get(room).map(|c| c.shard)
+    }
+
+    /// Rooms placed on `shard`.
+    pub fn rooms_on(&self, shard: usize) -> usize {
+        self.rooms_on
+            .get(shard)
+            .map_or(0, |r| r.load(Ordering::Relaxed))
+    }
+
+    /// A shard's current load, in forwarded packets a second.
+    pub fn publish_load(&self, shard: usize, packets_per_second: u64) {
+        if let Some(l) = self.loads.get(shard) {
+            l.store(packets_per_second, Ordering::Relaxed);
+        }
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.shards())
+            .min_by_key(|&s| {
+                let rooms = self.rooms_on[s].load(Ordering::Relaxed) as u64;
+                self.loads[s].load(Ordering::Relaxed) + rooms * ROOM_ALLOWANCE
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The two hex digits an id of `shard` begins with.
+pub fn shard_prefix(shard: usize) -> String {
+    format!("{:02x}", shard % MAX_SHARDS)
+}
+
+/// The shard a session id or server ufrag names, if it begins with two hex digits.
+pub fn shard_of_id(id: &str) -> Option<usize> {
+    let digits = id.get(..2)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    usize::from_str_radix(digits, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_their_shard() {
+        for shard in [0, 1, 9, 10, 255] {
+            let id = format!("{}{}", shard_prefix(shard), "abcdef");
+            assert_eq!(shard_of_id(&id), Some(shard));
+        }
+        assert_eq!(shard_of_id(""), None);
+        assert_eq!(shard_of_id("z1abc"), None);
+        assert_eq!(shard_of_id("é"), None);
+        assert_eq!(shard_of_id("1"), None);
+    }
+
+    #[test]
+    fn new_rooms_spread_and_a_room_stays_where_it_is_while_it_has_sessions() {
+        let p = Placement::new(2);
+        let a = p.claim("a");
+        let b = p.claim("b");
+        assert_ne!(a, b, "two new rooms on an idle server go to both shards");
+        assert_eq!(p.claim("a"), a);
+        p.release("a");
+        assert_eq!(p.shard_of("a"), Some(a), "one session is left");
+        p.release("a");
+        assert_eq!(p.shard_of("a"), None, "forgotten with its last session");
+        assert_eq!(p.rooms_on(a), 0);
+        p.release("a");
+        assert_eq!(p.shard_of("a"), None, "a release too many is harmless");
+    }
+
+    #[test]
+    fn new_rooms_go_where_the_load_is_least() {
+        let p = Placement::new(3);
+        p.publish_load(0, 50_000);
+        p.publish_load(1, 2_000);
+        p.publish_load(2, 30_000);
+        let placed: Vec<usize> = (0..30).map(|i| p.claim(&format!("r{i}"))).collect();
+        let on = |s| placed.iter().filter(|&&x| x == s).count();
+        // Each room counts 1,000 packets a second until it shows: 28 rooms fill shard 1 up to
+        // shard 2's load, then they alternate.
+        assert_eq!(on(0), 0, "{placed:?}");
+        assert!(on(1) > on(2) && on(2) > 0, "{placed:?}");
+    }
+
+    #[test]
+    fn claims_from_many_threads_agree_on_one_shard_per_room() {
+        let p = std::sync::Arc::new(Placement::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    (0..200)
+                        .map(|i| p.claim(&format!("room{}", i % 20)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<Vec<usize>> = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        for i in 0..20 {
+            let first = results[0][i];
+            for r in &results {
+                for (j, s) in r.iter().enumerate().filter(|(j, _)| j % 20 == i) {
+                    assert_eq!(*s, first, "room{i} claim {j}");
+                }
+            }
+        }
+        let total: usize = (0..4).map(|s| p.rooms_on(s)).sum();
+        assert_eq!(total, 20);
+    }
+}

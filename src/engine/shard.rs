@@ -1,0 +1,102 @@
+//! What makes an engine one shard of several: its number, the rooms placement gave it, and
+//! the datagrams of other shards' sessions that the kernel delivered to its socket.
+//!
+//! Each shard is a whole engine on its own thread and socket (all sockets in one
+//! `SO_REUSEPORT` group on the media port). A datagram is routed by its source address
+//! (addresses a shard confirmed for one of its sessions, shared in [`Owners`]) or, for a STUN
+//! binding request from an address not seen yet, by the shard number its server ufrag begins
+//! with. One that belongs elsewhere is handed over (`handoff`); the owner answers from its
+//! own socket, on the same local port, so the client sees one 5-tuple.
+
+use super::demux::stun_local_ufrag;
+use super::event_loop::Engine;
+use super::handoff::{Handed, Inbox, Outbox};
+use super::placement::{shard_of_id, Placement};
+use crate::metrics;
+use bytes::BytesMut;
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Client addresses confirmed by a shard for one of its sessions, by shard.
+pub type Owners = Arc<DashMap<SocketAddr, usize>>;
+
+/// One shard's place among the others.
+pub struct ShardLink {
+    /// This shard's number.
+    pub id: usize,
+    /// Rooms to shards, shared with the HTTP side.
+    pub placement: Arc<Placement>,
+    /// Which shard owns which client address.
+    pub owners: Owners,
+    /// Datagrams to other shards.
+    pub outbox: Outbox,
+    /// Datagrams from other shards.
+    pub inbox: Inbox,
+}
+
+impl ShardLink {
+    /// Notes that a session of this shard now uses a client address (and stopped using
+    /// `dropped`), for the other shards to route by.
+    pub fn own_address(&self, addr: SocketAddr, dropped: Option<SocketAddr>) {
+        if self.placement.shards() < 2 {
+            return;
+        }
+        self.owners.insert(addr, self.id);
+        if let Some(old) = dropped {
+            self.disown_address(old);
+        }
+    }
+
+    /// Forgets an address this shard owned.
+    pub fn disown_address(&self, addr: SocketAddr) {
+        if self.placement.shards() < 2 {
+            return;
+        }
+        self.owners.remove_if(&addr, |_, owner| *owner == self.id);
+    }
+
+    /// The shard that owns a datagram this shard could not route, if another one does.
+    fn owner(&self, from: SocketAddr, data: &[u8]) -> Option<usize> {
+        let owner = self
+            .owners
+            .get(&from)
+            .map(|o| *o)
+            .or_else(|| stun_local_ufrag(data).and_then(shard_of_id))?;
+        (owner != self.id && owner < self.placement.shards()).then_some(owner)
+    }
+}
+
+impl Engine {
+    /// A datagram no session of this shard claims: handed to the shard that owns it, or
+    /// dropped as unroutable.
+    pub(super) fn hand_off(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(owner) = self.shard.owner(from, data) else {
+            self.tally.drop(metrics::Drop::Unroutable);
+            tracing::trace!("unroutable datagram from {from}");
+            return;
+        };
+        let handed = Handed {
+            from,
+            at: now,
+            data: BytesMut::from(data),
+        };
+        if self.shard.outbox.push(owner, handed) {
+            self.tally.handoffs += 1;
+        } else {
+            self.tally.drop(metrics::Drop::QueueFull);
+        }
+    }
+
+    /// Feeds the datagrams other shards handed over to this shard's sessions. One this
+    /// shard does not know (its session just ended) is dropped, never handed on again.
+    pub(super) fn take_handed(&mut self) {
+        while let Some(mut d) = self.shard.inbox.pop() {
+            match self.demux.route(d.from, &d.data) {
+                Some(key) => self.feed(key, d.at, d.from, &mut d.data),
+                None => self.tally.drop(metrics::Drop::Unroutable),
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Two media shards on one UDP port, through a real server with webrtc-rs peers: rooms are
+//! placed on both, every member of every room gets exactly the other members' media, and
+//! the datagrams the kernel gives to the wrong shard reach their session through the
+//! hand-off. The room API and the room events see every member wherever its room lives.
+
+mod common;
+
+use common::{play, Kind, Member, PlayOptions, Received, SentLog, Viewer};
+use parley::config::Config;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The shard a session URL's id names (its first two hex digits).
+fn shard_of(location: &str) -> usize {
+    let id = location.rsplit('/').next().expect("an id");
+    usize::from_str_radix(&id[..2], 16).expect("hex shard")
+}
+
+/// Packets of `kind` that came from `who`.
+fn from(log: &SentLog, got: &[Received], kind: Kind, who: &str) -> usize {
+    got.iter()
+        .filter(|r| r.kind == kind && log.sender(r).is_some_and(|(s, _)| s == who))
+        .count()
+}
+
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+#[tokio::test]
+async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_kernel_picks() {
+    let mut config = Config::loopback();
+    config.shards = 2;
+    let server = parley::start(config).await.expect("server");
+    let base = server.base_url();
+    let log = SentLog::default();
+    let rooms = ["r0", "r1", "r2", "r3"];
+    // Names are unique over the rooms, so a payload names its room too.
+    let names = |r: usize| ["ann", "bob", "cat"].map(|n| format!("{n}-r{r}"));
+    let mut members: Vec<(usize, Member)> = Vec::new();
+    let mut viewers: Vec<(usize, String, Viewer)> = Vec::new();
+    let mut shards = vec![BTreeSet::new(); rooms.len()];
+    for (r, room) in rooms.iter().enumerate() {
+        for (i, name) in names(r).iter().enumerate() {
+            let m = Member::join(&base, room, name, (r * 10 + i) as u32, &log).await;
+            shards[r].insert(shard_of(&m.publisher.location));
+            members.push((r, m));
+            let v = play(&base, room, PlayOptions::slots(name, 2, 2))
+                .await
+                .expect("play");
+            shards[r].insert(shard_of(&v.location));
+            viewers.push((r, name.clone(), v));
+        }
+    }
+    for (r, on) in shards.iter().enumerate() {
+        assert_eq!(on.len(), 1, "room r{r} lives on one shard: {on:?}");
+    }
+    let used: BTreeSet<usize> = shards.iter().flatten().copied().collect();
+    assert_eq!(used.len(), 2, "new rooms are spread over both shards");
+
+    for (r, name, viewer) in &viewers {
+        let all = names(*r);
+        let others: Vec<&String> = all.iter().filter(|n| *n != name).collect();
+        let got = viewer
+            .wait_for(
+                "20 video and 20 audio packets from each other member",
+                WAIT,
+                |got| {
+                    others.iter().all(|o| {
+                        from(&log, got, Kind::Video, o) >= 20
+                            && from(&log, got, Kind::Audio, o) >= 20
+                    })
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("r{r}/{name}: {e}"));
+        for packet in &got {
+            let (who, _) = log
+                .sender(packet)
+                .expect("every payload was sent by a member");
+            assert!(
+                others.contains(&&who),
+                "{name} gets only the other members of its room, not {who}"
+            );
+        }
+    }
+    let handoffs = metric(&base, "parley_shard_handoffs_total").await;
+    assert!(
+        handoffs > 0.0,
+        "24 clients on 2 sockets: the kernel gave some to the other shard"
+    );
+
+    let http = reqwest::Client::new();
+    let listed: serde_json::Value = http
+        .get(format!("{base}/rooms"))
+        .send()
+        .await
+        .expect("GET /rooms")
+        .json()
+        .await
+        .expect("JSON");
+    let listed: Vec<(String, u64)> = listed["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_owned(),
+                r["participants"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = rooms.iter().map(|r| (r.to_string(), 3)).collect();
+    assert_eq!(listed, expected, "every room of both shards, by name");
+    for room in rooms {
+        let view: serde_json::Value = http
+            .get(format!("{base}/rooms/{room}"))
+            .send()
+            .await
+            .expect("GET /rooms/{room}")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(
+            view["participants"].as_array().map(Vec::len),
+            Some(3),
+            "{room}: {view}"
+        );
+    }
+    assert_eq!(metric(&base, "parley_rooms").await, 4.0);
+
+    for (_, _, v) in viewers {
+        v.close().await;
+    }
+    for (_, m) in members {
+        m.leave().await;
+    }
+    assert_eq!(server.session_count(), 0);
+    for room in rooms {
+        let status = http
+            .get(format!("{base}/rooms/{room}"))
+            .send()
+            .await
+            .expect("GET /rooms/{room}")
+            .status();
+        assert_eq!(status, 404, "{room} is gone with its members");
+    }
+    server.shutdown().await;
+}
