@@ -157,3 +157,17 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_media_port_in_use_is_refused_although_the_shards_share_theirs() {
+    let first = parley::start(Config::loopback()).await.expect("server");
+    let mut config = Config::loopback();
+    config.shards = 2;
+    config.media_listen = first.media_addr;
+    let err = parley::start(config)
+        .await
+        .err()
+        .expect("a second server on the same media port is refused");
+    assert!(err.to_string().contains("media socket"), "{err}");
+    first.shutdown().await;
+}
