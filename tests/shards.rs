@@ -122,7 +122,7 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
         .collect();
     let expected: Vec<(String, u64)> = rooms.iter().map(|r| (r.to_string(), 3)).collect();
     assert_eq!(listed, expected, "every room of both shards, by name");
-    for room in rooms {
+    for (r, room) in rooms.iter().enumerate() {
         let view: serde_json::Value = http
             .get(format!("{base}/rooms/{room}"))
             .send()
@@ -135,6 +135,12 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
             view["participants"].as_array().map(Vec::len),
             Some(3),
             "{room}: {view}"
+        );
+        let on = shards[r].first().copied().expect("placed") as u64;
+        assert_eq!(
+            view["shard"].as_u64(),
+            Some(on),
+            "the shard its session ids name"
         );
     }
     assert_eq!(metric(&base, "parley_rooms").await, 4.0);

@@ -22,6 +22,8 @@ pub struct RoomSummary {
     pub viewers: usize,
     /// Seconds since the room was created.
     pub age_secs: u64,
+    /// The media shard that serves it.
+    pub shard: usize,
 }
 
 /// `GET /rooms/{room}`.
@@ -37,6 +39,8 @@ pub struct RoomView {
     pub counters: Counters,
     /// Seconds since the room was created.
     pub age_secs: u64,
+    /// The media shard that serves it.
+    pub shard: usize,
 }
 
 /// Totals of a room.
@@ -143,6 +147,7 @@ impl Engine {
                 publishers: r.publishers.len(),
                 viewers: r.viewers.len(),
                 age_secs: now.saturating_duration_since(r.created).as_secs(),
+                shard: self.shard.id,
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -231,6 +236,7 @@ impl Engine {
             age_secs: Instant::now()
                 .saturating_duration_since(room.created)
                 .as_secs(),
+            shard: self.shard.id,
         })
     }
 }
