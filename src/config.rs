@@ -127,7 +127,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: loopback on ephemeral ports, no tokens.
+    /// A configuration for tests and embedding: loopback on ephemeral ports, no tokens, two
+    /// media shards whatever the machine (so the hand-off between shards is always in play).
     pub fn loopback() -> Self {
         Self {
             http_listen: "127.0.0.1:0".parse().expect("static address"),
@@ -141,7 +142,7 @@ impl Config {
             ice_server: Vec::new(),
             max_sessions: 2000,
             max_participants_per_room: 500,
-            shards: 0,
+            shards: 2,
             send_threads: 0,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,

@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 /// The binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_parley");
 
-/// Starts the binary with `args` and `envs` on 127.0.0.1 ephemeral ports. Returns it with
+/// Starts the binary with `args` and `envs` on 127.0.0.1 ephemeral ports, with two shards. Returns it with
 /// its HTTP address and the rest of its stdout (keep reading it: a full pipe blocks logging).
 pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String, BufReader<ChildStdout>) {
     let mut child = Command::new(BIN)
@@ -16,6 +16,8 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String, BufReader<
             "127.0.0.1:0",
             "--media-listen",
             "127.0.0.1:0",
+            "--shards",
+            "2",
         ])
         .args(args)
         .envs(envs.iter().copied())
