@@ -169,13 +169,24 @@ pub struct LoadArgs {
     /// Server base URL; offers go to {url}/whip/{room} and {url}/whep/{room}.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Room name (meeting and audio steps use {room}-{step}).
+    /// Room name (meeting and audio steps use {room}-{step}; with --rooms above 1 every
+    /// room is {room}-{step}-{r}).
     #[arg(long, default_value = "bench")]
     pub room: String,
+    /// Independent rooms per step, each with the step's whole population: a broadcast step
+    /// of N viewers with --rooms 2 runs 2 publishers and 2 x N viewers. Above 1, each room of
+    /// each step is named {room}-{step}-{r} and its publishers join in that step (with one
+    /// room, a broadcast's publisher stays in {room} for the whole run). The figures cover
+    /// all rooms together; the JSON adds each room's forwarded packets/s. --join-concurrency
+    /// paces the joins of all rooms together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub rooms: u16,
     /// Bearer token for POST and DELETE.
     #[arg(long)]
     pub token: Option<String>,
-    /// Local server process: CPU from /proc/PID/task/*/schedstat, RSS from /proc/PID/status.
+    /// Local server process: CPU from /proc/PID/task/*/schedstat, RSS from /proc/PID/status,
+    /// and CPU per thread group (each parley-shard-N, all parley-send-* as send, the rest as
+    /// other).
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Prometheus page with process_cpu_seconds_total and process_resident_memory_bytes
@@ -388,6 +399,16 @@ mod tests {
             let mut argv = vec!["parley-load", "broadcast"];
             argv.extend_from_slice(&bad);
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rooms_are_one_unless_asked() {
+        assert_eq!(load_args(&[]).rooms, 1);
+        assert_eq!(load_args(&["--rooms", "4"]).rooms, 4);
+        for bad in ["0", "-1", "two"] {
+            let argv = ["parley-load", "broadcast", "--rooms", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
         }
     }
 

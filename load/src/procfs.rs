@@ -1,11 +1,14 @@
 //! CPU time and memory of a process, read from Linux `/proc` or from a Prometheus endpoint,
-//! and the kernel's UDP counters.
+//! the CPU time of each of its threads grouped by name, and the kernel's UDP counters.
 //!
 //! CPU time comes from `/proc/PID/task/*/schedstat` (nanoseconds on CPU, per thread) when
 //! available, else from `utime + stime` in `/proc/PID/stat` (clock ticks of 10 ms). The parsers
-//! are pure functions over text so they are tested without a process.
+//! and the grouping of threads are pure functions over text and values, so they are tested
+//! without a process; only the `sample_*` and `read` functions touch `/proc`.
 
 use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 
 /// One reading of a process's CPU time and resident memory.
@@ -48,6 +51,15 @@ impl ServerProbe {
             ServerProbe::None => Ok(None),
         }
     }
+
+    /// Reads the CPU time of each of the server's threads now; `None` unless the server is
+    /// a local process.
+    pub fn threads(&self) -> Option<Result<Vec<ThreadCpu>>> {
+        match self {
+            ServerProbe::Pid(pid) => Some(sample_threads(&pid.to_string())),
+            ServerProbe::Metrics(_) | ServerProbe::None => None,
+        }
+    }
 }
 
 /// CPU and RSS of `/proc/{pid}` (`pid` may be `self`).
@@ -80,6 +92,141 @@ fn schedstat_cpu_secs(pid: &str) -> Option<f64> {
         total += text.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     (total > 0).then_some(total as f64 / 1e9)
+}
+
+/// One thread's name and CPU time so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadCpu {
+    /// Thread id.
+    pub tid: u32,
+    /// Its name (`comm`, at most 15 bytes).
+    pub name: String,
+    /// CPU time used so far (user + system), seconds.
+    pub cpu_secs: f64,
+}
+
+/// Every thread of `/proc/{pid}` (`pid` may be `self`): name and CPU time. A thread that
+/// exits while it is read is left out.
+pub fn sample_threads(pid: &str) -> Result<Vec<ThreadCpu>> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?;
+    let mut threads = Vec::new();
+    for entry in entries.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(stat) = fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let cpu_secs = match fs::read_to_string(path.join("schedstat")) {
+            Ok(text) => parse_schedstat_secs(&text),
+            Err(_) => parse_stat_cpu_secs(&stat).ok(),
+        };
+        if let (Some(name), Some(cpu_secs)) = (parse_stat_comm(&stat), cpu_secs) {
+            threads.push(ThreadCpu {
+                tid,
+                name: name.to_owned(),
+                cpu_secs,
+            });
+        }
+    }
+    Ok(threads)
+}
+
+/// The first field of a `schedstat` (nanoseconds on CPU), in seconds.
+pub fn parse_schedstat_secs(text: &str) -> Option<f64> {
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// The command name of a `/proc/PID/stat` or `/proc/PID/task/TID/stat` line: what lies
+/// between the first `(` and the last `)` (the name may itself hold either).
+pub fn parse_stat_comm(stat: &str) -> Option<&str> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    (open < close).then(|| &stat[open + 1..close])
+}
+
+/// How a server's threads are reported: each Parley media shard on its own, Parley's
+/// sending threads together, and everything else together. The order is the report's:
+/// shards by number, then `send`, then `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ThreadGroup {
+    /// `parley-shard-N`.
+    Shard(u32),
+    /// `parley-send-*`, all of them (their names repeat from shard to shard).
+    Send,
+    /// Any other thread: HTTP runtime, timers, or every thread of a server that is not
+    /// Parley.
+    Other,
+}
+
+impl ThreadGroup {
+    /// The group of a thread named `name`.
+    pub fn of(name: &str) -> ThreadGroup {
+        if let Some(n) = name.strip_prefix("parley-shard-") {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(n) = n.parse() {
+                    return ThreadGroup::Shard(n);
+                }
+            }
+        }
+        if name.starts_with("parley-send-") {
+            return ThreadGroup::Send;
+        }
+        ThreadGroup::Other
+    }
+
+    /// Its name in the report: `parley-shard-N`, `send` or `other`.
+    pub fn label(&self) -> String {
+        match self {
+            ThreadGroup::Shard(n) => format!("parley-shard-{n}"),
+            ThreadGroup::Send => "send".to_owned(),
+            ThreadGroup::Other => "other".to_owned(),
+        }
+    }
+}
+
+/// One group's CPU over a window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupCpu {
+    /// `parley-shard-N`, `send` or `other`.
+    pub group: String,
+    /// Whether it is a media shard (`parley-shard-N`).
+    pub shard: bool,
+    /// Its threads alive at the window's end.
+    pub threads: usize,
+    /// CPU seconds in the window.
+    pub cpu_secs: f64,
+    /// The same over the window's length: cores busy.
+    pub cores: f64,
+}
+
+/// CPU of each group of threads between two samples `secs` apart, in the group order. A
+/// thread is matched by id, never by name (names repeat); one that started during the window
+/// counts all its time, one that ended during it is missed. Groups with no thread at the
+/// window's end are left out.
+pub fn group_cpu(start: &[ThreadCpu], end: &[ThreadCpu], secs: f64) -> Vec<GroupCpu> {
+    let before: HashMap<u32, f64> = start.iter().map(|t| (t.tid, t.cpu_secs)).collect();
+    let mut groups: BTreeMap<ThreadGroup, (usize, f64)> = BTreeMap::new();
+    for t in end {
+        let used = (t.cpu_secs - before.get(&t.tid).copied().unwrap_or(0.0)).max(0.0);
+        let g = groups.entry(ThreadGroup::of(&t.name)).or_default();
+        g.0 += 1;
+        g.1 += used;
+    }
+    let secs = secs.max(1e-9);
+    groups
+        .into_iter()
+        .map(|(group, (threads, cpu_secs))| GroupCpu {
+            group: group.label(),
+            shard: matches!(group, ThreadGroup::Shard(_)),
+            threads,
+            cpu_secs,
+            cores: cpu_secs / secs,
+        })
+        .collect()
 }
 
 /// `utime + stime` of a `/proc/PID/stat` line, in seconds (USER_HZ = 100 on Linux).
@@ -262,5 +409,122 @@ mod tests {
     fn self_is_readable() {
         let s = sample_pid("self").expect("/proc/self");
         assert!(s.rss_bytes > 0);
+    }
+
+    #[test]
+    fn thread_stat_name_and_schedstat() {
+        let stat = "4242 (parley-shard-1) S 4200 4200 4200 0 -1 4194368 10 0 0 0 31 7 0 0 \
+                    20 0 12 0 100 1000 500";
+        assert_eq!(parse_stat_comm(stat), Some("parley-shard-1"));
+        assert!((parse_stat_cpu_secs(stat).expect("parses") - 0.38).abs() < 1e-9);
+        assert_eq!(parse_stat_comm("7 (a) b)) R 1"), Some("a) b)"));
+        assert_eq!(parse_stat_comm("7 ) R ("), None);
+        assert_eq!(parse_stat_comm("garbage"), None);
+        let secs = parse_schedstat_secs("1234567890 5000 42\n").expect("parses");
+        assert!((secs - 1.23456789).abs() < 1e-12);
+        assert_eq!(parse_schedstat_secs(""), None);
+        assert_eq!(parse_schedstat_secs("x 1 2"), None);
+    }
+
+    #[test]
+    fn thread_names_to_groups() {
+        let cases = [
+            ("parley-shard-0", ThreadGroup::Shard(0)),
+            ("parley-shard-12", ThreadGroup::Shard(12)),
+            ("parley-shard-", ThreadGroup::Other),
+            ("parley-shard-1x", ThreadGroup::Other),
+            ("parley-shard--1", ThreadGroup::Other),
+            ("parley-send-0", ThreadGroup::Send),
+            ("parley-send-13", ThreadGroup::Send),
+            ("parley-sender", ThreadGroup::Other),
+            ("parley", ThreadGroup::Other),
+            ("tokio-runtime-w", ThreadGroup::Other),
+            ("pion-whip", ThreadGroup::Other),
+        ];
+        for (name, group) in cases {
+            assert_eq!(ThreadGroup::of(name), group, "{name}");
+        }
+        let labels: Vec<String> = [ThreadGroup::Shard(3), ThreadGroup::Send, ThreadGroup::Other]
+            .iter()
+            .map(ThreadGroup::label)
+            .collect();
+        assert_eq!(labels, ["parley-shard-3", "send", "other"]);
+    }
+
+    fn thread(tid: u32, name: &str, cpu_secs: f64) -> ThreadCpu {
+        ThreadCpu {
+            tid,
+            name: name.to_owned(),
+            cpu_secs,
+        }
+    }
+
+    fn cores(groups: &[GroupCpu]) -> Vec<(&str, usize, f64)> {
+        groups
+            .iter()
+            .map(|g| {
+                (
+                    g.group.as_str(),
+                    g.threads,
+                    (g.cores * 1000.0).round() / 1000.0,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parley_threads_are_grouped_per_shard() {
+        // Two shards, each with a sending thread named parley-send-0: matched by tid.
+        let start = [
+            thread(1, "parley", 5.0),
+            thread(2, "tokio-runtime-w", 1.0),
+            thread(10, "parley-shard-1", 3.0),
+            thread(11, "parley-shard-0", 4.0),
+            thread(12, "parley-send-0", 2.0),
+            thread(13, "parley-send-0", 2.5),
+            thread(99, "short-lived", 7.0),
+        ];
+        let end = [
+            thread(1, "parley", 5.0),
+            thread(2, "tokio-runtime-w", 1.1),
+            thread(10, "parley-shard-1", 4.0),
+            thread(11, "parley-shard-0", 6.0),
+            thread(12, "parley-send-0", 3.0),
+            thread(13, "parley-send-0", 3.0),
+            // Started in the window: all its time counts.
+            thread(14, "parley-send-1", 0.5),
+        ];
+        let groups = group_cpu(&start, &end, 10.0);
+        assert_eq!(
+            cores(&groups),
+            [
+                ("parley-shard-0", 1, 0.2),
+                ("parley-shard-1", 1, 0.1),
+                ("send", 3, 0.2),
+                ("other", 2, 0.01),
+            ]
+        );
+        assert!(groups[0].shard && groups[1].shard && !groups[2].shard && !groups[3].shard);
+        assert!((groups[2].cpu_secs - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn other_servers_are_one_group() {
+        let start = [thread(1, "pion-whip", 1.0), thread(2, "pion-whip", 1.0)];
+        let end = [thread(1, "pion-whip", 2.0), thread(2, "pion-whip", 1.5)];
+        assert_eq!(cores(&group_cpu(&start, &end, 2.0)), [("other", 2, 0.75)]);
+        assert!(group_cpu(&start, &[], 2.0).is_empty());
+        // A counter that went backwards (a reused tid) counts nothing, not negative time.
+        let reused = [thread(1, "pion-whip", 0.5)];
+        assert_eq!(cores(&group_cpu(&start, &reused, 2.0)), [("other", 1, 0.0)]);
+    }
+
+    #[test]
+    fn own_threads_are_readable() {
+        let threads = sample_threads("self").expect("/proc/self/task");
+        assert!(!threads.is_empty());
+        assert!(threads
+            .iter()
+            .all(|t| t.cpu_secs >= 0.0 && !t.name.is_empty()));
     }
 }

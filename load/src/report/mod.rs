@@ -5,11 +5,17 @@
 //! size: the ratio holds on a noisy machine where absolute microseconds do not. Simulcast
 //! steps add what the viewers received per layer ([`LayerReport`]); every step splits its
 //! viewers by their links ([`downlink::DownlinkReport`]: capped or not, rate, drops,
-//! congestion feedback).
+//! congestion feedback); every step has each room's forwarded packets
+//! ([`rooms::RoomReport`]) and, for a local server, its CPU by thread group
+//! ([`threads::ThreadsReport`]).
 
 mod downlink;
+mod rooms;
+mod threads;
 
 pub use downlink::{downlink_report, DownlinkReport};
+pub use rooms::{room_reports, RoomReport};
+pub use threads::ThreadsReport;
 
 use crate::ceiling::{Mode, Outcome};
 use crate::cli::LoadArgs;
@@ -167,9 +173,11 @@ pub struct StepReport {
     pub scenario: String,
     /// 1-based step number.
     pub step: usize,
-    /// The step's N (viewers or participants).
+    /// The step's N (viewers or participants) in each room.
     pub peers: usize,
-    /// Viewer sessions that were created.
+    /// Each room's name, viewers and what they received (one room unless `--rooms`).
+    pub rooms: Vec<RoomReport>,
+    /// Viewer sessions that were created (all rooms).
     pub viewers: usize,
     /// Publisher sessions.
     pub publishers: usize,
@@ -216,6 +224,8 @@ pub struct StepReport {
     pub downlink: Option<DownlinkReport>,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
+    /// Server CPU by thread group (a local server only).
+    pub server_threads: Option<ThreadsReport>,
     /// The generator's own CPU, cores.
     pub generator_cores: f64,
     /// The whole machine's busy CPU, cores: what is left after the server and the
@@ -277,6 +287,8 @@ pub struct Report {
     pub twcc_interval_ms: u32,
     /// Measurement window, s.
     pub measure_secs: f64,
+    /// Independent rooms per step.
+    pub rooms: u16,
     /// Steps in order.
     pub steps: Vec<StepReport>,
     /// Steps that failed outright.
@@ -296,6 +308,7 @@ impl Report {
             capped_share: args.capped_share,
             twcc_interval_ms: args.twcc_interval_ms,
             measure_secs: args.measure_secs,
+            rooms: args.rooms,
             steps: Vec::new(),
             errors: Vec::new(),
         }
@@ -317,11 +330,8 @@ impl Report {
         println!("{}", HEADER);
         for s in &self.steps {
             println!("{}", row(s));
-            if let Some(line) = layer_line(s) {
+            for line in extra_lines(s) {
                 println!("{line}");
-            }
-            if let Some(d) = &s.downlink {
-                println!("{}", downlink::downlink_line(d));
             }
         }
         println!("{}", LEGEND);
@@ -374,6 +384,24 @@ pub fn layer_line(s: &StepReport) -> Option<String> {
     Some(line)
 }
 
+/// The lines under a step's row: simulcast layers, downlinks, rooms, server threads.
+fn extra_lines(s: &StepReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.extend(layer_line(s));
+    lines.extend(s.downlink.as_ref().map(downlink::downlink_line));
+    lines.extend(rooms::rooms_line(&s.rooms));
+    lines.extend(s.server_threads.as_ref().and_then(threads::threads_line));
+    lines
+}
+
+/// The N column: the step's N, times the rooms when there are several (`2x200`).
+fn population(s: &StepReport) -> String {
+    match s.rooms.len() {
+        0 | 1 => s.peers.to_string(),
+        rooms => format!("{rooms}x{}", s.peers),
+    }
+}
+
 fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
 }
@@ -382,7 +410,7 @@ fn row(s: &StepReport) -> String {
     let srv = s.server.as_ref();
     format!(
         "{:>5}  {:>6}  {:>10.0}  {:>9}  {:>10}  {:>18}  {:>14}  {:>16}  {:>6.3}  {:>15}  {:>11}  {:>8}  {:>9.2}",
-        s.peers,
+        population(s),
         format!("{}/{}", s.joined, s.viewers),
         s.forwarded_pps,
         opt(srv.map(|v| v.cpu_cores), 2),
@@ -438,11 +466,8 @@ pub fn print_step(s: &StepReport) {
         s.keyframe_requests,
         s.keyframes_sent,
     );
-    if let Some(line) = layer_line(s) {
+    for line in extra_lines(s) {
         eprintln!("{line}");
-    }
-    if let Some(d) = &s.downlink {
-        eprintln!("{}", downlink::downlink_line(d));
     }
     if let Some(other) = s.other_load() {
         if other > 0.3 {
@@ -569,6 +594,7 @@ mod tests {
             scenario: "broadcast".into(),
             step: 1,
             peers: 1,
+            rooms: Vec::new(),
             viewers: 1,
             publishers: 1,
             joined: 1,
@@ -592,6 +618,7 @@ mod tests {
             layers: Vec::new(),
             downlink: None,
             server: None,
+            server_threads: None,
             generator_cores: 0.0,
             machine_cores: None,
             media_thread_cores: 0.0,

@@ -1,25 +1,30 @@
-//! Runs a scenario step by step: join the peers (POST offers, hand the negotiated peers to the
-//! media threads), wait for every viewer's first keyframe, measure a steady-state window,
-//! tear down with DELETE, then measure the bare-forwarder ceiling with the step's fan-out
-//! and packet size. Progress goes to stderr; results to [`crate::report`].
+//! Runs a scenario step by step: join the peers of every room (POST offers, hand the
+//! negotiated peers to the media threads), wait for every viewer's first keyframe, measure a
+//! steady-state window, tear down with DELETE, then measure the bare-forwarder ceiling with
+//! the step's fan-out and packet size. What joins where is [`specs`]. Progress goes to
+//! stderr; results to [`crate::report`].
+
+mod specs;
 
 use crate::ceiling;
-use crate::cli::{LayerLimits, LoadArgs};
-use crate::engine::{
-    AudioPlan, DownlinkPlan, Engine, Job, PublisherPlan, Snapshot, Talk, VideoPlan, ViewerSnap,
-};
+use crate::cli::LoadArgs;
+use crate::engine::{DownlinkPlan, Engine, Job, Snapshot, ViewerSnap};
 use crate::net::bind_udp;
 use crate::payload::VideoCodec;
 use crate::peer::{certificate, ClientPeer, PeerState, Role};
-use crate::procfs::{machine_busy_secs, sample_pid, ProcSample, ServerProbe, UdpCounters};
-use crate::report::{
-    self, downlink_report, layer_reports, Millis, Report, ServerReport, StepReport,
+use crate::procfs::{
+    group_cpu, machine_busy_secs, sample_pid, ProcSample, ServerProbe, ThreadCpu, UdpCounters,
 };
-use crate::signaling::{delete, endpoint_url, post_offer, request_layers, Endpoint};
+use crate::report::{
+    self, downlink_report, layer_reports, room_reports, Millis, Report, ServerReport, StepReport,
+    ThreadsReport,
+};
+use crate::signaling::{delete, endpoint_url, post_offer, request_layers};
 use crate::stats::{Distribution, SeqCounters};
 use anyhow::{anyhow, Result};
 use reqwest::Url;
 use rtc::peer_connection::certificate::RTCCertificate;
+use specs::{run_publisher, step_specs, JoinSpec};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,25 +70,13 @@ impl Scenario {
 /// One joined session: our id for the peer and the server's session URL.
 struct Session {
     id: u64,
+    /// Which of the step's rooms it joined.
+    room_index: usize,
     location: Url,
     /// POSTs answered 429/503 before the one that succeeded.
     retries: u32,
     /// Layer requests sent, and why one failed (a viewer with limits only).
     layer: Option<Result<usize, String>>,
-}
-
-/// What one join does.
-#[derive(Clone)]
-struct JoinSpec {
-    endpoint: Endpoint,
-    room: String,
-    participant: Option<String>,
-    role: Role,
-    plan: Option<PublisherPlan>,
-    /// What a viewer asks for through the WHEP layer extension once it has joined.
-    limits: Option<LayerLimits>,
-    /// A viewer behind a capped link.
-    capped: bool,
 }
 
 struct Ctx {
@@ -113,6 +106,7 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
     let posted_ns = answer.posted_ns;
     let mut session = Session {
         id: ctx.next_id.fetch_add(1, Ordering::Relaxed),
+        room_index: spec.room_index,
         location: answer.location,
         retries: answer.retries,
         layer: None,
@@ -187,82 +181,6 @@ async fn leave_all(ctx: &Arc<Ctx>, sessions: Vec<Session>) -> usize {
         }
     }
     failed
-}
-
-fn plan(args: &LoadArgs, stream: u16, video: bool, talk: Talk) -> PublisherPlan {
-    PublisherPlan {
-        stream,
-        video: video.then_some(VideoPlan {
-            codec: args.codec,
-            kbps: args.video_kbps,
-            fps: args.fps,
-            keyframe_interval: args.keyframe_interval,
-            keyframe_ratio: args.keyframe_ratio,
-            max_payload: args.max_payload,
-            pace_kbps: (f64::from(args.video_kbps) * args.pacing_factor) as u32,
-            simulcast: args.simulcast,
-        }),
-        audio: Some(AudioPlan {
-            bytes: args.audio_bytes,
-            talk,
-        }),
-    }
-}
-
-/// A WHIP publisher; `turn` of `turns` in the audio-level turn-taking.
-fn publisher_spec(
-    args: &LoadArgs,
-    room: &str,
-    name: &str,
-    stream: u16,
-    video: bool,
-    (turn, turns): (u32, u32),
-) -> JoinSpec {
-    let talk = Talk {
-        index: turn,
-        count: turns,
-        turn_secs: args.speaker_secs,
-    };
-    JoinSpec {
-        endpoint: Endpoint::Whip,
-        room: room.to_owned(),
-        participant: Some(name.to_owned()),
-        role: Role::Publisher {
-            audio: true,
-            video: video.then_some(args.codec),
-            simulcast: video && args.simulcast,
-        },
-        plan: Some(plan(args, stream, video, talk)),
-        limits: None,
-        capped: false,
-    }
-}
-
-/// A WHEP viewer; `index` picks its layer limits from the spread lists.
-fn viewer_spec(
-    args: &LoadArgs,
-    room: &str,
-    name: Option<String>,
-    (audio, video): (usize, usize),
-    index: usize,
-) -> JoinSpec {
-    JoinSpec {
-        endpoint: Endpoint::Whep,
-        room: room.to_owned(),
-        participant: name,
-        role: Role::Viewer {
-            audio,
-            video,
-            feedback: args.twcc_interval_ms > 0,
-        },
-        plan: None,
-        limits: if video > 0 {
-            args.layer_limits(index)
-        } else {
-            None
-        },
-        capped: args.capped(index),
-    }
 }
 
 /// Options that cannot work together, caught before anything joins.
@@ -382,10 +300,9 @@ pub async fn run(scenario: Scenario, args: LoadArgs) -> Result<Report> {
         args,
     });
     let mut report = Report::new(scenario.name(), &ctx.args);
-    // Broadcast: one publisher for the whole run.
+    // Broadcast in one room: one publisher for the whole run.
     let mut broadcaster = Vec::new();
-    if let Scenario::Broadcast { .. } = scenario {
-        let spec = publisher_spec(&ctx.args, &ctx.args.room, "publisher", 0, true, (0, 1));
+    if let Some(spec) = run_publisher(&scenario, &ctx.args) {
         let (s, errors) = join_all(&ctx, vec![spec]).await;
         if let Some(e) = errors.first() {
             return Err(anyhow!("the publisher could not join: {e}"));
@@ -398,8 +315,12 @@ pub async fn run(scenario: Scenario, args: LoadArgs) -> Result<Report> {
     }
     let baseline = ctx.probe.sample(&ctx.http).await.ok().flatten();
     for (i, &n) in scenario.steps().iter().enumerate() {
+        let rooms = match ctx.args.rooms {
+            1 => String::new(),
+            r => format!(" in each of {r} rooms"),
+        };
         progress(&format!(
-            "step {}/{}: {} x{n}",
+            "step {}/{}: {} x{n}{rooms}",
             i + 1,
             scenario.steps().len(),
             scenario.name()
@@ -436,45 +357,9 @@ async fn step(
     baseline: Option<ProcSample>,
 ) -> Result<StepReport> {
     let args = &ctx.args;
-    let step_room = format!("{}-{}", args.room, index + 1);
-    let (publisher_specs, viewer_specs) = match scenario {
-        Scenario::Broadcast { .. } => (
-            vec![],
-            (0..n)
-                .map(|i| viewer_spec(args, &args.room, None, (1, 1), i))
-                .collect::<Vec<_>>(),
-        ),
-        Scenario::Meeting { slots, .. } | Scenario::Audio { slots, .. } => {
-            let video = matches!(scenario, Scenario::Meeting { .. });
-            let names: Vec<String> = (0..n).map(|p| format!("p{p}")).collect();
-            (
-                names
-                    .iter()
-                    .enumerate()
-                    .map(|(p, name)| {
-                        let turn = (p as u32, n as u32);
-                        publisher_spec(args, &step_room, name, p as u16 + 1, video, turn)
-                    })
-                    .collect(),
-                names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| {
-                        let video_slots = if video { *slots } else { 0 };
-                        viewer_spec(
-                            args,
-                            &step_room,
-                            Some(name.clone()),
-                            (*slots, video_slots),
-                            i,
-                        )
-                    })
-                    .collect(),
-            )
-        }
-    };
+    let specs = step_specs(scenario, args, index, n);
     let mut errors = Vec::new();
-    let (publishers, e) = join_all(ctx, publisher_specs).await;
+    let (publishers, e) = join_all(ctx, specs.publishers).await;
     errors.extend(e);
     let pub_ids: Vec<u64> = publishers.iter().map(|s| s.id).collect();
     if !pub_ids.is_empty() {
@@ -483,7 +368,7 @@ async fn step(
         }
     }
     let joining = Instant::now();
-    let (viewers, e) = join_all(ctx, viewer_specs).await;
+    let (viewers, e) = join_all(ctx, specs.viewers).await;
     errors.extend(e);
     progress(&format!(
         "  {} viewers POSTed in {:.1} s, {} errors",
@@ -523,6 +408,10 @@ async fn step(
         });
     }
     let viewer_ids: Vec<u64> = viewers.iter().map(|s| s.id).collect();
+    let mut room_ids = vec![Vec::new(); specs.rooms.len()];
+    for s in &viewers {
+        room_ids[s.room_index].push(s.id);
+    }
     let joined = wait_joined(ctx, &viewer_ids).await;
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
 
@@ -531,6 +420,7 @@ async fn step(
     let self0 = sample_pid("self")?;
     let busy0 = machine_busy_secs();
     let server0 = probe(ctx, &mut errors).await;
+    let threads0 = probe_threads(ctx, &mut errors);
     ctx.engine.start_window();
     let snap0 = ctx.engine.snapshot(false).await;
     let t0 = Instant::now();
@@ -550,6 +440,7 @@ async fn step(
     let snap1 = ctx.engine.snapshot(true).await;
     let secs = t0.elapsed().as_secs_f64();
     let server1 = probe(ctx, &mut errors).await;
+    let threads1 = probe_threads(ctx, &mut errors);
     let self1 = sample_pid("self")?;
     let busy1 = machine_busy_secs();
     let udp = UdpCounters::read().since(&udp0);
@@ -625,8 +516,9 @@ async fn step(
     let server = match (server0, server1) {
         (Some(a), Some(b)) => {
             let cpu = b.cpu_secs - a.cpu_secs;
+            let peers = n * specs.rooms.len();
             let per_viewer = baseline.map(|base| {
-                (b.rss_bytes as f64 - base.rss_bytes as f64) / 1024.0 / n.max(1) as f64
+                (b.rss_bytes as f64 - base.rss_bytes as f64) / 1024.0 / peers.max(1) as f64
             });
             Some(ServerReport {
                 cpu_secs: cpu,
@@ -639,17 +531,22 @@ async fn step(
         }
         _ => None,
     };
+    let server_threads = threads0
+        .zip(threads1)
+        .map(|(a, b)| ThreadsReport::new(group_cpu(&a, &b, secs), counters.received));
+    let rooms = room_reports(&snap0, &snap1, &specs.rooms, &room_ids, secs);
 
     let failed_deletes = leave_all(ctx, viewers).await + leave_all(ctx, publishers).await;
     if failed_deletes > 0 {
         errors.push(format!("{failed_deletes} DELETEs failed"));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(teardown_pause(args.rooms)).await;
 
     let mut r = StepReport {
         scenario: scenario.name().to_owned(),
         step: index + 1,
         peers: n,
+        rooms,
         viewers: viewer_ids.len(),
         publishers: snap1.publishers.len(),
         joined: join.count,
@@ -677,6 +574,7 @@ async fn step(
         layers,
         downlink,
         server,
+        server_threads,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
         machine_cores: busy0.zip(busy1).map(|(a, b)| (b - a) / secs),
         media_thread_cores: (snap1.thread_cpu_secs - snap0.thread_cpu_secs) / secs,
@@ -709,12 +607,35 @@ async fn step(
     Ok(r)
 }
 
+/// The pause after a step's DELETEs. With several rooms it is long enough for a server that
+/// places new rooms by the load its shards measure (Parley publishes each shard's forwarded
+/// packets a second over windows of half a second or more) to see the step's rooms gone
+/// before the next step's rooms are placed.
+fn teardown_pause(rooms: u16) -> Duration {
+    match rooms {
+        1 => Duration::from_millis(500),
+        _ => Duration::from_secs(2),
+    }
+}
+
 /// Reads the server's CPU and RSS; a failure is recorded, not fatal.
 async fn probe(ctx: &Ctx, errors: &mut Vec<String>) -> Option<ProcSample> {
     match ctx.probe.sample(&ctx.http).await {
         Ok(s) => s,
         Err(e) => {
             errors.push(format!("server probe: {e:#}"));
+            None
+        }
+    }
+}
+
+/// Reads the CPU of each of the server's threads (a local server only); a failure is
+/// recorded, not fatal.
+fn probe_threads(ctx: &Ctx, errors: &mut Vec<String>) -> Option<Vec<ThreadCpu>> {
+    match ctx.probe.threads()? {
+        Ok(threads) => Some(threads),
+        Err(e) => {
+            errors.push(format!("server threads: {e:#}"));
             None
         }
     }
