@@ -192,6 +192,7 @@ pub struct Metrics {
     layer_switches: IntCounterVec,
     padding_packets: IntCounter,
     handoffs: IntCounter,
+    steering: IntGauge,
     /// Each shard's last levels; the gauges show their sum.
     shard_levels: std::sync::Mutex<Vec<Levels>>,
     padding_bytes: IntCounter,
@@ -404,6 +405,12 @@ impl Metrics {
                  session, handed to the owner.",
             ),
             shard_levels: std::sync::Mutex::new(Vec::new()),
+            steering: gauge(
+                &r,
+                "parley_shard_steering",
+                "1 when the kernel steers each known client address to its shard's socket, 0 \
+                 when datagrams on the wrong shard are handed over.",
+            ),
             padding_packets: counter(
                 &r,
                 "parley_padding_sent_packets_total",
@@ -571,6 +578,11 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[route])
             .observe(seconds);
+    }
+
+    /// Whether the kernel steers clients to their shards.
+    pub fn set_steering(&self, on: bool) {
+        self.steering.set(i64::from(on));
     }
 
     /// Moves a shard's counts into the metrics, and sets the live levels to the sum over the

@@ -97,8 +97,36 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
     let handoffs = metric(&base, "parley_shard_handoffs_total").await;
     assert!(
         handoffs > 0.0,
-        "24 clients on 2 sockets: the kernel gave some to the other shard"
+        "24 clients on 2 sockets: the kernel gave some first checks to the other shard"
     );
+    // As root the kernel steers each confirmed address to its shard: in steady media,
+    // (almost) nothing is handed over any more.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    let steering = metric(&base, "parley_shard_steering").await;
+    if root {
+        assert_eq!(steering, 1.0, "the steering program loads as root");
+        let (h0, r0) = (
+            metric(&base, "parley_shard_handoffs_total").await,
+            metric(&base, "parley_udp_received_datagrams_total").await,
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let r1 = loop {
+            let r = metric(&base, "parley_udp_received_datagrams_total").await;
+            if r >= r0 + 3000.0 || tokio::time::Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let h1 = metric(&base, "parley_shard_handoffs_total").await;
+        assert!(r1 >= r0 + 3000.0, "media keeps coming");
+        assert!(
+            h1 - h0 <= (r1 - r0) / 100.0,
+            "steered: {} of {} datagrams handed over",
+            h1 - h0,
+            r1 - r0
+        );
+    }
 
     let http = reqwest::Client::new();
     let listed: serde_json::Value = http

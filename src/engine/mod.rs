@@ -28,6 +28,7 @@ pub mod sender;
 mod session;
 mod shard;
 pub mod socket;
+mod steer;
 
 pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
 pub use demux::{stun_local_ufrag, Demux};
@@ -370,6 +371,23 @@ pub async fn spawn(
     let placement = Arc::new(Placement::new(sockets.len()));
     let owners = shard::Owners::default();
     let links = handoff::wire(sockets.len());
+    // The kernel steers each known client address to its shard where it can.
+    let steering = (sockets.len() > 1)
+        .then(|| match steer::Steering::attach(&sockets) {
+            Ok(steering) => {
+                tracing::info!("{} shards; the kernel steers each client to its shard", sockets.len());
+                Some(Arc::new(steering))
+            }
+            Err(e) => {
+                tracing::info!(
+                    "{} shards; kernel steering unavailable ({e}): datagrams on the wrong shard are handed over",
+                    sockets.len()
+                );
+                None
+            }
+        })
+        .flatten();
+    metrics.set_steering(steering.is_some());
     // The sending threads are shared out over the shards, at least one each.
     let send_threads = config.send_threads.div_ceil(sockets.len()).max(1);
     let mut txs = Vec::new();
@@ -381,6 +399,7 @@ pub async fn spawn(
             id,
             placement: placement.clone(),
             owners: owners.clone(),
+            steering: steering.clone(),
             outbox,
             inbox,
         };
@@ -408,7 +427,7 @@ pub async fn spawn(
                 };
                 runtime.block_on(async move {
                     let started = socket::MediaSocket::new(socket).and_then(|socket| {
-                        let senders = sender::Senders::start(socket.std(), send_threads)?;
+                        let senders = sender::Senders::start(socket.std(), id, send_threads)?;
                         Ok((socket, senders))
                     });
                     let (socket, senders) = match started {

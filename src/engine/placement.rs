@@ -3,8 +3,8 @@
 //! A room lives on one shard. The HTTP side claims a room for each session it opens
 //! ([`Placement::claim`]): a room already placed keeps its shard, a new one goes to the
 //! least-loaded shard (forwarded packets a second, which each shard publishes through an
-//! atomic, plus an allowance per room placed there, so a burst of new rooms spreads before
-//! any of them carries media). Every session that ends releases its claim, and a room without
+//! atomic, plus the mean load of a room for each room placed there since, so a burst of new
+//! rooms spreads before any of them carries media). Every session that ends releases its claim, and a room without
 //! sessions is forgotten, to be placed afresh. Claims and releases of one room are ordered by
 //! the map's entry lock, so a room is never on two shards at once.
 //!
@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// Most shards (their number must fit the two hex digits of an id).
 pub const MAX_SHARDS: usize = 256;
 
-/// The load a room is expected to bring, in forwarded packets a second, before it shows.
+/// The least load a new room is expected to bring, in forwarded packets a second, before it
+/// shows (otherwise: the mean load of the rooms placed so far).
 const ROOM_ALLOWANCE: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,10 @@ pub struct Placement {
     loads: Box<[AtomicU64]>,
     /// Rooms placed, per shard.
     rooms_on: Box<[AtomicUsize]>,
+    /// Rooms placed since the shard last published its load (they show none yet).
+    fresh: Box<[AtomicUsize]>,
+    /// Taken while a new room is placed, so rooms placed at once see each other.
+    placing: std::sync::Mutex<()>,
 }
 
 impl Placement {
@@ -44,6 +49,8 @@ impl Placement {
             rooms: DashMap::new(),
             loads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             rooms_on: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            fresh: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            placing: std::sync::Mutex::new(()),
         }
     }
 
@@ -57,8 +64,14 @@ impl Placement {
     /// ([`Placement::release`]) when its session ends or was never opened.
     pub fn claim(&self, room: &str) -> usize {
         let mut entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            // Only ever taken inside one room's entry, never the other way round.
+            let _placing = self
+                .placing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let shard = self.least_loaded();
             self.rooms_on[shard].fetch_add(1, Ordering::Relaxed);
+            self.fresh[shard].fetch_add(1, Ordering::Relaxed);
             Claim { shard, sessions: 0 }
         });
         entry.sessions += 1;
@@ -90,17 +103,30 @@ impl Placement {
 
     /// A shard's current load, in forwarded packets a second.
     pub fn publish_load(&self, shard: usize, packets_per_second: u64) {
-        if let Some(l) = self.loads.get(shard) {
+        if let (Some(l), Some(f)) = (self.loads.get(shard), self.fresh.get(shard)) {
             l.store(packets_per_second, Ordering::Relaxed);
+            f.store(0, Ordering::Relaxed);
         }
     }
 
+    /// The shard with the least expected load: what it published, plus the mean load of a
+    /// room for each room placed there since (those show nothing yet). A shard without
+    /// rooms counts as idle whatever it last published (the load of rooms gone).
     fn least_loaded(&self) -> usize {
+        let rooms = |s: usize| self.rooms_on[s].load(Ordering::Relaxed) as u64;
+        let fresh = |s: usize| (self.fresh[s].load(Ordering::Relaxed) as u64).min(rooms(s));
+        let load = |s: usize| match rooms(s) {
+            0 => 0,
+            _ => self.loads[s].load(Ordering::Relaxed),
+        };
+        let (total, shown) =
+            (0..self.shards()).fold((0, 0), |(l, r), s| (l + load(s), r + rooms(s) - fresh(s)));
+        let mean = match shown {
+            0 => ROOM_ALLOWANCE,
+            n => (total / n).max(ROOM_ALLOWANCE),
+        };
         (0..self.shards())
-            .min_by_key(|&s| {
-                let rooms = self.rooms_on[s].load(Ordering::Relaxed) as u64;
-                self.loads[s].load(Ordering::Relaxed) + rooms * ROOM_ALLOWANCE
-            })
+            .min_by_key(|&s| load(s) + fresh(s) * mean)
             .unwrap_or(0)
     }
 }
@@ -153,16 +179,29 @@ mod tests {
 
     #[test]
     fn new_rooms_go_where_the_load_is_least() {
-        let p = Placement::new(3);
-        p.publish_load(0, 50_000);
-        p.publish_load(1, 2_000);
-        p.publish_load(2, 30_000);
-        let placed: Vec<usize> = (0..30).map(|i| p.claim(&format!("r{i}"))).collect();
+        let p = Placement::new(2);
+        let big = p.claim("big");
+        let small = p.claim("small");
+        assert_ne!(big, small);
+        p.publish_load(big, 40_000);
+        p.publish_load(small, 2_000);
+        // A room just placed carries nothing yet: each counts as the mean room (21,000).
+        let placed: Vec<usize> = (0..10).map(|i| p.claim(&format!("r{i}"))).collect();
+        assert_eq!(placed[0], small, "{placed:?}");
         let on = |s| placed.iter().filter(|&&x| x == s).count();
-        // Each room counts 1,000 packets a second until it shows: 28 rooms fill shard 1 up to
-        // shard 2's load, then they alternate.
-        assert_eq!(on(0), 0, "{placed:?}");
-        assert!(on(1) > on(2) && on(2) > 0, "{placed:?}");
+        assert!(on(small) >= on(big) && on(big) > 0, "{placed:?}");
+    }
+
+    #[test]
+    fn the_load_of_rooms_gone_does_not_draw_a_burst_to_one_shard() {
+        let p = Placement::new(2);
+        let old = p.claim("old");
+        p.publish_load(old, 1_840);
+        p.release("old");
+        // Its load shows until the shard publishes again: the next rooms still spread.
+        let a = p.claim("a");
+        let b = p.claim("b");
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -105,15 +105,16 @@ pub struct Senders {
 }
 
 impl Senders {
-    /// Starts `threads` (at least one) sending threads on clones of `socket`.
-    pub fn start(socket: &UdpSocket, threads: usize) -> io::Result<Self> {
+    /// Starts `threads` (at least one) sending threads on clones of `socket`, named
+    /// `parley-send-{shard}-{i}`.
+    pub fn start(socket: &UdpSocket, shard: usize, threads: usize) -> io::Result<Self> {
         let mut lanes = Vec::new();
         for i in 0..threads.max(1) {
             let socket = socket.try_clone()?;
             let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let thread = std::thread::Builder::new()
-                .name(format!("parley-send-{i}"))
+                .name(format!("parley-send-{shard}-{i}"))
                 .spawn(move || {
                     while let Ok(mut job) = jobs_rx.recv() {
                         let waited = job.handed.elapsed();
@@ -374,7 +375,7 @@ mod tests {
             let rxs: Vec<UdpSocket> = (0..6).map(|_| receiver()).collect();
             let addrs: Vec<SocketAddr> =
                 rxs.iter().map(|r| r.local_addr().expect("addr")).collect();
-            let mut senders = Senders::start(&tx, threads).expect("start");
+            let mut senders = Senders::start(&tx, 0, threads).expect("start");
             let per_round = 100usize;
             let (mut latencies, mut waits) = (0, 0);
             let mut totals = Flushed::default();
@@ -433,7 +434,7 @@ mod tests {
         tx.set_nonblocking(true).expect("non-blocking");
         let rx = receiver();
         let to = rx.local_addr().expect("addr");
-        let mut senders = Senders::start(&tx, 1).expect("start");
+        let mut senders = Senders::start(&tx, 0, 1).expect("start");
         let queue = |senders: &mut Senders, from: u8, count: u8| {
             senders.note_arrival(Instant::now());
             for k in from..from + count {

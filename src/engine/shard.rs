@@ -6,12 +6,15 @@
 //! (addresses a shard confirmed for one of its sessions, shared in [`Owners`]) or, for a STUN
 //! binding request from an address not seen yet, by the shard number its server ufrag begins
 //! with. One that belongs elsewhere is handed over (`handoff`); the owner answers from its
-//! own socket, on the same local port, so the client sees one 5-tuple.
+//! own socket, on the same local port, so the client sees one 5-tuple. Where the kernel can
+//! run Parley's steering program (`steer`), a confirmed address is also steered straight to
+//! its shard's socket, and only a client's first checks are handed over.
 
 use super::demux::stun_local_ufrag;
 use super::event_loop::Engine;
 use super::handoff::{Handed, Inbox, Outbox};
 use super::placement::{shard_of_id, Placement};
+use super::steer::Steering;
 use crate::metrics;
 use bytes::BytesMut;
 use dashmap::DashMap;
@@ -30,6 +33,8 @@ pub struct ShardLink {
     pub placement: Arc<Placement>,
     /// Which shard owns which client address.
     pub owners: Owners,
+    /// The kernel's steering of known addresses, where it could be loaded.
+    pub steering: Option<Arc<Steering>>,
     /// Datagrams to other shards.
     pub outbox: Outbox,
     /// Datagrams from other shards.
@@ -44,6 +49,9 @@ impl ShardLink {
             return;
         }
         self.owners.insert(addr, self.id);
+        if let Some(steering) = &self.steering {
+            steering.steer(addr, self.id);
+        }
         if let Some(old) = dropped {
             self.disown_address(old);
         }
@@ -54,7 +62,13 @@ impl ShardLink {
         if self.placement.shards() < 2 {
             return;
         }
-        self.owners.remove_if(&addr, |_, owner| *owner == self.id);
+        let mine = self
+            .owners
+            .remove_if(&addr, |_, owner| *owner == self.id)
+            .is_some();
+        if let (true, Some(steering)) = (mine, &self.steering) {
+            steering.forget(addr);
+        }
     }
 
     /// The shard that owns a datagram this shard could not route, if another one does.
