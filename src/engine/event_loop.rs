@@ -1,17 +1,16 @@
-//! The engine's state and its event loop: commands from HTTP, datagrams from the shared
-//! socket, and timers, all handled on one task so no state is shared or locked.
+//! A shard's state and its event loop: commands from HTTP, datagrams from its socket and
+//! from other shards, and timers, all handled on one task so no state is shared or locked.
+//! What a datagram produced is drained here; a publisher's packet goes to `fanout`.
 
-use super::batch::SendBatch;
 use super::demux::Demux;
 use super::keymap::KeyMap;
 use super::room::{Room, SessionKey};
 use super::sender::Senders;
-use super::session::{layer_slot, source_id, EndReason, Session};
+use super::session::{EndReason, Session};
 use super::shard::ShardLink;
 use super::socket::MediaSocket;
 use super::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
-use crate::forward::slot::{write_packet, Skip};
 use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{Fed, MediaKind, PeerEvent, PeerState, TransportContext};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,8 +27,6 @@ const MAX_DATAGRAM: usize = 2048;
 pub(super) const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read in one go before draining the peers they touched.
 const READ_BATCH: usize = 64;
-/// Lost packets resent for one NACK at most (a bound on what one request can cost).
-const MAX_RESEND_PER_NACK: usize = 64;
 
 pub(super) struct Engine {
     pub(super) ctx: TransportContext,
@@ -50,8 +47,8 @@ pub(super) struct Engine {
     pub(super) subscribers: KeyMap<u64, Vec<(SessionKey, usize)>>,
     timers: BTreeSet<(Instant, SessionKey)>,
     deadlines: HashMap<SessionKey, Instant>,
-    dirty: Vec<SessionKey>,
-    dirty_set: HashSet<SessionKey>,
+    pub(super) dirty: Vec<SessionKey>,
+    pub(super) dirty_set: HashSet<SessionKey>,
     /// Sessions with events Parley raised itself from what it read without the stack (a
     /// viewer's TWCC feedback, most often): their stack has nothing new to collect.
     own_events: Vec<SessionKey>,
@@ -65,7 +62,7 @@ pub(super) struct Engine {
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
     pub(super) scratch: rtc::rtp::Header,
     /// Viewer slots that reached a frame end while their viewer probes: padding follows.
-    probe_queue: Vec<(SessionKey, usize)>,
+    pub(super) probe_queue: Vec<(SessionKey, usize)>,
     /// When viewers' estimates were last sampled for the histogram.
     pub(super) last_estimate_sample: Option<Instant>,
     /// Recent packets of each published video track (by source id), for NACKs.
@@ -74,7 +71,7 @@ pub(super) struct Engine {
     pub(super) layers_dirty: HashSet<String>,
 }
 
-fn kind_index(kind: MediaKind) -> usize {
+pub(super) fn kind_index(kind: MediaKind) -> usize {
     match kind {
         MediaKind::Audio => 0,
         MediaKind::Video => 1,
@@ -516,227 +513,6 @@ impl Engine {
                     return;
                 }
                 PeerEvent::State(PeerState::Connecting) => {}
-            }
-        }
-    }
-
-    /// Sends one publisher packet to every slot fed by its track's layer.
-    fn fan_out(
-        &mut self,
-        key: SessionKey,
-        track: usize,
-        layer: usize,
-        packet: &rtc::rtp::Packet,
-        now: Instant,
-    ) {
-        let bytes = packet.payload.len() as u64;
-        let Some(publisher) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let kind = publisher
-            .peer
-            .inbound()
-            .get(track)
-            .map(|t| kind_index(t.kind))
-            .unwrap_or(0);
-        publisher.received.0 += 1;
-        publisher.received.1 += bytes;
-        let keyframe = self.observe_layer(key, track, layer, packet, now);
-        let Some(publisher) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        if keyframe {
-            if let Some(pending) = publisher.keyframe_pending.get_mut(layer_slot(track, layer)) {
-                *pending = false;
-            }
-        }
-        if !publisher.media_started {
-            publisher.media_started = true;
-            let setup = now.saturating_duration_since(publisher.created);
-            self.tally.setup_s.push(setup.as_secs_f64());
-        }
-        self.tally.rtp_in[kind] += 1;
-        self.tally.rtp_in_bytes[kind] += bytes;
-        self.observe_track(key, track, packet, now);
-        let sid = source_id(key, track, layer);
-        let Some(targets) = self.subscribers.get(&sid) else {
-            return;
-        };
-        if kind == kind_index(MediaKind::Video) {
-            self.caches.entry(sid).or_default().push(packet);
-        }
-        let mut forwarded = 0u64;
-        // When the copies leave, for the viewers' congestion feedback: not when the
-        // publisher's packet arrived (an engine catching up on a burst of datagrams would
-        // read as a queue on every viewer's path).
-        let sealed_at = Instant::now();
-        for &(viewer_key, slot) in targets {
-            let Some(viewer) = self.sessions.get_mut(&viewer_key) else {
-                debug_assert!(false, "a fan-out list names ended session {viewer_key}");
-                continue;
-            };
-            if viewer.peer.state() != PeerState::Connected {
-                self.tally.drop(metrics::Drop::NotConnected);
-                continue;
-            }
-            let probe = packet.header.marker && probes_through(viewer, slot);
-            let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
-                continue;
-            };
-            if let Err(skip) = forwarder.forward_header(sid, packet, now, &mut self.scratch) {
-                self.tally.drop(match skip {
-                    Skip::NotBound | Skip::Stale => metrics::Drop::Stale,
-                    Skip::NoKeyframeYet => metrics::Drop::NoKeyframeYet,
-                    Skip::NoCodec => metrics::Drop::NoCodec,
-                    // Not a loss: the slot's temporal layer leaves this frame out, the
-                    // packet is padding, or the viewer's link does not carry the video.
-                    Skip::Temporal | Skip::Paused => {
-                        if probe {
-                            self.probe_queue.push((viewer_key, slot));
-                        }
-                        continue;
-                    }
-                    Skip::Padding => continue,
-                });
-                continue;
-            }
-            let sent = match viewer.peer.sealed_media_addr() {
-                Some(to) => seal_into(
-                    self.senders.batch_for(viewer_key),
-                    viewer,
-                    slot,
-                    &self.scratch,
-                    packet,
-                    to,
-                    sealed_at,
-                ),
-                None => {
-                    let payload = if forwarder.has_patch() {
-                        let mut copy = packet.payload.to_vec();
-                        forwarder.patch_payload(&mut copy);
-                        copy.into()
-                    } else {
-                        packet.payload.clone()
-                    };
-                    let out = rtc::rtp::Packet {
-                        header: self.scratch.clone(),
-                        payload,
-                    };
-                    if self.dirty_set.insert(viewer_key) {
-                        self.dirty.push(viewer_key);
-                    }
-                    viewer.peer.write_rtp(now, slot, out)
-                }
-            };
-            if probe {
-                self.probe_queue.push((viewer_key, slot));
-            }
-            if sent {
-                viewer.sent.0 += 1;
-                viewer.sent.1 += bytes;
-                forwarded += 1;
-                if !viewer.media_started {
-                    viewer.media_started = true;
-                    let setup = now.saturating_duration_since(viewer.created);
-                    self.tally.setup_s.push(setup.as_secs_f64());
-                }
-            }
-        }
-        self.tally.rtp_out[kind] += forwarded;
-        self.tally.rtp_out_bytes[kind] += forwarded * bytes;
-        if !self.probe_queue.is_empty() {
-            let queue = std::mem::take(&mut self.probe_queue);
-            for &(viewer, slot) in &queue {
-                self.pad_after(viewer, slot, sealed_at);
-            }
-            self.probe_queue = queue;
-            self.probe_queue.clear();
-        }
-        if forwarded > 0 {
-            self.senders.note_arrival(now);
-        }
-    }
-}
-
-/// Whether `viewer` probes its link through `slot` now (padding follows its frame ends).
-fn probes_through(viewer: &Session, slot: usize) -> bool {
-    viewer
-        .downlink
-        .as_ref()
-        .is_some_and(|d| d.probe_slot == Some(slot) && d.prober.probing())
-}
-
-/// Writes the slot's packet (header `header`, payload of `packet` with the slot's payload
-/// rewrite applied in place) into the next free slot of `outgoing`, seals it for the viewer
-/// and queues it for `to`.
-fn seal_into(
-    outgoing: &mut SendBatch,
-    viewer: &mut Session,
-    slot: usize,
-    header: &rtc::rtp::Header,
-    packet: &rtc::rtp::Packet,
-    to: SocketAddr,
-    now: Instant,
-) -> bool {
-    let Some(buf) = outgoing.slot() else {
-        return false;
-    };
-    let sealed = write_packet(header, &packet.payload, buf).and_then(|(head, len)| {
-        if let Some(f) = viewer.forwarders.get(slot).filter(|f| f.has_patch()) {
-            f.patch_payload(&mut buf[head..len]);
-        }
-        viewer.peer.seal_rtp(now, slot, buf, head, len)
-    });
-    match sealed {
-        Some(n) => {
-            outgoing.commit(to, n, viewer.key);
-            true
-        }
-        None => false,
-    }
-}
-
-impl Engine {
-    /// Answers a viewer's NACK on a sealed slot: resends the lost packets still cached, with
-    /// the numbering they were first sent with.
-    fn resend(&mut self, key: SessionKey, slot: usize, seqs: &[u16]) {
-        let now = Instant::now();
-        let Some(viewer) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let Some(to) = viewer.peer.sealed_media_addr() else {
-            return;
-        };
-        for &seq in seqs.iter().take(MAX_RESEND_PER_NACK) {
-            let Some(forwarder) = viewer.forwarders.get_mut(slot) else {
-                return;
-            };
-            if forwarder.paused() {
-                // The link does not carry this video; it restarts on a keyframe.
-                return;
-            }
-            let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
-                continue;
-            };
-            let Some(packet) = self.caches.get(&sid).and_then(|c| c.get(source_seq)) else {
-                continue;
-            };
-            if forwarder
-                .resend_header(sid, packet, &mut self.scratch)
-                .is_err()
-            {
-                continue;
-            }
-            if seal_into(
-                self.senders.batch_for(key),
-                viewer,
-                slot,
-                &self.scratch,
-                packet,
-                to,
-                now,
-            ) {
-                self.tally.retransmissions += 1;
             }
         }
     }

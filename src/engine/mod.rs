@@ -18,6 +18,7 @@ pub mod demux;
 mod downlink;
 mod event_loop;
 mod events;
+mod fanout;
 pub mod handoff;
 mod keymap;
 mod layers;
