@@ -99,13 +99,10 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
         handoffs > 0.0,
         "24 clients on 2 sockets: the kernel gave some first checks to the other shard"
     );
-    // As root the kernel steers each confirmed address to its shard: in steady media,
-    // (almost) nothing is handed over any more.
-    #[allow(unsafe_code)]
-    let root = unsafe { libc::geteuid() } == 0;
-    let steering = metric(&base, "parley_shard_steering").await;
-    if root {
-        assert_eq!(steering, 1.0, "the steering program loads as root");
+    // Where the steering program loads (root, or CAP_BPF and CAP_NET_ADMIN; `steer`'s unit
+    // test tells a refusal from a program the kernel rejects), the kernel steers each
+    // confirmed address to its shard: in steady media (almost) nothing is handed over.
+    if metric(&base, "parley_shard_steering").await == 1.0 {
         let (h0, r0) = (
             metric(&base, "parley_shard_handoffs_total").await,
             metric(&base, "parley_udp_received_datagrams_total").await,

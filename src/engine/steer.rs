@@ -254,6 +254,67 @@ fn prog_load(insns: &[u64]) -> std::io::Result<OwnedFd> {
 mod tests {
     use super::*;
 
+    /// Two sockets in one group on a free port.
+    fn group() -> Vec<UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let mut addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        (0..2)
+            .map(|_| {
+                let s =
+                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+                s.set_reuse_port(true).expect("reuseport");
+                s.bind(&addr.into()).expect("bind");
+                let s: UdpSocket = s.into();
+                addr = s.local_addr().expect("local");
+                s.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+                    .expect("timeout");
+                s
+            })
+            .collect()
+    }
+
+    /// Which socket of the group each of `n` datagrams from `client` reached.
+    fn landed(group: &[UdpSocket], client: &UdpSocket, n: usize) -> [usize; 2] {
+        let to = group[0].local_addr().expect("local");
+        for _ in 0..n {
+            client.send_to(b"x", to).expect("send");
+        }
+        let mut got = [0; 2];
+        let mut buf = [0u8; 16];
+        for (i, s) in group.iter().enumerate() {
+            while s.recv_from(&mut buf).is_ok() {
+                got[i] += 1;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_steered_address_reaches_the_socket_it_was_steered_to() {
+        let group = group();
+        let steering = match Steering::attach(&group) {
+            Ok(s) => s,
+            // Not allowed here (no CAP_BPF): the hand-off routes alone, nothing to test.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
+            Err(e) => panic!("the steering program does not load: {e}"),
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        let from = client.local_addr().expect("client addr");
+        for shard in [1, 0, 1] {
+            assert!(steering.steer(from, shard));
+            let mut expected = [0; 2];
+            expected[shard] = 50;
+            assert_eq!(landed(&group, &client, 50), expected, "steered to {shard}");
+        }
+        steering.forget(from);
+        let got = landed(&group, &client, 50);
+        assert_eq!(
+            got[0] + got[1],
+            50,
+            "unsteered: the kernel's hash, nothing lost"
+        );
+    }
+
     #[test]
     fn keys_are_the_wire_bytes_of_ipv4_addresses() {
         let addr: SocketAddr = "10.1.2.3:5004".parse().expect("addr");
