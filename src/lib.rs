@@ -67,6 +67,12 @@ impl Server {
         self.engine.registry.len()
     }
 
+    /// How many media shards serve, and why the kernel does not steer clients to them (when
+    /// it does not).
+    pub fn shards(&self) -> (usize, Option<&str>) {
+        (self.engine.shards(), self.engine.unsteered.as_deref())
+    }
+
     /// Graceful drain: new sessions are refused with 503 + Retry-After while live ones go on,
     /// until they have all ended or `timeout` passed; then [`Server::shutdown`].
     pub async fn drain(self, timeout: std::time::Duration) {

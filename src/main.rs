@@ -22,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
         server.http_addr, server.media_addr
     );
     println!("  advertised media addresses: {:?}", server.advertised);
+    match server.shards() {
+        (1, _) => println!("  media shards  : 1"),
+        (n, None) => println!("  media shards  : {n}, the kernel steers each client to its shard"),
+        (n, Some(why)) => println!(
+            "  media shards  : {n}, datagrams on the wrong shard are handed over (no kernel steering: {why})"
+        ),
+    }
     println!("  web page      : http://HOST:{port}/");
     println!("  publish (WHIP): http://HOST:{port}/whip/ROOM");
     println!("  play    (WHEP): http://HOST:{port}/whep/ROOM");

@@ -194,6 +194,9 @@ pub struct EngineHandle {
     pub registry: Registry,
     /// Which shard serves which room.
     pub placement: Arc<Placement>,
+    /// Why the kernel does not steer clients to their shards, when it does not (with more
+    /// than one shard: datagrams on the wrong shard are then handed over).
+    pub unsteered: Option<String>,
 }
 
 impl EngineHandle {
@@ -373,21 +376,13 @@ pub async fn spawn(
     let owners = shard::Owners::default();
     let links = handoff::wire(sockets.len());
     // The kernel steers each known client address to its shard where it can.
-    let steering = (sockets.len() > 1)
-        .then(|| match steer::Steering::attach(&sockets) {
-            Ok(steering) => {
-                tracing::info!("{} shards; the kernel steers each client to its shard", sockets.len());
-                Some(Arc::new(steering))
-            }
-            Err(e) => {
-                tracing::info!(
-                    "{} shards; kernel steering unavailable ({e}): datagrams on the wrong shard are handed over",
-                    sockets.len()
-                );
-                None
-            }
-        })
-        .flatten();
+    let (steering, unsteered) = match sockets.len() {
+        1 => (None, None),
+        _ => match steer::Steering::attach(&sockets) {
+            Ok(steering) => (Some(Arc::new(steering)), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
     metrics.set_steering(steering.is_some());
     // The sending threads are shared out over the shards, at least one each.
     let send_threads = config.send_threads.div_ceil(sockets.len()).max(1);
@@ -460,6 +455,7 @@ pub async fn spawn(
             shards: txs.into(),
             registry,
             placement,
+            unsteered,
         },
         task,
     ))
