@@ -56,6 +56,24 @@ pub struct Config {
     #[arg(long, env = "PARLEY_ICE_SERVER", value_delimiter = ',')]
     pub ice_server: Vec<String>,
 
+    /// TURN server URL (`turn:host:3478?transport=udp`, `turns:host:443?transport=tcp`)
+    /// sent to clients with a time-limited credential (coturn's REST scheme). Repeat or
+    /// separate with commas. Needs `--turn-secret` or `--turn-secret-file`.
+    #[arg(long, env = "PARLEY_TURN_URL", value_delimiter = ',')]
+    pub turn_url: Vec<String>,
+
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`).
+    #[arg(long, env = "PARLEY_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// A file holding the TURN secret (its surrounding whitespace is ignored).
+    #[arg(long, env = "PARLEY_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<std::path::PathBuf>,
+
+    /// How long a minted TURN credential stays valid, in seconds.
+    #[arg(long, env = "PARLEY_TURN_TTL", default_value_t = 86_400)]
+    pub turn_ttl: u64,
+
     /// Maximum number of concurrent sessions (WHIP + WHEP); beyond it POST answers 503.
     #[arg(long, env = "PARLEY_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
@@ -140,6 +158,10 @@ impl Config {
             play_token: None,
             admin_token: None,
             ice_server: Vec::new(),
+            turn_url: Vec::new(),
+            turn_secret: None,
+            turn_secret_file: None,
+            turn_ttl: 86_400,
             max_sessions: 2000,
             max_participants_per_room: 500,
             shards: 2,
@@ -170,6 +192,41 @@ impl Config {
     /// How long a connection may go without ICE consent before it is failed.
     pub fn consent_timeout(&self) -> Duration {
         Duration::from_secs(self.consent_timeout_secs.max(2))
+    }
+
+    /// The TURN servers and their secret (read from `--turn-secret-file` if given).
+    pub fn turn(&self) -> Result<crate::http::ice::Turn, String> {
+        if self.turn_url.is_empty() {
+            return Ok(crate::http::ice::Turn::default());
+        }
+        let secret = match (&self.turn_secret, &self.turn_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err("give --turn-secret or --turn-secret-file, not both".into())
+            }
+            (Some(s), None) => s.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --turn-secret-file {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return Err("--turn-url needs --turn-secret or --turn-secret-file".into())
+            }
+        };
+        if secret.is_empty() {
+            return Err("the TURN secret is empty".into());
+        }
+        if let Some(bad) = self
+            .turn_url
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(format!("--turn-url {bad} is not a turn: or turns: URL"));
+        }
+        Ok(crate::http::ice::Turn {
+            urls: self.turn_url.clone(),
+            secret: secret.into_bytes(),
+            ttl_secs: self.turn_ttl.max(60),
+        })
     }
 
     /// How many shards to run.

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The WebRTC transport could not be set up.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    /// A setting cannot be used as given.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running server.
@@ -160,6 +163,7 @@ fn advertised_ips(config: &Config, media_addr: SocketAddr) -> Vec<IpAddr> {
 
 /// Binds both sockets and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let turn = config.turn().map_err(StartError::Config)?;
     let listener = TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -224,6 +228,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         engine: engine.clone(),
         config: Arc::new(config),
         metrics,
+        turn: Arc::new(turn),
         draining: draining.clone(),
         limiter: Arc::new(http::RateLimiter::default()),
     };

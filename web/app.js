@@ -626,7 +626,8 @@ async function call(run, v) {
     if (out.length) {
       const kbps = out.some((o) => o.kbps !== null) ? out.reduce((sum, o) => sum + (o.kbps || 0), 0) : null;
       const layers = out.length > 1 ? ` · ${out.filter((o) => o.kbps).length} layers` : '';
-      $('.info', own).textContent = `${fmt.kbps(kbps)}${layers} · RTT ${fmt.ms(out[0].rtt ?? s.rtt)}`;
+      const via = s.transport ? ` · ${s.transport}` : '';
+      $('.info', own).textContent = `${fmt.kbps(kbps)}${layers} · RTT ${fmt.ms(out[0].rtt ?? s.rtt)}${via}`;
     }
     for (const i of r.inbound) {
       const tile = i.kind === 'video' && (tiles.get(i.mid) || trackTiles.get(i.track));

@@ -125,15 +125,27 @@ export class Session {
     await this.pc.setRemoteDescription({ type: 'answer', sdp: text });
   }
 
-  /** Asks the endpoint (OPTIONS) for its STUN/TURN servers before gathering candidates. */
+  /**
+   * Asks the server for its STUN/TURN servers (`GET /ice-servers`, TURN with a fresh
+   * credential; else the endpoint's OPTIONS links) before gathering candidates.
+   */
   async useIceServers() {
+    let servers = [];
     try {
-      const res = await fetch(this.url, { method: 'OPTIONS' });
-      const servers = iceServers(parseLinks(res.headers.get('Link'), res.url));
-      if (servers.length) this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: servers });
+      const res = await fetch(new URL('/ice-servers', this.url), { headers: authHeaders(this.token) });
+      if (res.ok) servers = (await res.json()).iceServers || [];
+    } catch (e) {
+      console.warn('no /ice-servers', e);
+    }
+    try {
+      if (!servers.length) {
+        const res = await fetch(this.url, { method: 'OPTIONS' });
+        servers = iceServers(parseLinks(res.headers.get('Link'), res.url));
+      }
     } catch (e) {
       console.warn('no ICE servers from OPTIONS', e); // the POST will say what is wrong
     }
+    if (servers.length) this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: servers });
   }
 
   /** The room events URL from the 201's Link header (WHEP only). */
@@ -410,7 +422,7 @@ export class StatsMeter {
       const c = byId.get(s.codecId);
       return c ? c.mimeType.split('/')[1] : '';
     };
-    const out = { outbound: [], inbound: [], rtt: null };
+    const out = { outbound: [], inbound: [], rtt: null, transport: null };
     report.forEach((s) => {
       if (s.type === 'outbound-rtp') {
         const remote = [...byId.values()].find((r) => r.type === 'remote-inbound-rtp' && r.localId === s.id);
@@ -446,6 +458,9 @@ export class StatsMeter {
         });
       } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         if (s.currentRoundTripTime !== undefined) out.rtt = s.currentRoundTripTime;
+        // udp, tcp, or relay (through a TURN server).
+        const local = byId.get(s.localCandidateId);
+        if (local) out.transport = local.candidateType === 'relay' ? 'relay' : local.protocol || null;
       }
     });
     return out;

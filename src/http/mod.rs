@@ -7,6 +7,7 @@
 mod auth;
 pub mod error;
 mod events;
+pub mod ice;
 mod layer;
 mod limit;
 mod page;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// TURN servers and the secret their credentials are minted with.
+    pub turn: Arc<ice::Turn>,
     /// Set on SIGTERM: new sessions are refused.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Per-client-IP request limit.
@@ -75,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         "/sessions/{id}/layer",
         post(layer::choose).options(sessions::options),
     )
+    .route("/ice-servers", get(ice::list).options(ice::options))
     .route("/rooms", get(rooms::list))
     .route("/rooms/{room}", get(rooms::show))
     .route(

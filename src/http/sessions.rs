@@ -3,6 +3,7 @@
 
 use super::auth;
 use super::error::ApiError;
+use super::ice;
 use super::AppState;
 use crate::engine::{EndReason, SessionKind};
 use crate::transport::sdpfrag;
@@ -60,13 +61,11 @@ fn body_text(body: &Bytes, what: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// The `--ice-server` URLs, without TURN credentials: what an unauthenticated `OPTIONS`
+/// may learn.
 fn ice_server_links(state: &AppState) -> Vec<HeaderValue> {
-    state
-        .config
-        .ice_server
-        .iter()
-        .filter_map(|url| HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")).ok())
-        .collect()
+    let stun = ice::servers(&state.config.ice_server, &ice::Turn::default(), 0, "");
+    ice::links(&stun)
 }
 
 async fn create(
@@ -123,7 +122,8 @@ async fn create(
         h.insert(header::ETAG, v);
     }
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    for link in ice_server_links(&state) {
+    // STUN as configured, TURN with a credential minted for this session.
+    for link in ice::links(&ice::for_client(&state, &created.id)) {
         h.append(header::LINK, link);
     }
     if kind == SessionKind::Whep {
