@@ -147,6 +147,9 @@ pub struct Levels {
     pub participants: i64,
     /// Sessions by kind (whip, whep).
     pub sessions: [i64; 2],
+    /// Connected sessions by transport ([`TRANSPORTS`]) and client candidate type
+    /// ([`CANDIDATES`]).
+    pub paths: [[i64; 4]; 2],
     /// Published tracks by (kind, codec index).
     pub tracks: [[i64; 6]; 2],
     /// Live video layers by spatial rank (0 the smallest).
@@ -165,6 +168,14 @@ impl Levels {
             *a += b;
         }
         for (a, b) in self
+            .paths
+            .iter_mut()
+            .flatten()
+            .zip(o.paths.iter().flatten())
+        {
+            *a += b;
+        }
+        for (a, b) in self
             .tracks
             .iter_mut()
             .flatten()
@@ -178,6 +189,12 @@ impl Levels {
         self
     }
 }
+
+/// Transports of a session's selected ICE pair.
+pub const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+
+/// Types of the client's candidate in a session's selected ICE pair.
+pub const CANDIDATES: [&str; 4] = ["host", "srflx", "prflx", "relay"];
 
 /// The server's metrics.
 pub struct Metrics {
@@ -193,6 +210,7 @@ pub struct Metrics {
     padding_packets: IntCounter,
     handoffs: IntCounter,
     steering: IntGauge,
+    paths: IntGaugeVec,
     /// Each shard's last levels; the gauges show their sum.
     shard_levels: std::sync::Mutex<Vec<Levels>>,
     padding_bytes: IntCounter,
@@ -405,6 +423,21 @@ impl Metrics {
                  session, handed to the owner.",
             ),
             shard_levels: std::sync::Mutex::new(Vec::new()),
+            paths: {
+                let g = gauge_vec(
+                    &r,
+                    "parley_session_paths",
+                    "Connected sessions by transport (udp, tcp) and the type of the client's \
+                     candidate in the selected pair (host, srflx, prflx, relay).",
+                    &["transport", "candidate"],
+                );
+                for t in TRANSPORTS {
+                    for c in CANDIDATES {
+                        g.with_label_values(&[t, c]);
+                    }
+                }
+                g
+            },
             steering: gauge(
                 &r,
                 "parley_shard_steering",
@@ -686,6 +719,13 @@ impl Metrics {
             estimates,
             ..Tally::default()
         };
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            for (j, c) in CANDIDATES.iter().enumerate() {
+                self.paths
+                    .with_label_values(&[t, c])
+                    .set(levels.paths[i][j]);
+            }
+        }
         self.rooms.set(levels.rooms);
         self.participants.set(levels.participants);
         self.sessions
@@ -739,6 +779,7 @@ mod tests {
                     rooms: session as i64,
                     participants: session as i64 * 3,
                     sessions: [session as i64, session as i64],
+                    paths: [[1; 4]; 2],
                     tracks: [[1; 6]; 2],
                     layers: [1, 2, 3],
                     paused_slots: session as i64,

@@ -92,6 +92,13 @@ pub struct SessionView {
     pub kind: &'static str,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// How it reaches its client, once connected: `udp` or `tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// The type of the client's candidate in the selected pair: `host`, `srflx`, `prflx` or
+    /// `relay` (through a TURN server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<&'static str>,
     /// `POST /whep/{room}/{participant}`: the participant it plays.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plays: Option<String>,
@@ -196,6 +203,8 @@ impl Engine {
                 view.sessions.push(SessionView {
                     kind: s.kind.as_str(),
                     connected: s.connected,
+                    transport: s.peer.path().map(|p| p.transport),
+                    candidate: s.peer.path().map(|p| p.candidate),
                     plays,
                     downlink: s.downlink.as_deref().map(|d| DownlinkView {
                         estimate: d.estimator.estimate(),

@@ -343,6 +343,17 @@ impl Engine {
         }
         for s in self.sessions.values() {
             levels.sessions[usize::from(s.kind == super::SessionKind::Whep)] += 1;
+            if let Some(path) = s.peer.path().filter(|_| s.connected) {
+                let t = metrics::TRANSPORTS
+                    .iter()
+                    .position(|t| *t == path.transport);
+                let c = metrics::CANDIDATES
+                    .iter()
+                    .position(|c| *c == path.candidate);
+                if let (Some(t), Some(c)) = (t, c) {
+                    levels.paths[t][c] += 1;
+                }
+            }
             levels.paused_slots += s.forwarders.iter().filter(|f| f.paused()).count() as i64;
             for tap in s.taps.iter().flatten() {
                 for l in tap.layers.layers().iter().filter(|l| l.live) {
@@ -492,6 +503,7 @@ impl Engine {
                 }
                 PeerEvent::State(PeerState::Connected) => {
                     session.connected = true;
+                    session.peer.read_path();
                     tracing::debug!(
                         session = session.public_id,
                         "connected {} ms after the offer",

@@ -20,8 +20,8 @@ mod twcc;
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;
 pub use peer::{
-    Codec, Fed, Feedback, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Peer, PeerEvent,
-    PeerState, MAX_LAYERS,
+    Codec, Fed, Feedback, HeaderExt, InboundLayer, InboundTrack, OutboundSlot, Path, Peer,
+    PeerEvent, PeerState, MAX_LAYERS,
 };
 pub use rtcp_figures::RtcpFigures;
 pub use sealer::SEAL_OVERHEAD;

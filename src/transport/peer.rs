@@ -189,6 +189,54 @@ pub enum PeerEvent {
     },
 }
 
+/// How a connection reaches its client: the selected ICE pair's transport and the type of
+/// the client's candidate in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path {
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// `host`, `srflx`, `prflx` or `relay` (through a TURN server).
+    pub candidate: &'static str,
+}
+
+impl Path {
+    /// The selected pair's, from the bundled transport of any receiver or sender.
+    fn of(pc: &mut RTCPeerConnection, sender: Option<RTCRtpSenderId>) -> Option<Path> {
+        use rtc::peer_connection::transport::RTCIceCandidateType as Type;
+        let receivers: Vec<_> = pc.get_receivers().collect();
+        let pair = receivers
+            .into_iter()
+            .find_map(|id| {
+                pc.rtp_receiver(id)?
+                    .transport()?
+                    .ice_transport()
+                    .get_selected_candidate_pair()
+            })
+            .or_else(|| {
+                pc.rtp_sender(sender?)?
+                    .transport()?
+                    .ice_transport()
+                    .get_selected_candidate_pair()
+            })?;
+        let remote = pair.remote();
+        let candidate = match remote.typ {
+            Type::Host => "host",
+            Type::Srflx => "srflx",
+            Type::Prflx => "prflx",
+            Type::Relay => "relay",
+            _ => return None,
+        };
+        let transport = match remote.protocol {
+            rtc::peer_connection::transport::RTCIceProtocol::Tcp => "tcp",
+            _ => "udp",
+        };
+        Some(Path {
+            transport,
+            candidate,
+        })
+    }
+}
+
 /// Who read a datagram (see [`Peer::handle_datagram`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fed {
@@ -237,6 +285,8 @@ pub struct Peer {
     history: SendHistory,
     /// What TWCC feedback reported since the engine last took it; reused.
     deliveries: Vec<Delivery>,
+    /// The selected ICE pair, as the statistics last showed it.
+    path: Option<Path>,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -505,6 +555,7 @@ impl Peer {
             next_report: None,
             history: SendHistory::new(now),
             deliveries: Vec::new(),
+            path: None,
         })
     }
 
@@ -1105,10 +1156,23 @@ impl Peer {
         std::mem::take(&mut self.unknown_rtp)
     }
 
+    /// How the connection reaches its client, once ICE selected a pair (read with the
+    /// statistics: at connection and with the RTCP figures).
+    pub fn path(&self) -> Option<Path> {
+        self.path
+    }
+
+    /// Reads the selected ICE pair now.
+    pub fn read_path(&mut self) {
+        let sender = self.slots.first().map(|s| s.sender);
+        self.path = Path::of(&mut self.pc, sender).or(self.path);
+    }
+
     /// The RTCP figures gathered since the last call (NACKs, loss, jitter, RTT), plus the
     /// NACKs this connection sent (from its statistics; cumulative).
     pub fn take_rtcp_figures(&mut self, now: Instant) -> (RtcpFigures, u64) {
         use rtc::statistics::StatsSelector;
+        self.read_path();
         let report = self.pc.get_stats(now, StatsSelector::None);
         let nack_sent = report
             .inbound_rtp_streams()
