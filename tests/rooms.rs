@@ -14,13 +14,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Packets of `kind` that `viewer` received from `who`.
-fn from(log: &SentLog, got: &[Received], kind: Kind, who: &str) -> usize {
-    got.iter()
-        .filter(|r| r.kind == kind && log.sender(r).is_some_and(|(s, _)| s == who))
-        .count()
-}
-
 /// Senders seen per slot SSRC, in order of their first packet on it.
 fn senders_by_ssrc(log: &SentLog, got: &[Received], kind: Kind) -> HashMap<u32, Vec<String>> {
     let mut by: HashMap<u32, Vec<String>> = HashMap::new();
@@ -58,20 +51,19 @@ async fn in_a_four_person_call_everyone_gets_exactly_the_other_three() {
                 WAIT,
                 |got| {
                     others.iter().all(|o| {
-                        from(&log, got, Kind::Video, o) >= 10
-                            && from(&log, got, Kind::Audio, o) >= 10
+                        log.count(got, Kind::Video, o) >= 10 && log.count(got, Kind::Audio, o) >= 10
                     })
                 },
             )
             .await
             .expect("media from the others");
         assert_eq!(
-            from(&log, &got, Kind::Video, name),
+            log.count(&got, Kind::Video, name),
             0,
             "{name} never gets its own video"
         );
         assert_eq!(
-            from(&log, &got, Kind::Audio, name),
+            log.count(&got, Kind::Audio, name),
             0,
             "{name} never gets its own audio"
         );
@@ -113,7 +105,7 @@ async fn video_slots_follow_the_speaker_and_switch_on_keyframes() {
         .await
         .expect("p0 plays");
     let events = Events::open(&viewer.location, None).await.expect("events");
-    let video_of = |got: &[Received], who: &str| from(&log, got, Kind::Video, who);
+    let video_of = |got: &[Received], who: &str| log.count(got, Kind::Video, who);
 
     members[1].speak(SPEAKING);
     viewer
@@ -209,7 +201,7 @@ async fn video_slots_follow_the_speaker_and_switch_on_keyframes() {
         "two initial fills and at least two switches: {switches}"
     );
     assert!(
-        from(&log, &got, Kind::Video, "p0") == 0,
+        log.count(&got, Kind::Video, "p0") == 0,
         "never its own video"
     );
 
@@ -251,7 +243,7 @@ async fn leaving_rejoining_crashing_and_removal_move_slots_and_emit_events_in_or
     let events = Events::open(&viewer.location, None).await.expect("events");
     let bob = Member::join(&base, "r", "bob", 1, &log).await;
     let cat = Member::join(&base, "r", "cat", 2, &log).await;
-    let video_of = |got: &[Received], who: &str| from(&log, got, Kind::Video, who);
+    let video_of = |got: &[Received], who: &str| log.count(got, Kind::Video, who);
     viewer
         .wait_for("bob's and cat's video", WAIT, |got| {
             video_of(got, "bob") >= 5 && video_of(got, "cat") >= 5
@@ -378,12 +370,12 @@ async fn a_named_participant_can_be_played_alone() {
     .expect("play ann");
     let got = viewer
         .wait_for("ann's media", WAIT, |got| {
-            from(&log, got, Kind::Video, "ann") >= 10 && from(&log, got, Kind::Audio, "ann") >= 10
+            log.count(got, Kind::Video, "ann") >= 10 && log.count(got, Kind::Audio, "ann") >= 10
         })
         .await
         .expect("ann's media");
     assert_eq!(
-        from(&log, &got, Kind::Video, "bob") + from(&log, &got, Kind::Audio, "bob"),
+        log.count(&got, Kind::Video, "bob") + log.count(&got, Kind::Audio, "bob"),
         0
     );
     viewer.close().await;
@@ -405,7 +397,7 @@ async fn the_room_api_describes_rooms_and_the_participant_limit_holds() {
         .expect("bob plays");
     viewer
         .wait_for("ann's video", WAIT, |got| {
-            from(&log, got, Kind::Video, "ann") >= 5
+            log.count(got, Kind::Video, "ann") >= 5
         })
         .await
         .expect("media");

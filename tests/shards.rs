@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{play, Kind, Member, PlayOptions, Received, SentLog, Viewer};
+use common::{play, Kind, Member, PlayOptions, SentLog, Viewer};
 use parley::config::Config;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,13 +16,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn shard_of(location: &str) -> usize {
     let id = location.rsplit('/').next().expect("an id");
     usize::from_str_radix(&id[..2], 16).expect("hex shard")
-}
-
-/// Packets of `kind` that came from `who`.
-fn from(log: &SentLog, got: &[Received], kind: Kind, who: &str) -> usize {
-    got.iter()
-        .filter(|r| r.kind == kind && log.sender(r).is_some_and(|(s, _)| s == who))
-        .count()
 }
 
 async fn metric(base: &str, name: &str) -> f64 {
@@ -77,8 +70,7 @@ async fn rooms_on_two_shards_each_get_exactly_their_media_whichever_socket_the_k
                 WAIT,
                 |got| {
                     others.iter().all(|o| {
-                        from(&log, got, Kind::Video, o) >= 20
-                            && from(&log, got, Kind::Audio, o) >= 20
+                        log.count(got, Kind::Video, o) >= 20 && log.count(got, Kind::Audio, o) >= 20
                     })
                 },
             )

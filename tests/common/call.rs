@@ -29,6 +29,13 @@ impl SentLog {
             .insert(payload.to_vec(), (who.to_owned(), key));
     }
 
+    /// Packets of `kind` in `got` whose payload `who` sent.
+    pub fn count(&self, got: &[Received], kind: super::Kind, who: &str) -> usize {
+        got.iter()
+            .filter(|r| r.kind == kind && self.sender(r).is_some_and(|(s, _)| s == who))
+            .count()
+    }
+
     /// Who sent a received packet's payload, and whether it was a keyframe.
     pub fn sender(&self, r: &Received) -> Option<(String, bool)> {
         self.0
