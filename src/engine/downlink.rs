@@ -153,7 +153,10 @@ impl Engine {
             .filter(|s| filled || after < s * 9 / 10)
         {
             d.prober.abort(now);
-            d.estimator.hold_at_least(start * 9 / 10);
+            // A REMB is the viewer's own estimate, taken as it is (padding included).
+            if d.estimator.signal() != Signal::Remb {
+                d.estimator.hold_at_least(start * 9 / 10);
+            }
             return;
         }
         if after < before && after < d.media_rate {
