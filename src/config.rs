@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long, env = "PARLEY_SHARDS", default_value_t = 0)]
     pub shards: usize,
 
+    /// A room's sessions on its home shard before its further viewers are served by the
+    /// least-loaded shard, with the room's packets relayed there once per packet (a broadcast
+    /// larger than one core).
+    #[arg(long, env = "PARLEY_SPREAD_AFTER", default_value_t = crate::engine::placement::SPREAD_AFTER)]
+    pub spread_after: usize,
+
     /// Threads that hand forwarded media to the kernel (the shards seal the copies and these
     /// send them, each for its share of the viewers), shared out over the shards with at
     /// least one each; 0 means one per CPU core.
@@ -165,6 +171,7 @@ impl Config {
             max_sessions: 2000,
             max_participants_per_room: 500,
             shards: 2,
+            spread_after: crate::engine::placement::SPREAD_AFTER,
             send_threads: 0,
             max_body_bytes: 64 * 1024,
             consent_timeout_secs: 30,

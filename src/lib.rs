@@ -213,6 +213,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             },
             downlink: config.downlink(),
             probe: config.probe,
+            spread_after: config.spread_after,
         },
         metrics.clone(),
         sockets,

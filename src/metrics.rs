@@ -121,6 +121,8 @@ pub struct Tally {
     pub layer_switches: [[u64; 4]; 2],
     /// Datagrams handed to the shard that owns their session.
     pub handoffs: u64,
+    /// Publisher packets relayed to another shard serving viewers of their room.
+    pub relayed: u64,
     /// Padding-only packets and bytes sent to probe viewers' links.
     pub padding_packets: u64,
     /// Bytes of those.
@@ -209,6 +211,7 @@ pub struct Metrics {
     layer_switches: IntCounterVec,
     padding_packets: IntCounter,
     handoffs: IntCounter,
+    relayed: IntCounter,
     steering: IntGauge,
     paths: IntGaugeVec,
     /// Each shard's last levels; the gauges show their sum.
@@ -422,6 +425,12 @@ impl Metrics {
                 "Datagrams the kernel gave to a shard other than the one that owns their \
                  session, handed to the owner.",
             ),
+            relayed: counter(
+                &r,
+                "parley_shard_relayed_packets_total",
+                "Publisher packets a room's home shard passed to another shard that serves \
+                 more of the room's viewers (one per packet per such shard).",
+            ),
             shard_levels: std::sync::Mutex::new(Vec::new()),
             paths: {
                 let g = gauge_vec(
@@ -633,6 +642,7 @@ impl Metrics {
             all.iter().fold(Levels::default(), |sum, l| sum.plus(l))
         };
         self.handoffs.inc_by(t.handoffs);
+        self.relayed.inc_by(t.relayed);
         for (i, k) in KINDS.iter().enumerate() {
             self.rtp_received
                 .with_label_values(&[k])
@@ -811,11 +821,13 @@ mod tests {
         m.flush(1, &mut t, &level(5));
         m.flush(0, &mut t, &level(3));
         t.handoffs = 7;
+        t.relayed = 9;
         m.flush(1, &mut t, &level(5));
         let text = m.render();
         assert!(text.contains("parley_rooms 8"), "{text}");
         assert!(text.contains("parley_sessions{kind=\"whep\"} 16"));
         assert!(text.contains("parley_shard_handoffs_total 7"));
+        assert!(text.contains("parley_shard_relayed_packets_total 9"));
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Two media shards on one UDP port, through a real server with webrtc-rs peers: rooms are
 //! placed on both, every member of every room gets exactly the other members' media, and
 //! the datagrams the kernel gives to the wrong shard reach their session through the
-//! hand-off. The room API and the room events see every member wherever its room lives.
+//! hand-off. The room API and the room events see every member wherever its room lives. A
+//! broadcast larger than its home shard spreads its viewers over both, with the publisher's
+//! packets relayed once per packet to the other shard.
 
 mod common;
 
-use common::{play, Kind, Member, PlayOptions, SentLog, Viewer};
+use common::{
+    play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, Member, PlayOptions,
+    PublishOptions, Publisher, Relay, SentLog, Viewer,
+};
 use parley::config::Config;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -224,4 +229,203 @@ async fn a_media_port_in_use_is_refused_although_the_shards_share_theirs() {
         .expect("a second server on the same media port is refused");
     assert!(err.to_string().contains("media socket"), "{err}");
     first.shutdown().await;
+}
+
+/// Sends VP8 frames every 20 ms, a keyframe every tenth, numbered from `first`, until
+/// `stop` says so; returns the number after the last sent.
+async fn broadcast(
+    publisher: &Publisher,
+    first: u32,
+    frames: u32,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> u32 {
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    let mut n = first;
+    while n < first + frames && !*stop.borrow() {
+        pace.tick().await;
+        let payload = match n % 10 {
+            0 => vp8_keyframe_payload(n),
+            _ => vp8_delta_payload(n),
+        };
+        let _ = publisher.send_video(&payload, true, n * 3000).await;
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_and_keyframe_requests(
+) {
+    let mut relay = Relay::bind().await.expect("relay");
+    let mut config = Config::loopback();
+    config.shards = 2;
+    // The publisher and one viewer on the room's home shard, then viewers spread.
+    config.spread_after = 2;
+    // Retransmission is checked packet by packet: no probe padding in the numbering.
+    config.bwe = false;
+    config.public_port = Some(relay.addr.port());
+    let server = parley::start(config).await.expect("server");
+    relay.forward_to(server.media_addr);
+    let base = server.base_url();
+    let publisher = publish(&base, "big", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    let home = shard_of(&publisher.location);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+
+    // Frames flow (keyframes among them) while viewers join one by one. The first viewer
+    // placed on the other shard connects there and asks for a keyframe, which only the
+    // home shard can pass to the publisher.
+    let mut viewers: Vec<Viewer> = Vec::new();
+    let joining = async {
+        let mut relayed_keyframe_request = false;
+        for _ in 0..6 {
+            let before = publisher.keyframe_requests();
+            let v = play(&base, "big", PlayOptions::default())
+                .await
+                .expect("play");
+            if shard_of(&v.location) != home && !relayed_keyframe_request {
+                publisher
+                    .wait_for_keyframe_request(before + 1, WAIT)
+                    .await
+                    .expect("a viewer on the other shard gets the publisher asked for a keyframe");
+                relayed_keyframe_request = true;
+            }
+            viewers.push(v);
+        }
+        let _ = stop_tx.send(true);
+    };
+    let (next, ()) = tokio::join!(broadcast(&publisher, 0, u32::MAX / 4, &stop), joining);
+    let on: Vec<usize> = viewers.iter().map(|v| shard_of(&v.location)).collect();
+    assert_eq!(on[0], home, "the first viewer joins the home shard: {on:?}");
+    assert!(
+        on.iter().any(|&s| s != home),
+        "viewers beyond the home shard's share go to the other shard: {on:?}"
+    );
+
+    // Once every viewer plays (the last one may still wait for a keyframe), one datagram in
+    // 10 toward the clients is lost: every viewer, on either shard, gets every frame back
+    // through its NACKs, answered from its own shard's cache.
+    let (_, no_stop) = tokio::sync::watch::channel(false);
+    let next = next.next_multiple_of(10);
+    let next = broadcast(&publisher, next, 10, &no_stop).await;
+    for (i, v) in viewers.iter().enumerate() {
+        v.wait_for("a first frame", WAIT, |r| {
+            r.iter().any(|p| p.kind == Kind::Video)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("viewer {i}: {e}"));
+    }
+    relay.drop_toward_clients(10);
+    const FRAMES: u32 = 150;
+    let last = broadcast(&publisher, next, FRAMES, &no_stop).await;
+    // A lost packet shows as a gap once a later one arrives: the last ten frames only
+    // reveal losses before them.
+    let wanted: Vec<Vec<u8>> = (next..last - 10)
+        .map(|n| match n % 10 {
+            0 => vp8_keyframe_payload(n),
+            _ => vp8_delta_payload(n),
+        })
+        .collect();
+    for (i, v) in viewers.iter().enumerate() {
+        let got = v
+            .wait_for("every frame of the burst, lost ones resent", WAIT, |r| {
+                wanted
+                    .iter()
+                    .all(|w| r.iter().any(|p| p.kind == Kind::Video && p.payload == *w))
+            })
+            .await
+            .unwrap_or_else(|e| {
+                let got = v.received_of(Kind::Video);
+                let missing: Vec<usize> = (0..wanted.len())
+                    .filter(|k| !got.iter().any(|p| p.payload == wanted[*k]))
+                    .collect();
+                let mut seqs: Vec<u16> = got.iter().map(|p| p.seq).collect();
+                seqs.sort_unstable();
+                panic!(
+                    "viewer {i} on shard {} (home {home}): {e}; missing frames {missing:?} of \
+                     the burst; seqs {seqs:?}",
+                    on[i]
+                )
+            });
+        // Up to the last wanted frame (the tail may still wait for its resends).
+        let end = got
+            .iter()
+            .find(|p| wanted.last() == Some(&p.payload))
+            .map(|p| p.seq)
+            .expect("the last wanted frame");
+        let mut seqs: Vec<u16> = got
+            .iter()
+            .filter(|p| p.kind == Kind::Video && p.seq <= end)
+            .map(|p| p.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "viewer {i}: no gap in its numbering"
+        );
+    }
+    let relayed = metric(&base, "parley_shard_relayed_packets_total").await;
+    assert!(
+        relayed >= f64::from(FRAMES),
+        "each frame relayed to the other shard once: {relayed}"
+    );
+    assert!(
+        relayed < f64::from(last) * 1.5,
+        "once per packet, not per viewer: {relayed} for {last} frames"
+    );
+    assert!(metric(&base, "parley_retransmissions_sent_total").await >= 1.0);
+
+    // The room API sees one room, on its home shard, served by both, with every viewer.
+    let view: serde_json::Value = reqwest::get(format!("{base}/rooms/big"))
+        .await
+        .expect("GET /rooms/big")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(view["shard"].as_u64(), Some(home as u64), "{view}");
+    assert_eq!(
+        view["shards"].as_array().map(Vec::len),
+        Some(2),
+        "served by both: {view}"
+    );
+    let participants = view["participants"].as_array().expect("participants");
+    assert_eq!(
+        participants.len(),
+        7,
+        "the publisher and six viewers: {view}"
+    );
+    let publishing: Vec<&serde_json::Value> = participants
+        .iter()
+        .filter(|p| p["publishing"] == true)
+        .collect();
+    assert_eq!(
+        publishing.len(),
+        1,
+        "the publisher once, not its mirror: {view}"
+    );
+    let listed: serde_json::Value = reqwest::get(format!("{base}/rooms"))
+        .await
+        .expect("GET /rooms")
+        .json()
+        .await
+        .expect("JSON");
+    let rooms = listed["rooms"].as_array().expect("rooms");
+    assert_eq!(rooms.len(), 1, "one room over both shards: {listed}");
+    assert_eq!(rooms[0]["viewers"].as_u64(), Some(6), "{listed}");
+    assert_eq!(rooms[0]["publishers"].as_u64(), Some(1), "{listed}");
+    assert_eq!(metric(&base, "parley_rooms").await, 1.0);
+
+    for v in viewers {
+        v.close().await;
+    }
+    publisher.close().await;
+    assert_eq!(server.session_count(), 0);
+    let gone = reqwest::get(format!("{base}/rooms/big"))
+        .await
+        .expect("GET /rooms/big")
+        .status();
+    assert_eq!(gone, 404, "gone with its sessions on both shards");
+    server.shutdown().await;
 }

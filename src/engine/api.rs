@@ -22,8 +22,14 @@ pub struct RoomSummary {
     pub viewers: usize,
     /// Seconds since the room was created.
     pub age_secs: u64,
-    /// The media shard that serves it.
+    /// The media shard the room lives on (its home: publishers join it).
     pub shard: usize,
+    /// Every shard that serves its sessions: the home shard first, then those serving more
+    /// of its viewers with packets relayed from home.
+    pub shards: Vec<usize>,
+    /// Participant names, to count them once over shards.
+    #[serde(skip)]
+    pub names: Vec<String>,
 }
 
 /// `GET /rooms/{room}`.
@@ -39,8 +45,10 @@ pub struct RoomView {
     pub counters: Counters,
     /// Seconds since the room was created.
     pub age_secs: u64,
-    /// The media shard that serves it.
+    /// The media shard the room lives on (its home: publishers join it).
     pub shard: usize,
+    /// Every shard that serves its sessions, the home shard first.
+    pub shards: Vec<usize>,
 }
 
 /// Totals of a room.
@@ -148,13 +156,27 @@ impl Engine {
         let mut rooms: Vec<RoomSummary> = self
             .rooms
             .iter()
-            .map(|(name, r)| RoomSummary {
-                name: name.clone(),
-                participants: r.participants().len(),
-                publishers: r.publishers.len(),
-                viewers: r.viewers.len(),
-                age_secs: now.saturating_duration_since(r.created).as_secs(),
-                shard: self.shard.id,
+            .map(|(name, r)| {
+                // A room homed elsewhere: only this shard's viewers (its publishers are
+                // mirrors, counted at home).
+                let names: Vec<String> = match r.home {
+                    Some(_) => r.viewers.iter().map(|v| v.participant.clone()).collect(),
+                    None => r.participants().into_iter().map(str::to_owned).collect(),
+                };
+                RoomSummary {
+                    name: name.clone(),
+                    participants: names.len(),
+                    publishers: if r.home.is_some() {
+                        0
+                    } else {
+                        r.publishers.len()
+                    },
+                    viewers: r.viewers.len(),
+                    age_secs: now.saturating_duration_since(r.created).as_secs(),
+                    shard: r.home.unwrap_or(self.shard.id),
+                    shards: vec![self.shard.id],
+                    names,
+                }
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
@@ -165,7 +187,13 @@ impl Engine {
         let room = self.rooms.get(name)?;
         let mut counters = Counters::default();
         let mut participants = Vec::new();
+        let mirrored = room.home.is_some();
         for who in room.participants() {
+            let local = |s: &&super::session::Session| s.room == name && s.participant == who;
+            if mirrored && !self.sessions.values().any(|s| local(&s)) {
+                // Only a mirror here: its home shard shows it.
+                continue;
+            }
             let mut view = ParticipantView {
                 name: who.to_owned(),
                 publishing: false,
@@ -173,7 +201,12 @@ impl Engine {
                 sessions: Vec::new(),
                 slots: Vec::new(),
             };
-            if let Some(p) = room.publishers.iter().find(|p| p.participant == who) {
+            let publisher = room
+                .publishers
+                .iter()
+                .find(|p| p.participant == who)
+                .filter(|_| !mirrored);
+            if let Some(p) = publisher {
                 view.publishing = true;
                 view.tracks = p
                     .tracks
@@ -186,11 +219,7 @@ impl Engine {
                     })
                     .collect();
             }
-            for s in self
-                .sessions
-                .values()
-                .filter(|s| s.room == name && s.participant == who)
-            {
+            for s in self.sessions.values().filter(local) {
                 counters.packets_in += s.received.0;
                 counters.bytes_in += s.received.1;
                 counters.packets_out += s.sent.0;
@@ -238,6 +267,7 @@ impl Engine {
             active_speaker: room
                 .speakers
                 .active()
+                .filter(|_| !mirrored)
                 .and_then(|k| room.name_of(k))
                 .map(str::to_owned),
             participants,
@@ -245,7 +275,48 @@ impl Engine {
             age_secs: Instant::now()
                 .saturating_duration_since(room.created)
                 .as_secs(),
-            shard: self.shard.id,
+            shard: room.home.unwrap_or(self.shard.id),
+            shards: vec![self.shard.id],
         })
+    }
+}
+
+impl RoomSummary {
+    /// Folds in the same room's summary from another shard.
+    pub(super) fn merge(&mut self, other: RoomSummary) {
+        self.publishers += other.publishers;
+        self.viewers += other.viewers;
+        self.age_secs = self.age_secs.max(other.age_secs);
+        self.shards.extend(other.shards);
+        for name in other.names {
+            if !self.names.contains(&name) {
+                self.names.push(name);
+            }
+        }
+        self.participants = self.names.len();
+    }
+}
+
+impl RoomView {
+    /// Folds in the same room's view from another shard (which serves more of its viewers).
+    pub(super) fn merge(&mut self, other: RoomView) {
+        self.counters.packets_in += other.counters.packets_in;
+        self.counters.bytes_in += other.counters.bytes_in;
+        self.counters.packets_out += other.counters.packets_out;
+        self.counters.bytes_out += other.counters.bytes_out;
+        self.age_secs = self.age_secs.max(other.age_secs);
+        self.shards.extend(other.shards);
+        for p in other.participants {
+            match self.participants.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => {
+                    q.publishing |= p.publishing;
+                    q.tracks.extend(p.tracks);
+                    q.sessions.extend(p.sessions);
+                    q.slots.extend(p.slots);
+                }
+                None => self.participants.push(p),
+            }
+        }
+        self.participants.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }

@@ -96,9 +96,8 @@ impl Engine {
             // The leg parameters are looked up only for slots that change source.
             let params: Option<LegParams> = match p.source {
                 Some((session, track)) if current != wanted.map(track_of) => self
-                    .sessions
-                    .get(&session)
-                    .and_then(|s| s.peer.inbound().get(track))
+                    .inbound(session)
+                    .and_then(|i| i.get(track))
                     .map(|t| LegParams::from_leg(&t.codecs, &t.extensions)),
                 _ => None,
             };
@@ -335,28 +334,34 @@ impl Engine {
     pub(super) fn request_keyframe(&mut self, sid: u64, now: Instant, urgent: bool) {
         let (key, track, layer) = source_parts(sid);
         let index = layer_slot(track, layer);
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let Some(published) = self.published_mut(key) else {
             return;
         };
-        if session.last_keyframe_request.len() <= index {
-            session.last_keyframe_request.resize(index + 1, None);
-            session.keyframe_pending.resize(index + 1, false);
+        if published.last_keyframe_request.len() <= index {
+            published.last_keyframe_request.resize(index + 1, None);
+            published.keyframe_pending.resize(index + 1, false);
         }
-        let last = &mut session.last_keyframe_request[index];
+        let last = &mut published.last_keyframe_request[index];
         let recent =
             last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
         // An urgent request (a viewer just connected) goes out at once unless a recent one is
         // still unanswered: the keyframe on its way serves every viewer waiting for it, so a
         // crowd joining together does not make the publisher send a keyframe each.
-        if recent && (!urgent || session.keyframe_pending[index]) {
+        if recent && (!urgent || published.keyframe_pending[index]) {
             self.tally.keyframe_requests_suppressed += 1;
             return;
         }
         *last = Some(now);
-        session.keyframe_pending[index] = true;
-        self.tally.pli_sent += 1;
-        session.peer.request_keyframe(now, track, layer);
-        self.mark(key);
+        published.keyframe_pending[index] = true;
+        match self.sessions.get_mut(&key) {
+            Some(session) => {
+                self.tally.pli_sent += 1;
+                session.peer.request_keyframe(now, track, layer);
+                self.mark(key);
+            }
+            // A mirror: the publisher is on the room's home shard.
+            None => self.request_home_keyframe(key, sid, urgent),
+        }
     }
 
     /// Viewers still waiting for a keyframe ask again (rate-limited per track).
@@ -375,10 +380,7 @@ impl Engine {
 
     /// A publisher's track started: it joins the room's sources.
     pub(super) fn track_opened(&mut self, key: SessionKey, index: usize) {
-        let Some(session) = self.sessions.get(&key) else {
-            return;
-        };
-        let Some(t) = session.peer.inbound().get(index) else {
+        let Some(t) = self.inbound(key).and_then(|i| i.get(index)).cloned() else {
             return;
         };
         let codec = t
@@ -398,7 +400,12 @@ impl Engine {
             last_packet: Instant::now(),
             stalled: false,
         };
-        let (room, participant) = (session.room.clone(), session.participant.clone());
+        let Some((room, participant)) = self
+            .publisher_names(key)
+            .map(|(r, p)| (r.to_owned(), p.to_owned()))
+        else {
+            return;
+        };
         let Some(publisher) = self.rooms.get_mut(&room).and_then(|r| r.publisher_mut(key)) else {
             return;
         };
@@ -422,11 +429,11 @@ impl Engine {
             layers,
         };
         publisher.tracks.push(track);
-        if let Some(session) = self.sessions.get_mut(&key) {
-            if session.taps.len() <= index {
-                session.taps.resize(index + 1, None);
+        if let Some(published) = self.published_mut(key) {
+            if published.taps.len() <= index {
+                published.taps.resize(index + 1, None);
             }
-            session.taps[index] = Some(tap);
+            published.taps[index] = Some(tap);
         }
         self.emit_room(
             &room,
@@ -447,16 +454,18 @@ impl Engine {
         packet: &rtc::rtp::Packet,
         now: Instant,
     ) {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let Some(tap) = session.taps.get_mut(index).and_then(Option::as_mut) else {
+        let Some(tap) = self
+            .published_mut(key)
+            .and_then(|p| p.taps.get_mut(index))
+            .and_then(Option::as_mut)
+        else {
             return;
         };
         tap.last_packet = now;
         let Some(id) = tap.audio_level_id else {
             return;
         };
+        let participant = tap.participant;
         let level = packet
             .header
             .extensions
@@ -464,8 +473,16 @@ impl Engine {
             .find(|e| e.id == id)
             .and_then(|e| e.payload.first())
             .map(|b| b & 0x7f);
-        if let (Some(level), Some(room)) = (level, self.rooms.get_mut(&session.room)) {
-            room.speakers.observe(tap.participant, level, now);
+        let Some(level) = level else {
+            return;
+        };
+        // Fields apart, not `publisher_names`: the room is changed while its name is borrowed.
+        let room = match self.sessions.get(&key) {
+            Some(s) => Some(&s.room),
+            None => self.mirrors.get(&key).map(|m| &m.room),
+        };
+        if let Some(room) = room.and_then(|name| self.rooms.get_mut(name)) {
+            room.speakers.observe(participant, level, now);
         }
     }
 
@@ -474,11 +491,15 @@ impl Engine {
         let mut changed = Vec::new();
         for (name, room) in self.rooms.iter_mut() {
             for p in &mut room.publishers {
-                let Some(session) = self.sessions.get(&p.session) else {
-                    continue;
+                let published = match self.sessions.get(&p.session) {
+                    Some(s) => &s.published,
+                    None => match self.mirrors.get(&p.session) {
+                        Some(m) => &m.published,
+                        None => continue,
+                    },
                 };
                 for t in &mut p.tracks {
-                    if let Some(Some(tap)) = session.taps.get(t.index) {
+                    if let Some(Some(tap)) = published.taps.get(t.index) {
                         t.last_packet = tap.last_packet;
                     }
                 }

@@ -44,7 +44,7 @@ impl Engine {
 
     /// The codecs of a publisher's track.
     pub(super) fn track_codecs(&self, publisher: SessionKey, track: usize) -> Option<&[Codec]> {
-        let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
+        let t = self.inbound(publisher)?.get(track)?;
         Some(&t.codecs)
     }
 

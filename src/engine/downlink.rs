@@ -271,8 +271,7 @@ impl Engine {
     fn steps(&self, source: u64, prefs: &Preferences) -> Vec<Step> {
         let (publisher, track, _) = source_parts(source);
         let Some(set) = self
-            .sessions
-            .get(&publisher)
+            .published(publisher)
             .and_then(|p| p.taps.get(track))
             .and_then(Option::as_ref)
             .map(|t| &t.layers)

@@ -4,6 +4,7 @@
 
 use super::demux::Demux;
 use super::keymap::KeyMap;
+use super::relay::{Mirror, Relays};
 use super::room::{Room, SessionKey};
 use super::sender::Senders;
 use super::session::{EndReason, Session};
@@ -69,6 +70,14 @@ pub(super) struct Engine {
     pub(super) caches: KeyMap<u64, PacketCache>,
     /// Rooms whose tracks' layers changed since the last tick.
     pub(super) layers_dirty: HashSet<String>,
+    /// Publishers of rooms homed on other shards, as this shard serves them (`relay`).
+    pub(super) mirrors: KeyMap<SessionKey, Mirror>,
+    /// (Home shard, publisher key there) → the mirror's key here.
+    pub(super) mirror_of: HashMap<(usize, SessionKey), SessionKey>,
+    /// Rooms homed here with viewers on other shards, by name.
+    pub(super) relays: HashMap<String, Relays>,
+    /// The version of the last room state sent to another shard.
+    pub(super) state_version: u64,
 }
 
 pub(super) fn kind_index(kind: MediaKind) -> usize {
@@ -111,6 +120,10 @@ impl Engine {
             last_estimate_sample: None,
             caches: KeyMap::default(),
             layers_dirty: HashSet::new(),
+            mirrors: KeyMap::default(),
+            mirror_of: HashMap::new(),
+            relays: HashMap::new(),
+            state_version: 0,
             ctx,
             config,
             socket,
@@ -169,6 +182,8 @@ impl Engine {
                     }
                 }
                 () = self.shard.inbox.ready() => self.take_handed(),
+                () = self.shard.relay_in.ready() => self.take_relayed(),
+                Some((from, control)) = self.shard.control_in.recv() => self.on_control(from, control),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timers(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -191,9 +206,21 @@ impl Engine {
                 participant,
                 target,
                 offer,
+                mirror,
                 reply,
             } => {
-                let _ = reply.send(self.open(kind, room, participant, target, &offer));
+                if let Some((home, state)) = mirror {
+                    self.mirror(home, state, Instant::now());
+                }
+                let opened = self.open(kind, room.clone(), participant, target, &offer);
+                if opened.is_err() && kind == super::SessionKind::Whep {
+                    // The home shard counted this viewer when it was placed here.
+                    self.viewer_left_relay(&room);
+                }
+                let _ = reply.send(opened);
+            }
+            Command::Relay { room, shard, reply } => {
+                let _ = reply.send(self.relay_to(&room, shard));
             }
             Command::Trickle { id, frag, reply } => {
                 let _ = reply.send(self.trickle(&id, &frag));
@@ -299,6 +326,7 @@ impl Engine {
         }
         self.rooms_tick(now);
         self.layers_tick(now);
+        self.send_room_states();
         self.retry_keyframes(now);
         self.read_rtcp_stats(now);
         self.flush_metrics();
@@ -327,11 +355,20 @@ impl Engine {
 
     /// Moves the tally into the Prometheus metrics, with the current levels.
     pub(super) fn flush_metrics(&mut self) {
-        let mut levels = Levels {
-            rooms: self.rooms.len() as i64,
-            ..Levels::default()
-        };
+        let mut levels = Levels::default();
         for room in self.rooms.values() {
+            if room.home.is_some() {
+                // Served here for more of its viewers: the home shard counts the room and its
+                // tracks, and this shard its own viewers.
+                let names: HashSet<&str> = room
+                    .viewers
+                    .iter()
+                    .map(|v| v.participant.as_str())
+                    .collect();
+                levels.participants += names.len() as i64;
+                continue;
+            }
+            levels.rooms += 1;
             levels.participants += room.participants().len() as i64;
             for t in room.publishers.iter().flat_map(|p| p.tracks.iter()) {
                 let codec = metrics::CODECS
@@ -355,7 +392,7 @@ impl Engine {
                 }
             }
             levels.paused_slots += s.forwarders.iter().filter(|f| f.paused()).count() as i64;
-            for tap in s.taps.iter().flatten() {
+            for tap in s.published.taps.iter().flatten() {
                 for l in tap.layers.layers().iter().filter(|l| l.live) {
                     if let Some(n) = levels.layers.get_mut(usize::from(l.spatial)) {
                         *n += 1;
@@ -470,6 +507,7 @@ impl Engine {
         self.dirty.clear();
         self.dirty_set.clear();
         self.flush_outgoing();
+        self.shard.relay_out.wake();
     }
 
     fn drain_events(&mut self, key: SessionKey, source: Source) {

@@ -30,34 +30,34 @@ impl Engine {
         now: Instant,
     ) {
         let bytes = packet.payload.len() as u64;
-        let Some(publisher) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let kind = publisher
-            .peer
-            .inbound()
-            .get(track)
+        let kind = self
+            .inbound(key)
+            .and_then(|i| i.get(track))
             .map(|t| kind_index(t.kind))
             .unwrap_or(0);
-        publisher.received.0 += 1;
-        publisher.received.1 += bytes;
+        // A relayed packet (its publisher is a mirror) was counted in on the home shard.
+        if let Some(publisher) = self.sessions.get_mut(&key) {
+            publisher.received.0 += 1;
+            publisher.received.1 += bytes;
+            if !publisher.media_started {
+                publisher.media_started = true;
+                let setup = now.saturating_duration_since(publisher.created);
+                self.tally.setup_s.push(setup.as_secs_f64());
+            }
+            self.tally.rtp_in[kind] += 1;
+            self.tally.rtp_in_bytes[kind] += bytes;
+        }
         let keyframe = self.observe_layer(key, track, layer, packet, now);
-        let Some(publisher) = self.sessions.get_mut(&key) else {
-            return;
-        };
         if keyframe {
-            if let Some(pending) = publisher.keyframe_pending.get_mut(layer_slot(track, layer)) {
+            let pending = self
+                .published_mut(key)
+                .and_then(|p| p.keyframe_pending.get_mut(layer_slot(track, layer)));
+            if let Some(pending) = pending {
                 *pending = false;
             }
         }
-        if !publisher.media_started {
-            publisher.media_started = true;
-            let setup = now.saturating_duration_since(publisher.created);
-            self.tally.setup_s.push(setup.as_secs_f64());
-        }
-        self.tally.rtp_in[kind] += 1;
-        self.tally.rtp_in_bytes[kind] += bytes;
         self.observe_track(key, track, packet, now);
+        self.relay_packet(key, track, layer, packet, now);
         let sid = source_id(key, track, layer);
         let Some(targets) = self.subscribers.get(&sid) else {
             return;

@@ -6,6 +6,9 @@
 //! ordered pair of shards (`rtrb`): no lock, and no allocation beyond the datagram's own
 //! buffer, which the owner then feeds to its peer as it is. The sender wakes the owner once
 //! per batch of datagrams it read, not once per datagram ([`Outbox::wake`]).
+//!
+//! The same rings, over another item type, carry a relayed room's publisher packets from its
+//! home shard to the shards that serve more of its viewers (`relay`).
 
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -26,36 +29,36 @@ pub struct Handed {
     pub data: BytesMut,
 }
 
-/// What one shard uses to hand datagrams to the others.
-pub struct Outbox {
+/// What one shard uses to hand datagrams (or other items) to the others.
+pub struct Outbox<T = Handed> {
     /// By destination shard; `None` for this shard itself.
-    rings: Vec<Option<rtrb::Producer<Handed>>>,
+    rings: Vec<Option<rtrb::Producer<T>>>,
     /// The destinations' wake-ups.
     wakers: Arc<[Notify]>,
     /// Destinations with datagrams pushed since the last [`Outbox::wake`].
     pending: Vec<bool>,
 }
 
-/// What one shard reads datagrams handed to it from.
-pub struct Inbox {
-    /// One ring per other shard.
-    rings: Vec<rtrb::Consumer<Handed>>,
+/// What one shard reads datagrams (or other items) handed to it from.
+pub struct Inbox<T = Handed> {
+    /// One ring per other shard, with that shard's number.
+    rings: Vec<(usize, rtrb::Consumer<T>)>,
     wakers: Arc<[Notify]>,
     me: usize,
 }
 
 /// The rings between `shards` shards: each shard's outbox and inbox, in shard order.
-pub fn wire(shards: usize) -> Vec<(Outbox, Inbox)> {
+pub fn wire<T>(shards: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let wakers: Arc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
-    let mut outs: Vec<Vec<Option<rtrb::Producer<Handed>>>> = (0..shards)
+    let mut outs: Vec<Vec<Option<rtrb::Producer<T>>>> = (0..shards)
         .map(|_| (0..shards).map(|_| None).collect())
         .collect();
-    let mut ins: Vec<Vec<rtrb::Consumer<Handed>>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut ins: Vec<Vec<(usize, rtrb::Consumer<T>)>> = (0..shards).map(|_| Vec::new()).collect();
     for (from, out) in outs.iter_mut().enumerate() {
         for (to, inbox) in ins.iter_mut().enumerate().filter(|(to, _)| *to != from) {
             let (tx, rx) = rtrb::RingBuffer::new(RING);
             out[to] = Some(tx);
-            inbox.push(rx);
+            inbox.push((from, rx));
         }
     }
     outs.into_iter()
@@ -78,10 +81,10 @@ pub fn wire(shards: usize) -> Vec<(Outbox, Inbox)> {
         .collect()
 }
 
-impl Outbox {
+impl<T> Outbox<T> {
     /// Queues a datagram for shard `to`. False (the datagram is dropped) when `to` is this
     /// shard or unknown, or its ring is full.
-    pub fn push(&mut self, to: usize, datagram: Handed) -> bool {
+    pub fn push(&mut self, to: usize, datagram: T) -> bool {
         let Some(ring) = self.rings.get_mut(to).and_then(Option::as_mut) else {
             return false;
         };
@@ -102,16 +105,18 @@ impl Outbox {
     }
 }
 
-impl Inbox {
+impl<T> Inbox<T> {
     /// Waits until another shard handed this one datagrams (returns at once if it did since
     /// the last wait).
     pub async fn ready(&self) {
         self.wakers[self.me].notified().await;
     }
 
-    /// Takes the next datagram handed over, from any shard.
-    pub fn pop(&mut self) -> Option<Handed> {
-        self.rings.iter_mut().find_map(|r| r.pop().ok())
+    /// Takes the next datagram handed over, from any shard, with the shard's number.
+    pub fn pop(&mut self) -> Option<(usize, T)> {
+        self.rings
+            .iter_mut()
+            .find_map(|(from, r)| r.pop().ok().map(|d| (*from, d)))
     }
 }
 
@@ -130,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn datagrams_reach_their_shard_in_order_with_one_wake_per_batch() {
-        let mut shards = wire(3);
+        let mut shards = wire::<Handed>(3);
         let (mut out0, _) = shards.remove(0);
         let (_, mut in1) = shards.remove(0);
         for n in 0..5 {
@@ -142,10 +147,10 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), in1.ready())
             .await
             .expect("woken");
-        let got: Vec<u8> = std::iter::from_fn(|| in1.pop())
-            .map(|d| d.data[0])
+        let got: Vec<(usize, u8)> = std::iter::from_fn(|| in1.pop())
+            .map(|(from, d)| (from, d.data[0]))
             .collect();
-        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert_eq!(got, (0..5).map(|n| (0, n)).collect::<Vec<_>>());
         // Nothing more was pushed: no second wake-up is stored.
         out0.wake();
         let again = tokio::time::timeout(std::time::Duration::from_millis(50), in1.ready()).await;
@@ -154,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_refuses_and_later_accepts() {
-        let mut shards = wire(2);
+        let mut shards = wire::<Handed>(2);
         let (mut out0, _) = shards.remove(0);
         let (_, mut in1) = shards.remove(0);
         for n in 0..RING {

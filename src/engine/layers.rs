@@ -33,10 +33,14 @@ impl Engine {
         packet: &rtc::rtp::Packet,
         now: Instant,
     ) -> bool {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return false;
+        let (published, room) = match self.sessions.get_mut(&key) {
+            Some(s) => (&mut s.published, &s.room),
+            None => match self.mirrors.get_mut(&key) {
+                Some(m) => (&mut m.published, &m.room),
+                None => return false,
+            },
         };
-        let Some(tap) = session.taps.get_mut(track).and_then(Option::as_mut) else {
+        let Some(tap) = published.taps.get_mut(track).and_then(Option::as_mut) else {
             return false;
         };
         let codec = tap
@@ -60,38 +64,36 @@ impl Engine {
         if tap
             .layers
             .on_packet(layer, packet.payload.len(), packet.header.marker, size, now)
+            && !self.layers_dirty.contains(room)
         {
-            self.layers_dirty.insert(session.room.clone());
+            self.layers_dirty.insert(room.clone());
         }
         keyframe
     }
 
     /// A further simulcast layer of a publisher's track started.
     pub(super) fn layer_opened(&mut self, key: SessionKey, track: usize, layer: usize) {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let rid = session
-            .peer
-            .inbound()
-            .get(track)
+        let rid = self
+            .inbound(key)
+            .and_then(|i| i.get(track))
             .and_then(|t| t.layers.get(layer))
             .map(|l| l.rid.clone())
             .unwrap_or_default();
-        let Some(tap) = session.taps.get_mut(track).and_then(Option::as_mut) else {
+        let Some(room) = self.publisher_names(key).map(|(r, _)| r.to_owned()) else {
+            return;
+        };
+        let Some(tap) = self
+            .published_mut(key)
+            .and_then(|p| p.taps.get_mut(track))
+            .and_then(Option::as_mut)
+        else {
             return;
         };
         while tap.layers.len() <= layer {
             tap.layers.add(&rid);
         }
-        tracing::debug!(
-            session = session.public_id,
-            track,
-            layer,
-            rid,
-            "layer opened"
-        );
-        self.layers_dirty.insert(session.room.clone());
+        tracing::debug!(room, track, layer, rid, "layer opened");
+        self.layers_dirty.insert(room);
     }
 
     /// The layer a slot bound to a new track starts on.
@@ -110,7 +112,7 @@ impl Engine {
 
     /// What a publisher's track negotiated, as a slot binds it.
     fn leg_params(&self, publisher: SessionKey, track: usize) -> Option<LegParams> {
-        let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
+        let t = self.inbound(publisher)?.get(track)?;
         Some(LegParams::from_leg(&t.codecs, &t.extensions))
     }
 
@@ -123,7 +125,7 @@ impl Engine {
         from: usize,
         to: usize,
     ) -> Option<u32> {
-        let t = self.sessions.get(&publisher)?.peer.inbound().get(track)?;
+        let t = self.inbound(publisher)?.get(track)?;
         let clock = t.codecs.first().map(|c| c.clock_rate).unwrap_or(90_000);
         let from = t.layers.get(from)?.sender_report?;
         let to = t.layers.get(to)?.sender_report?;
@@ -131,8 +133,7 @@ impl Engine {
     }
 
     fn track_layers(&self, publisher: SessionKey, track: usize) -> Option<&LayerSet> {
-        self.sessions
-            .get(&publisher)?
+        self.published(publisher)?
             .taps
             .get(track)?
             .as_ref()
@@ -143,13 +144,21 @@ impl Engine {
     /// rooms whose layers changed and of slots with a switch in progress.
     pub(super) fn layers_tick(&mut self, now: Instant) {
         self.downlink_tick(now);
-        for s in self.sessions.values_mut() {
+        let sessions = self
+            .sessions
+            .values_mut()
+            .map(|s| (&mut s.published, &s.room));
+        let mirrors = self
+            .mirrors
+            .values_mut()
+            .map(|m| (&mut m.published, &m.room));
+        for (published, room) in sessions.chain(mirrors) {
             let mut changed = false;
-            for tap in s.taps.iter_mut().flatten() {
+            for tap in published.taps.iter_mut().flatten() {
                 changed |= tap.layers.tick(now);
             }
             if changed {
-                self.layers_dirty.insert(s.room.clone());
+                self.layers_dirty.insert(room.clone());
             }
         }
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();

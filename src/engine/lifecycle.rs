@@ -149,14 +149,13 @@ impl Engine {
                 slot_participants: vec![None; slot_count],
                 slot_layers: vec![Default::default(); slot_count],
                 events: None,
-                last_keyframe_request: Vec::new(),
-                keyframe_pending: Vec::new(),
+                published: Default::default(),
+                relay_to: Vec::new(),
                 received: (0, 0),
                 sent: (0, 0),
                 media_started: false,
                 rtcp_due: now + RTCP_STATS_EVERY.mul_f64(rand::random::<f64>()),
                 nacks_sent: 0,
-                taps: Vec::new(),
                 downlink: match (kind, self.config.downlink) {
                     (SessionKind::Whep, Some(bounds)) => {
                         Some(Box::new(Downlink::new(bounds, slot_count, now)))
@@ -205,7 +204,10 @@ impl Engine {
         match kind {
             // A new viewer changes nobody else's slots.
             SessionKind::Whep => self.reassign_viewers(&room, Some(key), now),
-            SessionKind::Whip => self.reassign(&room, now),
+            SessionKind::Whip => {
+                self.reassign(&room, now);
+                self.refresh_relay_targets(&room);
+            }
         }
         self.mark(key);
         self.metrics.session_started(kind.as_str());
@@ -288,11 +290,8 @@ impl Engine {
         for addr in self.demux.remove_session(key) {
             self.shard.disown_address(addr);
         }
-        self.shard.placement.release(&session.room);
+        self.shard.placement.release(&session.room, self.shard.id);
         self.clear_timer(key);
-        self.subscribers
-            .retain(|sid, _| source_parts(*sid).0 != key);
-        self.caches.retain(|sid, _| source_parts(*sid).0 != key);
         self.metrics
             .session_ended(session.kind.as_str(), reason.as_str());
         tracing::info!(
@@ -303,9 +302,25 @@ impl Engine {
             reason = reason.as_str(),
             "session ended"
         );
-        let room = session.room;
-        let kind = session.kind;
-        let Some(r) = self.rooms.get_mut(&room) else {
+        self.leave_room(key, &session.room, &session.participant, session.kind);
+        if session.kind == SessionKind::Whep {
+            self.viewer_left_relay(&session.room);
+        }
+    }
+
+    /// Takes an ended publisher or viewer (or a mirror, `relay`) out of its room: events,
+    /// and the slots and fan-out lists it changes.
+    pub(super) fn leave_room(
+        &mut self,
+        key: SessionKey,
+        room: &str,
+        participant: &str,
+        kind: SessionKind,
+    ) {
+        self.subscribers
+            .retain(|sid, _| source_parts(*sid).0 != key);
+        self.caches.retain(|sid, _| source_parts(*sid).0 != key);
+        let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let tracks: Vec<MediaKind> = r
@@ -318,26 +333,29 @@ impl Engine {
         let empty = r.is_empty();
         for kind in tracks {
             self.emit_room(
-                &room,
+                room,
                 &RoomEvent::TrackUnpublished {
-                    participant: session.participant.clone(),
+                    participant: participant.to_owned(),
                     kind: kind.as_str(),
                 },
             );
         }
         if let Some(participant) = left {
-            self.emit_room(&room, &RoomEvent::ParticipantLeft { participant });
+            self.emit_room(room, &RoomEvent::ParticipantLeft { participant });
         }
         if empty {
-            self.rooms.remove(&room);
+            self.rooms.remove(room);
         } else {
-            if let Some(r) = self.rooms.get_mut(&room) {
+            if let Some(r) = self.rooms.get_mut(room) {
                 r.forget_departed();
             }
             match kind {
                 // A viewer leaving changes nobody else's slots: only its fan-out entries go.
-                SessionKind::Whep => self.refresh_viewer_fanout(&room, key),
-                SessionKind::Whip => self.reassign(&room, Instant::now()),
+                SessionKind::Whep => self.refresh_viewer_fanout(room, key),
+                SessionKind::Whip => {
+                    self.reassign(room, Instant::now());
+                    self.refresh_relay_targets(room);
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ mod keymap;
 mod layers;
 mod lifecycle;
 pub mod placement;
+mod relay;
 mod room;
 pub mod sender;
 mod session;
@@ -117,6 +118,8 @@ pub struct EngineConfig {
     pub downlink: Option<crate::forward::estimate::Bounds>,
     /// Whether viewers' links are probed with padding before a layer goes up.
     pub probe: bool,
+    /// A room's sessions on its home shard before its further viewers spread.
+    pub spread_after: usize,
 }
 
 impl From<TransportError> for EngineError {
@@ -142,7 +145,16 @@ pub(crate) enum Command {
         participant: Option<String>,
         target: Option<String>,
         offer: String,
+        /// For a viewer placed on a shard other than its room's: the home shard and the
+        /// room's publishers there, to mirror before the viewer is served.
+        mirror: Option<(usize, relay::RoomState)>,
         reply: oneshot::Sender<Result<Created, EngineError>>,
+    },
+    /// To a room's home shard: another shard will serve one more of its viewers.
+    Relay {
+        room: String,
+        shard: usize,
+        reply: oneshot::Sender<relay::RoomState>,
     },
     Subscribe {
         id: String,
@@ -238,21 +250,42 @@ impl EngineHandle {
         target: Option<String>,
         offer: String,
     ) -> Result<Created, EngineError> {
-        let shard = self.placement.claim(room);
-        let created = self
-            .ask(shard, |reply| Command::Open {
-                kind,
-                room: room.to_owned(),
-                participant,
-                target,
-                offer,
-                reply,
-            })
-            .await
-            .and_then(|r| r);
+        let (shard, home) = match kind {
+            SessionKind::Whip => {
+                let home = self.placement.claim(room);
+                (home, home)
+            }
+            SessionKind::Whep => self.placement.claim_viewer(room),
+        };
+        let mirror = match shard == home {
+            true => Ok(None),
+            false => self
+                .ask(home, |reply| Command::Relay {
+                    room: room.to_owned(),
+                    shard,
+                    reply,
+                })
+                .await
+                .map(|state| Some((home, state))),
+        };
+        let created = match mirror {
+            Ok(mirror) => self
+                .ask(shard, |reply| Command::Open {
+                    kind,
+                    room: room.to_owned(),
+                    participant,
+                    target,
+                    offer,
+                    mirror,
+                    reply,
+                })
+                .await
+                .and_then(|r| r),
+            Err(e) => Err(e),
+        };
         if created.is_err() {
             // No session holds the claim; an opened one gives it back when it ends.
-            self.placement.release(room);
+            self.placement.release(room, shard);
         }
         created
     }
@@ -266,40 +299,79 @@ impl EngineHandle {
         .await?
     }
 
-    /// Every room, summarized, by name.
+    /// Every room, summarized, by name (a room spread over shards once).
     pub async fn rooms(&self) -> Result<Vec<RoomSummary>, EngineError> {
-        let mut all = Vec::new();
+        let mut all: Vec<RoomSummary> = Vec::new();
         for shard in 0..self.shards.len() {
             all.extend(self.ask(shard, |reply| Command::Rooms { reply }).await?);
         }
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
+        // The home shard's summary first, so it leads the merged one.
+        all.sort_by(|a, b| {
+            let home = |r: &RoomSummary| r.shards.first() != Some(&r.shard);
+            (a.name.as_str(), home(a)).cmp(&(b.name.as_str(), home(b)))
+        });
+        let mut merged: Vec<RoomSummary> = Vec::with_capacity(all.len());
+        for summary in all {
+            match merged.last_mut().filter(|m| m.name == summary.name) {
+                Some(m) => m.merge(summary),
+                None => merged.push(summary),
+            }
+        }
+        Ok(merged)
     }
 
-    /// One room in detail.
+    /// One room in detail, from every shard that serves its sessions.
     pub async fn room(&self, name: &str) -> Result<Option<RoomView>, EngineError> {
-        let Some(shard) = self.placement.shard_of(name) else {
+        let Some(home) = self.placement.shard_of(name) else {
             return Ok(None);
         };
-        self.ask(shard, |reply| Command::Room {
-            name: name.to_owned(),
-            reply,
-        })
-        .await
+        let others = self
+            .placement
+            .sessions_of(name)
+            .into_iter()
+            .enumerate()
+            .filter(|&(s, n)| n > 0 && s != home)
+            .map(|(s, _)| s);
+        let mut view: Option<RoomView> = None;
+        for shard in std::iter::once(home).chain(others) {
+            let part = self
+                .ask(shard, |reply| Command::Room {
+                    name: name.to_owned(),
+                    reply,
+                })
+                .await?;
+            match (&mut view, part) {
+                (Some(v), Some(part)) => v.merge(part),
+                (None, part) => view = part,
+                (Some(_), None) => {}
+            }
+        }
+        Ok(view)
     }
 
-    /// Ends every session of a participant in a room; false when it has none.
+    /// Ends every session of a participant in a room, on every shard; false when it has
+    /// none.
     pub async fn remove_participant(&self, room: &str, participant: &str) -> bool {
-        let Some(shard) = self.placement.shard_of(room) else {
-            return false;
-        };
-        self.ask(shard, |reply| Command::RemoveParticipant {
-            room: room.to_owned(),
-            participant: participant.to_owned(),
-            reply,
-        })
-        .await
-        .unwrap_or(false)
+        let shards: Vec<usize> = self
+            .placement
+            .sessions_of(room)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, n)| n > 0)
+            .map(|(s, _)| s)
+            .collect();
+        let mut removed = false;
+        for shard in shards {
+            removed |= self
+                .ask(shard, |reply| Command::RemoveParticipant {
+                    room: room.to_owned(),
+                    participant: participant.to_owned(),
+                    reply,
+                })
+                .await
+                .unwrap_or(false);
+        }
+        removed
     }
 
     /// Applies trickled candidates.
@@ -372,9 +444,14 @@ pub async fn spawn(
     sockets: Vec<std::net::UdpSocket>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let registry: Registry = Arc::new(DashMap::new());
-    let placement = Arc::new(Placement::new(sockets.len()));
+    let placement = Arc::new(Placement::new(sockets.len(), config.spread_after));
     let owners = shard::Owners::default();
     let links = handoff::wire(sockets.len());
+    let relays = handoff::wire::<relay::Relayed>(sockets.len());
+    let (controls, control_ins): (Vec<_>, Vec<_>) = (0..sockets.len())
+        .map(|_| mpsc::unbounded_channel())
+        .unzip();
+    let controls: Arc<[_]> = controls.into();
     // The kernel steers each known client address to its shard where it can.
     let (steering, unsteered) = match sockets.len() {
         1 => (None, None),
@@ -388,7 +465,10 @@ pub async fn spawn(
     let send_threads = config.send_threads.div_ceil(sockets.len()).max(1);
     let mut txs = Vec::new();
     let mut done = Vec::new();
-    for (id, (socket, (outbox, inbox))) in sockets.into_iter().zip(links).enumerate() {
+    let wiring = links.into_iter().zip(relays).zip(control_ins);
+    for (id, (socket, (((outbox, inbox), (relay_out, relay_in)), control_in))) in
+        sockets.into_iter().zip(wiring).enumerate()
+    {
         let (tx, rx) = mpsc::channel(256);
         txs.push(tx);
         let link = shard::ShardLink {
@@ -398,6 +478,10 @@ pub async fn spawn(
             steering: steering.clone(),
             outbox,
             inbox,
+            relay_out,
+            relay_in,
+            controls: controls.clone(),
+            control_in,
         };
         let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
         let (done_tx, done_rx) = oneshot::channel::<()>();

@@ -8,6 +8,11 @@
 //! sessions is forgotten, to be placed afresh. Claims and releases of one room are ordered by
 //! the map's entry lock, so a room is never on two shards at once.
 //!
+//! A room too large for one shard spreads: once its home shard holds
+//! [`Placement::spread_after`] of its sessions, each further viewer goes to the least-loaded
+//! shard ([`Placement::claim_viewer`]), which serves it with packets the home shard relays
+//! (`relay`). Publishers always join the home shard.
+//!
 //! Session ids and the server's ICE ufrags begin with the shard's number in two hex digits:
 //! any shard, and the HTTP side, find the owner of either without a lookup.
 
@@ -21,10 +26,18 @@ pub const MAX_SHARDS: usize = 256;
 /// shows (otherwise: the mean load of the rooms placed so far).
 const ROOM_ALLOWANCE: u64 = 1_000;
 
-#[derive(Debug, Clone, Copy)]
+/// The load a viewer placed since its shard last published is expected to bring.
+const VIEWER_ALLOWANCE: u64 = 250;
+
+/// The default of [`Placement::spread_after`].
+pub const SPREAD_AFTER: usize = 50;
+
+#[derive(Debug, Clone)]
 struct Claim {
+    /// The room's home shard.
     shard: usize,
-    sessions: usize,
+    /// Its sessions, by shard.
+    on: Vec<usize>,
 }
 
 /// Rooms to shards.
@@ -37,21 +50,38 @@ pub struct Placement {
     rooms_on: Box<[AtomicUsize]>,
     /// Rooms placed since the shard last published its load (they show none yet).
     fresh: Box<[AtomicUsize]>,
+    /// Viewers placed since the shard last published its load.
+    fresh_viewers: Box<[AtomicUsize]>,
+    /// Sessions per shard, of every room.
+    sessions_on: Box<[AtomicUsize]>,
+    /// A room's sessions on its home shard before its further viewers spread.
+    spread_after: usize,
     /// Taken while a new room is placed, so rooms placed at once see each other.
     placing: std::sync::Mutex<()>,
 }
 
 impl Placement {
-    /// Placement over `shards` shards (1..=[`MAX_SHARDS`]).
-    pub fn new(shards: usize) -> Self {
+    /// Placement over `shards` shards (1..=[`MAX_SHARDS`]); a room's viewers spread once its
+    /// home shard holds `spread_after` of its sessions.
+    pub fn new(shards: usize, spread_after: usize) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS);
+        let counters = || (0..shards).map(|_| AtomicUsize::new(0)).collect();
         Placement {
             rooms: DashMap::new(),
             loads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
-            rooms_on: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
-            fresh: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            rooms_on: counters(),
+            fresh: counters(),
+            fresh_viewers: counters(),
+            sessions_on: counters(),
+            spread_after,
             placing: std::sync::Mutex::new(()),
         }
+    }
+
+    /// A room's sessions on its home shard before its further viewers go to the
+    /// least-loaded shard.
+    pub fn spread_after(&self) -> usize {
+        self.spread_after
     }
 
     /// How many shards there are.
@@ -63,7 +93,36 @@ impl Placement {
     /// least-loaded one, which it is placed on. Each claim is released once
     /// ([`Placement::release`]) when its session ends or was never opened.
     pub fn claim(&self, room: &str) -> usize {
-        let mut entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+        let mut entry = self.entry(room);
+        let home = entry.shard;
+        self.count_in(&mut entry, home);
+        home
+    }
+
+    /// Like [`Placement::claim`], for a viewer: (the shard that serves it, the room's home
+    /// shard). Once the home shard holds [`Placement::spread_after`] of the room's sessions,
+    /// that is the least-loaded shard.
+    pub fn claim_viewer(&self, room: &str) -> (usize, usize) {
+        let mut entry = self.entry(room);
+        let home = entry.shard;
+        let shard = match entry.on[home] < self.spread_after {
+            true => home,
+            false => {
+                let _placing = self
+                    .placing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.least_loaded()
+            }
+        };
+        self.fresh_viewers[shard].fetch_add(1, Ordering::Relaxed);
+        self.count_in(&mut entry, shard);
+        (shard, home)
+    }
+
+    /// The room's claim, placing it when new.
+    fn entry(&self, room: &str) -> dashmap::mapref::one::RefMut<'_, String, Claim> {
+        self.rooms.entry(room.to_owned()).or_insert_with(|| {
             // Only ever taken inside one room's entry, never the other way round.
             let _placing = self
                 .placing
@@ -72,21 +131,39 @@ impl Placement {
             let shard = self.least_loaded();
             self.rooms_on[shard].fetch_add(1, Ordering::Relaxed);
             self.fresh[shard].fetch_add(1, Ordering::Relaxed);
-            Claim { shard, sessions: 0 }
-        });
-        entry.sessions += 1;
-        entry.shard
+            Claim {
+                shard,
+                on: vec![0; self.shards()],
+            }
+        })
     }
 
-    /// Gives back one claim on `room`; the last one forgets where the room was.
-    pub fn release(&self, room: &str) {
+    fn count_in(&self, claim: &mut Claim, shard: usize) {
+        claim.on[shard] += 1;
+        self.sessions_on[shard].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Gives back one claim on `room` of a session on `shard`; the last one forgets where
+    /// the room was.
+    pub fn release(&self, room: &str, shard: usize) {
         let emptied = self.rooms.remove_if_mut(room, |_, claim| {
-            claim.sessions = claim.sessions.saturating_sub(1);
-            claim.sessions == 0
+            if let Some(n) = claim.on.get_mut(shard).filter(|n| **n > 0) {
+                *n -= 1;
+                self.sessions_on[shard].fetch_sub(1, Ordering::Relaxed);
+            }
+            claim.on.iter().all(|n| *n == 0)
         });
         if let Some((_, claim)) = emptied {
             self.rooms_on[claim.shard].fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// A room's sessions on each shard (empty when it has none).
+    pub fn sessions_of(&self, room: &str) -> Vec<usize> {
+        self.rooms
+            .get(room)
+            .map(|c| c.on.clone())
+            .unwrap_or_default()
     }
 
     /// Where `room` is, if it has sessions.
@@ -103,19 +180,26 @@ impl Placement {
 
     /// A shard's current load, in forwarded packets a second.
     pub fn publish_load(&self, shard: usize, packets_per_second: u64) {
-        if let (Some(l), Some(f)) = (self.loads.get(shard), self.fresh.get(shard)) {
+        if let (Some(l), Some(f), Some(v)) = (
+            self.loads.get(shard),
+            self.fresh.get(shard),
+            self.fresh_viewers.get(shard),
+        ) {
             l.store(packets_per_second, Ordering::Relaxed);
             f.store(0, Ordering::Relaxed);
+            v.store(0, Ordering::Relaxed);
         }
     }
 
     /// The shard with the least expected load: what it published, plus the mean load of a
-    /// room for each room placed there since (those show nothing yet). A shard without
-    /// rooms counts as idle whatever it last published (the load of rooms gone).
+    /// room for each room placed there since and an allowance for each viewer placed there
+    /// since (those show nothing yet). A shard without sessions counts as idle whatever it
+    /// last published (the load of rooms gone).
     fn least_loaded(&self) -> usize {
-        let rooms = |s: usize| self.rooms_on[s].load(Ordering::Relaxed) as u64;
-        let fresh = |s: usize| (self.fresh[s].load(Ordering::Relaxed) as u64).min(rooms(s));
-        let load = |s: usize| match rooms(s) {
+        let count = |c: &[AtomicUsize], s: usize| c[s].load(Ordering::Relaxed) as u64;
+        let rooms = |s: usize| count(&self.rooms_on, s);
+        let fresh = |s: usize| count(&self.fresh, s).min(rooms(s));
+        let load = |s: usize| match count(&self.sessions_on, s) {
             0 => 0,
             _ => self.loads[s].load(Ordering::Relaxed),
         };
@@ -126,7 +210,9 @@ impl Placement {
             n => (total / n).max(ROOM_ALLOWANCE),
         };
         (0..self.shards())
-            .min_by_key(|&s| load(s) + fresh(s) * mean)
+            .min_by_key(|&s| {
+                load(s) + fresh(s) * mean + count(&self.fresh_viewers, s) * VIEWER_ALLOWANCE
+            })
             .unwrap_or(0)
     }
 }
@@ -163,23 +249,23 @@ mod tests {
 
     #[test]
     fn new_rooms_spread_and_a_room_stays_where_it_is_while_it_has_sessions() {
-        let p = Placement::new(2);
+        let p = Placement::new(2, SPREAD_AFTER);
         let a = p.claim("a");
         let b = p.claim("b");
         assert_ne!(a, b, "two new rooms on an idle server go to both shards");
         assert_eq!(p.claim("a"), a);
-        p.release("a");
+        p.release("a", a);
         assert_eq!(p.shard_of("a"), Some(a), "one session is left");
-        p.release("a");
+        p.release("a", a);
         assert_eq!(p.shard_of("a"), None, "forgotten with its last session");
         assert_eq!(p.rooms_on(a), 0);
-        p.release("a");
+        p.release("a", a);
         assert_eq!(p.shard_of("a"), None, "a release too many is harmless");
     }
 
     #[test]
     fn new_rooms_go_where_the_load_is_least() {
-        let p = Placement::new(2);
+        let p = Placement::new(2, SPREAD_AFTER);
         let big = p.claim("big");
         let small = p.claim("small");
         assert_ne!(big, small);
@@ -194,10 +280,10 @@ mod tests {
 
     #[test]
     fn the_load_of_rooms_gone_does_not_draw_a_burst_to_one_shard() {
-        let p = Placement::new(2);
+        let p = Placement::new(2, SPREAD_AFTER);
         let old = p.claim("old");
         p.publish_load(old, 1_840);
-        p.release("old");
+        p.release("old", old);
         // Its load shows until the shard publishes again: the next rooms still spread.
         let a = p.claim("a");
         let b = p.claim("b");
@@ -205,8 +291,36 @@ mod tests {
     }
 
     #[test]
+    fn a_room_spreads_its_viewers_once_its_home_shard_holds_enough_of_its_sessions() {
+        let p = Placement::new(2, 3);
+        let home = p.claim("big");
+        let viewers: Vec<(usize, usize)> = (0..2).map(|_| p.claim_viewer("big")).collect();
+        assert_eq!(viewers, vec![(home, home); 2], "below the threshold: home");
+        p.publish_load(home, 3_000);
+        // Three sessions at home: the next viewers go where the load is least, the other
+        // shard, until the viewers placed there since count for as much as home carries.
+        let spread: Vec<usize> = (0..20).map(|_| p.claim_viewer("big").0).collect();
+        let other = 1 - home;
+        assert_eq!(spread[0], other, "{spread:?}");
+        let away = spread.iter().filter(|&&s| s == other).count();
+        assert!((15..=17).contains(&away), "{spread:?}");
+        assert_eq!(p.sessions_of("big")[other], away);
+        assert_eq!(p.claim_viewer("big").1, home, "the home shard stays");
+        assert_eq!(p.claim("big"), home, "publishers join the home shard");
+        // The room is forgotten only when its sessions on every shard have ended.
+        for (s, n) in p.sessions_of("big").into_iter().enumerate() {
+            for _ in 0..n {
+                assert_eq!(p.shard_of("big"), Some(home));
+                p.release("big", s);
+            }
+        }
+        assert_eq!(p.shard_of("big"), None);
+        assert_eq!(p.rooms_on(home), 0);
+    }
+
+    #[test]
     fn claims_from_many_threads_agree_on_one_shard_per_room() {
-        let p = std::sync::Arc::new(Placement::new(4));
+        let p = std::sync::Arc::new(Placement::new(4, SPREAD_AFTER));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let p = p.clone();

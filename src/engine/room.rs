@@ -67,6 +67,11 @@ pub struct Room {
     next_key: ParticipantKey,
     /// When the room was created.
     pub created: Instant,
+    /// The shard the room lives on when it is not this one: this shard serves more of its
+    /// viewers, and its publishers are mirrors (`relay`).
+    pub home: Option<usize>,
+    /// The last state of the room's publishers this shard mirrored, from its home shard.
+    pub mirror_version: u64,
 }
 
 impl Room {
@@ -79,6 +84,8 @@ impl Room {
             keys: HashMap::new(),
             next_key: 1,
             created: now,
+            home: None,
+            mirror_version: 0,
         }
     }
 

@@ -81,12 +81,11 @@ pub(super) struct Session {
     pub slot_layers: Vec<SlotLayers>,
     /// Viewer: where its room events go, once it subscribed.
     pub events: Option<mpsc::Sender<Arc<str>>>,
-    /// Publisher: when each inbound layer was last asked for a keyframe (by
-    /// [`layer_slot`]).
-    pub last_keyframe_request: Vec<Option<Instant>>,
-    /// Publisher: whether each inbound layer's last keyframe request is still unanswered
-    /// (no keyframe seen since), by [`layer_slot`].
-    pub keyframe_pending: Vec<bool>,
+    /// Publisher: what its tracks carry and what was asked of them.
+    pub published: Published,
+    /// Publisher: the shards its packets are relayed to, which serve more of its room's
+    /// viewers (`relay`).
+    pub relay_to: Vec<usize>,
     /// RTP packets and bytes received from this session.
     pub received: (u64, u64),
     /// RTP packets and bytes forwarded to this session.
@@ -98,10 +97,21 @@ pub(super) struct Session {
     pub rtcp_due: Instant,
     /// NACKs the session had sent at the last read.
     pub nacks_sent: u64,
-    /// Publisher: per inbound track (by index), what each of its packets updates.
-    pub taps: Vec<Option<TrackTap>>,
     /// Viewer: its downlink estimate, allocation and probe (when estimation is on).
     pub downlink: Option<Box<Downlink>>,
+}
+
+/// A publisher's state that the fan-out and slot assignment read, kept alike for a
+/// publisher's own session and for its mirror on another shard (`relay`).
+#[derive(Default)]
+pub(super) struct Published {
+    /// Per inbound track (by index), what each of its packets updates.
+    pub taps: Vec<Option<TrackTap>>,
+    /// When each inbound layer was last asked for a keyframe (by [`layer_slot`]).
+    pub last_keyframe_request: Vec<Option<Instant>>,
+    /// Whether each inbound layer's last keyframe request is still unanswered (no keyframe
+    /// seen since), by [`layer_slot`].
+    pub keyframe_pending: Vec<bool>,
 }
 
 /// What a publisher's packet updates, kept on its session so the per-packet path needs no

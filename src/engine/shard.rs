@@ -14,6 +14,7 @@ use super::demux::stun_local_ufrag;
 use super::event_loop::Engine;
 use super::handoff::{Handed, Inbox, Outbox};
 use super::placement::{shard_of_id, Placement};
+use super::relay::{Control, Relayed};
 use super::steer::Steering;
 use crate::metrics;
 use bytes::BytesMut;
@@ -21,6 +22,7 @@ use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// Client addresses confirmed by a shard for one of its sessions, by shard.
 pub type Owners = Arc<DashMap<SocketAddr, usize>>;
@@ -39,6 +41,14 @@ pub struct ShardLink {
     pub outbox: Outbox,
     /// Datagrams from other shards.
     pub inbox: Inbox,
+    /// Publisher packets of rooms homed here, to shards serving more of their viewers.
+    pub relay_out: Outbox<Relayed>,
+    /// Publisher packets of rooms homed elsewhere, for this shard's viewers.
+    pub relay_in: Inbox<Relayed>,
+    /// Every shard's control queue (`relay`), with the sender's number.
+    pub controls: Arc<[mpsc::UnboundedSender<(usize, Control)>]>,
+    /// This shard's control queue.
+    pub control_in: mpsc::UnboundedReceiver<(usize, Control)>,
 }
 
 impl ShardLink {
@@ -68,6 +78,13 @@ impl ShardLink {
             .is_some();
         if let (true, Some(steering)) = (mine, &self.steering) {
             steering.forget(addr);
+        }
+    }
+
+    /// Sends a control message to another shard (dropped if that shard has stopped).
+    pub fn control(&self, to: usize, control: Control) {
+        if let Some(tx) = self.controls.get(to).filter(|_| to != self.id) {
+            let _ = tx.send((self.id, control));
         }
     }
 
@@ -106,7 +123,7 @@ impl Engine {
     /// Feeds the datagrams other shards handed over to this shard's sessions. One this
     /// shard does not know (its session just ended) is dropped, never handed on again.
     pub(super) fn take_handed(&mut self) {
-        while let Some(mut d) = self.shard.inbox.pop() {
+        while let Some((_, mut d)) = self.shard.inbox.pop() {
             match self.demux.route(d.from, &d.data) {
                 Some(key) => self.feed(key, d.at, d.from, &mut d.data),
                 None => self.tally.drop(metrics::Drop::Unroutable),

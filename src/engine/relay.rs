@@ -1,0 +1,456 @@
+//! Rooms larger than a shard: a room's publishers live on its home shard, and viewers the home
+//! shard cannot take (placement spreads them, see `placement`) are served by other shards.
+//!
+//! The home shard decrypts each publisher packet once and hands it to every shard with viewers
+//! of the room, once per packet per shard (the `handoff` rings, one wake-up per batch), never
+//! per viewer. A shard serving viewers of a room homed elsewhere keeps a *mirror* of each
+//! publisher: its tracks, layers and keyframe state, under a key of its own, so its fan-out,
+//! slot assignment, layer choice, speaker detection and packet cache work exactly as for a
+//! local publisher. Its viewers' NACKs are answered from its own cache; their keyframe
+//! requests go home, where the publisher is.
+//!
+//! Membership travels as [`Control`] messages, which are rare: the home shard sends the room's
+//! publishers ([`RoomState`]) on every tick to each shard that serves its viewers, and those
+//! shards report each viewer that ends, so the home shard knows when to stop relaying.
+
+use super::event_loop::Engine;
+use super::events::RoomEvent;
+use super::room::{Publisher, Room, SessionKey};
+use super::session::{source_id, source_parts, Published};
+use crate::metrics;
+use crate::transport::InboundTrack;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// A publisher of another shard's room, as this shard serves it to its own viewers.
+pub(super) struct Mirror {
+    /// The home shard.
+    pub home: usize,
+    /// The publisher's session key on the home shard.
+    pub home_key: SessionKey,
+    /// Room name.
+    pub room: String,
+    /// Participant name.
+    pub participant: String,
+    /// Its tracks as the home shard negotiated them.
+    pub inbound: Vec<InboundTrack>,
+    /// Taps and keyframe state, as for a local publisher.
+    pub published: Published,
+}
+
+/// One publisher of a relayed room, as its home shard describes it.
+#[derive(Clone, Debug)]
+pub struct PublisherState {
+    /// Session key on the home shard.
+    pub key: SessionKey,
+    /// Participant name.
+    pub participant: String,
+    /// Its inbound tracks, with their layers and last sender reports.
+    pub inbound: Vec<InboundTrack>,
+    /// The indexes of the tracks that have started, in the order they did.
+    pub opened: Vec<usize>,
+}
+
+/// A relayed room's publishers, as its home shard sends them to the shards that serve more
+/// of its viewers.
+#[derive(Clone, Debug)]
+pub struct RoomState {
+    /// Room name.
+    pub room: String,
+    /// Increases with each state the home shard sends (an older one is ignored).
+    pub version: u64,
+    /// Its publishers.
+    pub publishers: Vec<PublisherState>,
+}
+
+/// Messages between shards about relayed rooms.
+#[derive(Debug)]
+pub enum Control {
+    /// Home to relay: the room's publishers now.
+    State(RoomState),
+    /// Relay to home: a viewer asks for a keyframe of (publisher, track, layer).
+    Keyframe {
+        /// The publisher's session key on the home shard.
+        publisher: SessionKey,
+        /// Track index.
+        track: usize,
+        /// Layer index.
+        layer: usize,
+        /// A viewer just connected or switched.
+        urgent: bool,
+    },
+    /// Relay to home: one viewer of `room` on the sending shard ended.
+    ViewerGone {
+        /// Room name.
+        room: String,
+    },
+}
+
+/// A publisher packet on its way from the room's home shard to a shard with more viewers.
+pub struct Relayed {
+    /// The publisher's session key on the home shard.
+    pub publisher: SessionKey,
+    /// Track index.
+    pub track: usize,
+    /// Layer index.
+    pub layer: usize,
+    /// The decrypted packet (its payload shared, not copied).
+    pub packet: rtc::rtp::Packet,
+    /// When it arrived at the home shard.
+    pub received: Instant,
+}
+
+/// On a room's home shard: how many viewers each other shard serves.
+#[derive(Debug, Default)]
+pub(super) struct Relays {
+    /// Viewers, by shard.
+    pub viewers: HashMap<usize, usize>,
+}
+
+impl Engine {
+    /// The shared state of a publisher: its session's, or its mirror's.
+    pub(super) fn published(&self, key: SessionKey) -> Option<&Published> {
+        match self.sessions.get(&key) {
+            Some(s) => Some(&s.published),
+            None => self.mirrors.get(&key).map(|m| &m.published),
+        }
+    }
+
+    /// Like [`Engine::published`], to change.
+    pub(super) fn published_mut(&mut self, key: SessionKey) -> Option<&mut Published> {
+        match self.sessions.get_mut(&key) {
+            Some(s) => Some(&mut s.published),
+            None => self.mirrors.get_mut(&key).map(|m| &mut m.published),
+        }
+    }
+
+    /// A publisher's inbound tracks: its peer's, or those its home shard described.
+    pub(super) fn inbound(&self, key: SessionKey) -> Option<&[InboundTrack]> {
+        match self.sessions.get(&key) {
+            Some(s) => Some(s.peer.inbound()),
+            None => self.mirrors.get(&key).map(|m| m.inbound.as_slice()),
+        }
+    }
+
+    /// A publisher's room and participant name.
+    pub(super) fn publisher_names(&self, key: SessionKey) -> Option<(&str, &str)> {
+        match self.sessions.get(&key) {
+            Some(s) => Some((&s.room, &s.participant)),
+            None => self
+                .mirrors
+                .get(&key)
+                .map(|m| (m.room.as_str(), m.participant.as_str())),
+        }
+    }
+
+    /// Home side: shard `shard` serves one more viewer of `room`. Returns the room's state
+    /// for it to mirror.
+    pub(super) fn relay_to(&mut self, room: &str, shard: usize) -> RoomState {
+        *self
+            .relays
+            .entry(room.to_owned())
+            .or_default()
+            .viewers
+            .entry(shard)
+            .or_default() += 1;
+        self.refresh_relay_targets(room);
+        self.room_state(room)
+    }
+
+    /// Home side: one viewer of `room` on `shard` ended (or was never opened).
+    pub(super) fn unrelay(&mut self, room: &str, shard: usize) {
+        let Some(relays) = self.relays.get_mut(room) else {
+            return;
+        };
+        if let Some(n) = relays.viewers.get_mut(&shard) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                relays.viewers.remove(&shard);
+            }
+        }
+        if relays.viewers.is_empty() {
+            self.relays.remove(room);
+        }
+        self.refresh_relay_targets(room);
+    }
+
+    /// Home side: puts the shards a room is relayed to on each of its publisher sessions,
+    /// where the fan-out reads them per packet.
+    pub(super) fn refresh_relay_targets(&mut self, room: &str) {
+        let mut targets: Vec<usize> = self
+            .relays
+            .get(room)
+            .map(|r| r.viewers.keys().copied().collect())
+            .unwrap_or_default();
+        targets.sort_unstable();
+        let publishers: Vec<SessionKey> = self
+            .rooms
+            .get(room)
+            .map(|r| r.publishers.iter().map(|p| p.session).collect())
+            .unwrap_or_default();
+        for key in publishers {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.relay_to.clone_from(&targets);
+            }
+        }
+    }
+
+    /// Home side: a room's publishers, for the shards that mirror them.
+    pub(super) fn room_state(&mut self, room: &str) -> RoomState {
+        self.state_version += 1;
+        let publishers = self
+            .rooms
+            .get(room)
+            .filter(|r| r.home.is_none())
+            .map(|r| {
+                r.publishers
+                    .iter()
+                    .filter_map(|p| {
+                        let s = self.sessions.get(&p.session)?;
+                        Some(PublisherState {
+                            key: p.session,
+                            participant: p.participant.clone(),
+                            inbound: s.peer.inbound().to_vec(),
+                            opened: p.tracks.iter().map(|t| t.index).collect(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RoomState {
+            room: room.to_owned(),
+            version: self.state_version,
+            publishers,
+        }
+    }
+
+    /// Home side, every tick: sends each relayed room's state to the shards serving it.
+    pub(super) fn send_room_states(&mut self) {
+        let rooms: Vec<(String, Vec<usize>)> = self
+            .relays
+            .iter()
+            .map(|(room, r)| (room.clone(), r.viewers.keys().copied().collect()))
+            .collect();
+        for (room, shards) in rooms {
+            let state = self.room_state(&room);
+            for shard in shards {
+                self.shard.control(shard, Control::State(state.clone()));
+            }
+        }
+    }
+
+    /// Home side: passes one publisher packet to every shard serving viewers of its room.
+    pub(super) fn relay_packet(
+        &mut self,
+        key: SessionKey,
+        track: usize,
+        layer: usize,
+        packet: &rtc::rtp::Packet,
+        received: Instant,
+    ) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        for &shard in &session.relay_to {
+            let relayed = Relayed {
+                publisher: key,
+                track,
+                layer,
+                packet: packet.clone(),
+                received,
+            };
+            if self.shard.relay_out.push(shard, relayed) {
+                self.tally.relayed += 1;
+            } else {
+                self.tally.drop(metrics::Drop::QueueFull);
+            }
+        }
+    }
+
+    /// Relay side: fans out the packets home shards relayed to this one.
+    pub(super) fn take_relayed(&mut self) {
+        while let Some((home, r)) = self.shard.relay_in.pop() {
+            // A packet of a room this shard no longer serves (its last viewer just left).
+            if let Some(&key) = self.mirror_of.get(&(home, r.publisher)) {
+                self.fan_out(key, r.track, r.layer, &r.packet, r.received);
+            }
+        }
+    }
+
+    /// A message from another shard.
+    pub(super) fn on_control(&mut self, from: usize, control: Control) {
+        let now = Instant::now();
+        match control {
+            Control::State(state) => self.mirror(from, state, now),
+            Control::Keyframe {
+                publisher,
+                track,
+                layer,
+                urgent,
+            } => self.request_keyframe(source_id(publisher, track, layer), now, urgent),
+            Control::ViewerGone { room } => self.unrelay(&room, from),
+        }
+    }
+
+    /// Relay side: asks a mirrored publisher's home shard for a keyframe.
+    pub(super) fn request_home_keyframe(&mut self, mirror: SessionKey, sid: u64, urgent: bool) {
+        let Some(m) = self.mirrors.get(&mirror) else {
+            return;
+        };
+        let (_, track, layer) = source_parts(sid);
+        let (home, publisher) = (m.home, m.home_key);
+        self.shard.control(
+            home,
+            Control::Keyframe {
+                publisher,
+                track,
+                layer,
+                urgent,
+            },
+        );
+    }
+
+    /// Relay side: brings the mirror of a room homed on shard `home` up to `state`.
+    pub(super) fn mirror(&mut self, home: usize, state: RoomState, now: Instant) {
+        let room_name = state.room.clone();
+        let room = self.rooms.entry(room_name.clone()).or_insert_with(|| {
+            let mut room = Room::new(now);
+            room.home = Some(home);
+            room
+        });
+        if room.home != Some(home) || state.version <= room.mirror_version {
+            return;
+        }
+        room.mirror_version = state.version;
+        // Publishers gone from the home shard go here too.
+        let gone: Vec<SessionKey> = room
+            .publishers
+            .iter()
+            .filter(|p| {
+                self.mirrors
+                    .get(&p.session)
+                    .is_some_and(|m| !state.publishers.iter().any(|s| s.key == m.home_key))
+            })
+            .map(|p| p.session)
+            .collect();
+        for key in gone {
+            self.drop_mirror(key);
+        }
+        let mut changed = false;
+        for p in state.publishers {
+            let key = match self.mirror_of.get(&(home, p.key)) {
+                Some(&key) => key,
+                None => {
+                    changed = true;
+                    self.add_mirror(home, &room_name, &p, now)
+                }
+            };
+            let Some(m) = self.mirrors.get_mut(&key) else {
+                continue;
+            };
+            m.inbound = p.inbound;
+            for index in p.opened {
+                let tap = self
+                    .mirrors
+                    .get(&key)
+                    .and_then(|m| m.published.taps.get(index))
+                    .and_then(Option::as_ref);
+                let known = tap.map(|t| t.layers.len());
+                if known.is_none() {
+                    self.track_opened(key, index);
+                }
+                let layers = self
+                    .inbound(key)
+                    .and_then(|i| i.get(index))
+                    .map_or(0, |t| t.layers.len());
+                for layer in known.unwrap_or(layers)..layers {
+                    self.layer_opened(key, index, layer);
+                }
+            }
+        }
+        if changed {
+            self.reassign(&room_name, now);
+        }
+    }
+
+    /// Relay side: a mirror for a publisher of a room homed elsewhere.
+    fn add_mirror(
+        &mut self,
+        home: usize,
+        room_name: &str,
+        p: &PublisherState,
+        now: Instant,
+    ) -> SessionKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.mirrors.insert(
+            key,
+            Mirror {
+                home,
+                home_key: p.key,
+                room: room_name.to_owned(),
+                participant: p.participant.clone(),
+                inbound: Vec::new(),
+                published: Published::default(),
+            },
+        );
+        self.mirror_of.insert((home, p.key), key);
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return key;
+        };
+        let joined = !room.has_participant(&p.participant);
+        let pkey = room.key_for(&p.participant);
+        room.speakers.add(pkey, now);
+        room.publishers.push(Publisher {
+            session: key,
+            participant: p.participant.clone(),
+            key: pkey,
+            tracks: Vec::new(),
+        });
+        if joined {
+            self.emit_room(
+                room_name,
+                &RoomEvent::ParticipantJoined {
+                    participant: p.participant.clone(),
+                },
+            );
+        }
+        key
+    }
+
+    /// Relay side: removes a mirrored publisher (it left its home shard, or this shard no
+    /// longer serves its room).
+    pub(super) fn drop_mirror(&mut self, key: SessionKey) {
+        let Some(m) = self.mirrors.remove(&key) else {
+            return;
+        };
+        self.mirror_of.remove(&(m.home, m.home_key));
+        self.leave_room(key, &m.room, &m.participant, super::SessionKind::Whip);
+    }
+
+    /// Relay side: after a viewer of a room homed elsewhere ended, tells the home shard, and
+    /// forgets the room's mirrors once none of its viewers is left here.
+    pub(super) fn viewer_left_relay(&mut self, room: &str) {
+        let Some(home) = self.rooms.get(room).and_then(|r| r.home) else {
+            return;
+        };
+        self.shard.control(
+            home,
+            Control::ViewerGone {
+                room: room.to_owned(),
+            },
+        );
+        let idle = self.rooms.get(room).is_some_and(|r| r.viewers.is_empty());
+        if idle {
+            let mirrors: Vec<SessionKey> = self
+                .rooms
+                .get(room)
+                .map(|r| r.publishers.iter().map(|p| p.session).collect())
+                .unwrap_or_default();
+            for key in mirrors {
+                self.drop_mirror(key);
+            }
+            self.rooms.remove(room);
+        }
+    }
+}
