@@ -264,6 +264,8 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
     // Retransmission is checked packet by packet: no probe padding in the numbering.
     config.bwe = false;
     config.public_port = Some(relay.addr.port());
+    // The publisher and six viewers fill the room, wherever they are served.
+    config.max_participants_per_room = 7;
     let server = parley::start(config).await.expect("server");
     relay.forward_to(server.media_addr);
     let base = server.base_url();
@@ -416,6 +418,15 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
     assert_eq!(rooms[0]["viewers"].as_u64(), Some(6), "{listed}");
     assert_eq!(rooms[0]["publishers"].as_u64(), Some(1), "{listed}");
     assert_eq!(metric(&base, "parley_rooms").await, 1.0);
+    let refused = play(&base, "big", PlayOptions::default()).await;
+    match refused {
+        Err(common::HarnessError::Status { status, .. }) => assert_eq!(
+            status, 403,
+            "a seventh viewer finds the room full, counted over both shards"
+        ),
+        Err(e) => panic!("a seventh viewer is refused with 403, not {e}"),
+        Ok(v) => panic!("a seventh viewer is refused, not served at {}", v.location),
+    }
 
     for v in viewers {
         v.close().await;

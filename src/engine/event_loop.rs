@@ -219,8 +219,13 @@ impl Engine {
                 }
                 let _ = reply.send(opened);
             }
-            Command::Relay { room, shard, reply } => {
-                let _ = reply.send(self.relay_to(&room, shard));
+            Command::Relay {
+                room,
+                participant,
+                shard,
+                reply,
+            } => {
+                let _ = reply.send(self.relay_to(&room, participant.as_deref(), shard));
             }
             Command::Trickle { id, frag, reply } => {
                 let _ = reply.send(self.trickle(&id, &frag));

@@ -60,7 +60,13 @@ impl Engine {
         let participant = participant.unwrap_or_else(|| format!("p-{}", random_token(8)));
         if let Some(r) = self.rooms.get(&room) {
             let max = self.config.max_participants_per_room;
-            if !r.has_participant(&participant) && r.participants().len() >= max {
+            // Viewers other shards serve for this room count too (`relay`).
+            let elsewhere: usize = self
+                .relays
+                .get(&room)
+                .map_or(0, |r| r.viewers.values().sum());
+            let count = r.participants().len() + elsewhere;
+            if !r.has_participant(&participant) && count >= max {
                 let noun = if max == 1 {
                     "participant"
                 } else {

@@ -150,11 +150,13 @@ pub(crate) enum Command {
         mirror: Option<(usize, relay::RoomState)>,
         reply: oneshot::Sender<Result<Created, EngineError>>,
     },
-    /// To a room's home shard: another shard will serve one more of its viewers.
+    /// To a room's home shard: another shard will serve one more of its viewers (refused
+    /// when the room is full).
     Relay {
         room: String,
+        participant: Option<String>,
         shard: usize,
-        reply: oneshot::Sender<relay::RoomState>,
+        reply: oneshot::Sender<Result<relay::RoomState, EngineError>>,
     },
     Subscribe {
         id: String,
@@ -262,10 +264,12 @@ impl EngineHandle {
             false => self
                 .ask(home, |reply| Command::Relay {
                     room: room.to_owned(),
+                    participant: participant.clone(),
                     shard,
                     reply,
                 })
                 .await
+                .and_then(|r| r)
                 .map(|state| Some((home, state))),
         };
         let created = match mirror {

@@ -17,6 +17,7 @@ use super::event_loop::Engine;
 use super::events::RoomEvent;
 use super::room::{Publisher, Room, SessionKey};
 use super::session::{source_id, source_parts, Published};
+use super::EngineError;
 use crate::metrics;
 use crate::transport::InboundTrack;
 use std::collections::HashMap;
@@ -144,8 +145,27 @@ impl Engine {
     }
 
     /// Home side: shard `shard` serves one more viewer of `room`. Returns the room's state
-    /// for it to mirror.
-    pub(super) fn relay_to(&mut self, room: &str, shard: usize) -> RoomState {
+    /// for it to mirror, or refuses a new participant when the room is full (every viewer on
+    /// another shard counts as a participant of its own).
+    pub(super) fn relay_to(
+        &mut self,
+        room: &str,
+        participant: Option<&str>,
+        shard: usize,
+    ) -> Result<RoomState, EngineError> {
+        let here = self.rooms.get(room);
+        let known = here.is_some_and(|r| participant.is_some_and(|p| r.has_participant(p)));
+        let elsewhere: usize = self
+            .relays
+            .get(room)
+            .map_or(0, |r| r.viewers.values().sum());
+        let count = here.map_or(0, |r| r.participants().len()) + elsewhere;
+        let max = self.config.max_participants_per_room;
+        if !known && count >= max {
+            return Err(EngineError::Forbidden(format!(
+                "room {room} is full ({max} participants)"
+            )));
+        }
         *self
             .relays
             .entry(room.to_owned())
@@ -154,7 +174,7 @@ impl Engine {
             .entry(shard)
             .or_default() += 1;
         self.refresh_relay_targets(room);
-        self.room_state(room)
+        Ok(self.room_state(room))
     }
 
     /// Home side: one viewer of `room` on `shard` ended (or was never opened).
