@@ -261,8 +261,6 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
     config.shards = 2;
     // The publisher and one viewer on the room's home shard, then viewers spread.
     config.spread_after = 2;
-    // Retransmission is checked packet by packet: no probe padding in the numbering.
-    config.bwe = false;
     config.public_port = Some(relay.addr.port());
     // The publisher and six viewers fill the room, wherever they are served.
     config.max_participants_per_room = 7;

@@ -1,5 +1,6 @@
 //! The fan-out: one publisher packet to every viewer slot fed by its track's layer, and a
-//! viewer's NACKs answered from the packet cache.
+//! viewer's NACKs answered from the packet cache (and, for probe padding, with fresh padding
+//! under the lost number).
 //!
 //! Per copy: the slot's forwarder rewrites the header into one reused scratch header, the
 //! packet is written once into the next slot of the send batch, the slot's payload rewrite
@@ -10,7 +11,8 @@ use super::batch::SendBatch;
 use super::event_loop::{kind_index, Engine};
 use super::room::SessionKey;
 use super::session::{layer_slot, source_id, Session};
-use crate::forward::slot::{write_packet, Skip};
+use crate::forward::probe::PADDING;
+use crate::forward::slot::{write_packet, write_padding, Skip};
 use crate::metrics;
 use crate::transport::{MediaKind, PeerState};
 use std::net::SocketAddr;
@@ -216,6 +218,20 @@ impl Engine {
                 return;
             }
             let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
+                // Probe padding carries nothing, but its number must not stay a gap.
+                if forwarder.repad_header(seq, &mut self.scratch) {
+                    let batch = self.senders.batch_for(key);
+                    let Some(buf) = batch.slot() else {
+                        return;
+                    };
+                    let sealed = write_padding(&self.scratch, PADDING, buf)
+                        .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len));
+                    if let Some(len) = sealed {
+                        batch.commit(to, len, key);
+                        self.tally.padding_packets += 1;
+                        self.tally.padding_bytes += len as u64;
+                    }
+                }
                 continue;
             };
             let Some(packet) = self.caches.get(&sid).and_then(|c| c.get(source_seq)) else {

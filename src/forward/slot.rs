@@ -130,6 +130,29 @@ struct Vp8Patch {
     tl0picidx: Option<u8>,
 }
 
+/// Padding-only packets a slot remembers, to answer a viewer's NACK for one.
+const PADS_KEPT: usize = 128;
+
+/// The (number, timestamp, payload type) of the last padding-only packets sent, newest last.
+#[derive(Debug)]
+struct PadRing {
+    sent: [(u16, u32, u8); PADS_KEPT],
+    next: usize,
+    len: usize,
+}
+
+impl PadRing {
+    fn push(&mut self, pad: (u16, u32, u8)) {
+        self.sent[self.next] = pad;
+        self.next = (self.next + 1) % PADS_KEPT;
+        self.len = (self.len + 1).min(PADS_KEPT);
+    }
+
+    fn find(&self, seq: u16) -> Option<(u16, u32, u8)> {
+        self.sent[..self.len].iter().copied().find(|p| p.0 == seq)
+    }
+}
+
 /// Rewrites one source's packets for one viewer slot.
 ///
 /// A video slot switches sources on a keyframe: the new source waits as *pending* while the
@@ -159,6 +182,8 @@ pub struct SlotForwarder {
     /// The payload rewrite of the packet just forwarded, if any.
     patch: Option<Vp8Patch>,
     previous: Option<Box<Previous>>,
+    /// The padding-only packets sent lately (made with the slot's first one).
+    pads: Option<Box<PadRing>>,
 }
 
 impl SlotForwarder {
@@ -194,6 +219,7 @@ impl SlotForwarder {
             fresh: false,
             patch: None,
             previous: None,
+            pads: None,
         }
     }
 
@@ -241,6 +267,31 @@ impl SlotForwarder {
         let Some((seq, ts)) = self.munger.pad() else {
             return false;
         };
+        self.pads
+            .get_or_insert_with(|| {
+                Box::new(PadRing {
+                    sent: [(0, 0, 0); PADS_KEPT],
+                    next: 0,
+                    len: 0,
+                })
+            })
+            .push((seq, ts, pt));
+        self.padding_header(seq, ts, pt, out);
+        true
+    }
+
+    /// For a viewer's NACK of `out_seq`: when that number went to one of the slot's recent
+    /// padding-only packets, writes into `out` the header of a fresh one under that number
+    /// (padding carries nothing to resend, but the viewer's numbering must have no gap).
+    pub fn repad_header(&self, out_seq: u16, out: &mut Header) -> bool {
+        let Some((seq, ts, pt)) = self.pads.as_ref().and_then(|p| p.find(out_seq)) else {
+            return false;
+        };
+        self.padding_header(seq, ts, pt, out);
+        true
+    }
+
+    fn padding_header(&self, seq: u16, ts: u32, pt: u8, out: &mut Header) {
         out.version = 2;
         out.padding = true;
         out.marker = false;
@@ -254,7 +305,6 @@ impl SlotForwarder {
         self.push_stamps(out);
         out.extension_profile = 0xbede;
         out.extension = !out.extensions.is_empty();
-        true
     }
 
     /// Puts the transport's stamp placeholders at the front of `out`'s extensions.

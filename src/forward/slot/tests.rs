@@ -272,3 +272,50 @@ fn nacks_after_a_layer_switch_reach_the_layer_that_was_sent() {
         Err(Skip::NotBound)
     );
 }
+
+#[test]
+fn a_nack_for_a_padding_number_is_answered_with_fresh_padding_under_it() {
+    let t0 = Instant::now();
+    let mut f = SlotForwarder::new(777, "1", leg(vec![vp8(120)], &[]));
+    assert!(f.bind(1, &leg(vec![vp8(96)], &[])));
+    let key = f
+        .forward(1, &packet(5, 11, 1000, 96, true), t0)
+        .expect("keyframe");
+    let mut pad = Header::default();
+    assert!(f.pad_header(&mut pad));
+    assert_eq!(
+        pad.sequence_number,
+        key.header.sequence_number.wrapping_add(1)
+    );
+    let next = f
+        .forward(1, &packet(5, 12, 4000, 96, false), t0)
+        .expect("delta");
+    assert_eq!(
+        next.header.sequence_number,
+        pad.sequence_number.wrapping_add(1),
+        "the padding took a number"
+    );
+    // A media number is resent from the cache, not padded; the padding's number is padded.
+    let mut out = Header::default();
+    assert!(!f.repad_header(key.header.sequence_number, &mut out));
+    assert!(!f.repad_header(next.header.sequence_number, &mut out));
+    assert!(f.retransmission(pad.sequence_number).is_none());
+    assert!(f.repad_header(pad.sequence_number, &mut out));
+    assert_eq!(
+        (
+            out.sequence_number,
+            out.timestamp,
+            out.ssrc,
+            out.payload_type
+        ),
+        (pad.sequence_number, pad.timestamp, 777, 120)
+    );
+    assert!(out.padding && !out.marker);
+    // Only the last PADS_KEPT paddings are remembered.
+    let first = pad.sequence_number;
+    for _ in 0..PADS_KEPT {
+        assert!(f.pad_header(&mut pad));
+    }
+    assert!(!f.repad_header(first, &mut out), "forgotten");
+    assert!(f.repad_header(pad.sequence_number, &mut out));
+}
