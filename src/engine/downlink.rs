@@ -9,13 +9,13 @@
 //! [`Engine::pad_after`] runs, for the one slot of a probing viewer that carries the probe.
 
 use super::event_loop::Engine;
+use super::fanout::seal_padding;
 use super::room::SessionKey;
 use super::session::source_parts;
 use crate::forward::allocate::{self, ladder, SlotState, Step, Target, MIN_PROBE};
 use crate::forward::estimate::{Bounds, Estimator, Signal};
 use crate::forward::probe::{Prober, PADDING};
 use crate::forward::selector::{self, Preferences};
-use crate::forward::slot::write_padding;
 use crate::transport::{Feedback, MediaKind};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -346,15 +346,10 @@ impl Engine {
                 return;
             }
             let batch = self.senders.batch_for(viewer);
-            let Some(buf) = batch.slot() else {
-                return;
-            };
-            let sealed = write_padding(&self.scratch, PADDING, buf)
-                .and_then(|(head, len)| session.peer.seal_rtp(now, slot, buf, head, len));
+            let sealed = seal_padding(batch, session, slot, &self.scratch, PADDING, to, now);
             let Some(len) = sealed else {
                 return;
             };
-            batch.commit(to, len, viewer);
             if let Some(d) = session.downlink.as_deref_mut() {
                 d.padding.0 += 1;
                 d.padding.1 += len as u64;

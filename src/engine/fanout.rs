@@ -11,7 +11,6 @@ use super::batch::SendBatch;
 use super::event_loop::{kind_index, Engine};
 use super::room::SessionKey;
 use super::session::{layer_slot, source_id, Session};
-use crate::forward::probe::PADDING;
 use crate::forward::slot::{write_packet, write_padding, Skip};
 use crate::metrics;
 use crate::transport::{MediaKind, PeerState};
@@ -198,6 +197,24 @@ fn seal_into(
     }
 }
 
+/// Writes a padding-only packet of `padding` bytes under `header` into the next free slot of
+/// `outgoing`, seals it for the viewer and queues it for `to`. Returns its sealed length.
+pub(super) fn seal_padding(
+    outgoing: &mut SendBatch,
+    viewer: &mut Session,
+    slot: usize,
+    header: &rtc::rtp::Header,
+    padding: usize,
+    to: SocketAddr,
+    now: Instant,
+) -> Option<usize> {
+    let buf = outgoing.slot()?;
+    let len = write_padding(header, padding, buf)
+        .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len))?;
+    outgoing.commit(to, len, viewer.key);
+    Some(len)
+}
+
 impl Engine {
     /// Answers a viewer's NACK on a sealed slot: resends the lost packets still cached, with
     /// the numbering they were first sent with.
@@ -218,18 +235,15 @@ impl Engine {
                 return;
             }
             let Some((sid, source_seq)) = forwarder.retransmission(seq) else {
-                // Probe padding carries nothing, but its number must not stay a gap.
+                // Probe padding carries nothing, but its number must not stay a gap. The
+                // answer is as small as padding gets: the loss likely came from a full link.
                 if forwarder.repad_header(seq, &mut self.scratch) {
                     let batch = self.senders.batch_for(key);
-                    let Some(buf) = batch.slot() else {
-                        return;
-                    };
-                    let sealed = write_padding(&self.scratch, PADDING, buf)
-                        .and_then(|(head, len)| viewer.peer.seal_rtp(now, slot, buf, head, len));
+                    let sealed = seal_padding(batch, viewer, slot, &self.scratch, 1, to, now);
                     if let Some(len) = sealed {
-                        batch.commit(to, len, key);
                         self.tally.padding_packets += 1;
                         self.tally.padding_bytes += len as u64;
+                        viewer.sent.1 += len as u64;
                     }
                 }
                 continue;
