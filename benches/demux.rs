@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use parley::engine::demux::{stun_local_ufrag, Demux};
+use parley::engine::shard::demux::{stun_local_ufrag, Demux};
 
 const SESSIONS: u64 = 1000;
 

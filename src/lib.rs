@@ -3,7 +3,7 @@
 //! [`start`] binds the HTTP listener and the media socket, starts the media engine and the
 //! HTTP server, and returns a [`Server`] handle that reports its addresses and shuts down
 //! cleanly. `main.rs` only parses the configuration and calls it; tests call it on port 0.
-#![deny(unsafe_code)] // audited exceptions: engine::batch (sendmmsg), engine::socket (registration), engine::steer (bpf)
+#![deny(unsafe_code)] // audited exceptions: engine::shard::batch (sendmmsg), engine::shard::socket (registration), engine::shard::steer (bpf)
 
 pub mod config;
 pub mod engine;

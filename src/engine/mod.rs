@@ -1,51 +1,44 @@
 //! The media engine: one or more shards, each a task on its own thread with its own socket
 //! on the shared media port, that owns its peer connections, its rooms, and the forwarding
-//! between them (see `shard` and `placement`).
+//! between them. Four parts:
 //!
-//! The HTTP side talks to the shards only through [`EngineHandle`] commands with a reply
-//! channel, sent to the shard that owns the room or session; a shard never awaits while it
-//! holds state it shares. Shared structures: the session [`Registry`] (a `DashMap`, read by
-//! HTTP handlers for lookups and limits), the room [`Placement`], and which shard owns which
-//! client address.
+//! - `shard`: one engine on its thread — its event loop, socket, sessions, timers, sending
+//!   threads and queues to the other shards;
+//! - `rooms`: membership, slot assignment, room events, the room API's views, and rooms
+//!   spread over shards;
+//! - `fanout`: what each viewer receives — the per-packet copy, simulcast layers, downlink
+//!   fitting;
+//! - this file and `placement`, the HTTP side: the commands and the [`EngineHandle`] that
+//!   sends each to the shard owning its room or session, and which shard a room lives on.
+//!
+//! A shard never awaits while it holds state it shares. Shared structures: the session
+//! [`Registry`] (a `DashMap`, read by HTTP handlers for lookups and limits), the room
+//! [`Placement`], and which shard owns which client address.
 //! Per datagram: demultiplex to a session, feed its peer, then drain what that produced:
 //! RTP from a publisher fans out to the slots bound to that track (see `forward::slot`).
 
-mod api;
-mod assign;
-pub mod batch;
-mod decodable;
-pub mod demux;
-mod downlink;
-mod event_loop;
-mod events;
-mod fanout;
-pub mod handoff;
+pub mod fanout;
 mod keymap;
-mod layers;
-mod lifecycle;
 pub mod placement;
-mod relay;
-mod room;
-pub mod sender;
-mod session;
-mod shard;
-pub mod socket;
-mod steer;
+pub mod rooms;
+pub mod shard;
 
-pub use api::{Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView};
-pub use demux::{stun_local_ufrag, Demux};
-pub use events::{LayerInfo, RoomEvent};
 pub use placement::Placement;
-pub use room::SessionKey;
-pub use session::{EndReason, SessionKind};
+pub use rooms::api::{
+    Counters, ParticipantView, RoomSummary, RoomView, SessionView, SlotView, TrackView,
+};
+pub use rooms::events::{LayerInfo, RoomEvent};
+pub use rooms::room::SessionKey;
+pub use shard::demux::{stun_local_ufrag, Demux};
+pub use shard::session::{EndReason, SessionKind};
+pub use shard::spawn;
 
 use crate::forward::selector::Preferences;
 use crate::transport::sdpfrag::SdpFrag;
-use crate::transport::{sdp::OfferError, TransportContext, TransportError};
+use crate::transport::{sdp::OfferError, TransportError};
 use dashmap::DashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 /// What the HTTP side knows of a live session.
 #[derive(Debug, Clone)]
@@ -147,7 +140,7 @@ pub(crate) enum Command {
         offer: String,
         /// For a viewer placed on a shard other than its room's: the home shard and the
         /// room's publishers there, to mirror before the viewer is served.
-        mirror: Option<(usize, relay::RoomState)>,
+        mirror: Option<(usize, rooms::relay::RoomState)>,
         reply: oneshot::Sender<Result<Created, EngineError>>,
     },
     /// To a room's home shard: another shard will serve one more of its viewers (refused
@@ -156,7 +149,7 @@ pub(crate) enum Command {
         room: String,
         participant: Option<String>,
         shard: usize,
-        reply: oneshot::Sender<Result<relay::RoomState, EngineError>>,
+        reply: oneshot::Sender<Result<rooms::relay::RoomState, EngineError>>,
     },
     Subscribe {
         id: String,
@@ -434,117 +427,4 @@ impl EngineHandle {
             let _ = self.ask(shard, |reply| Command::Shutdown { reply }).await;
         }
     }
-}
-
-/// Starts one shard per socket (all bound to the media port), each on a thread of its own
-/// ("parley-shard-N") with a single-threaded runtime, and returns once every socket is
-/// registered. The forwarding path then never migrates between threads, its socket wakes it
-/// directly, and HTTP work on the server's other runtime never delays a packet. The task
-/// handle completes when every shard has stopped.
-pub async fn spawn(
-    ctx: TransportContext,
-    config: EngineConfig,
-    metrics: Arc<crate::metrics::Metrics>,
-    sockets: Vec<std::net::UdpSocket>,
-) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
-    let registry: Registry = Arc::new(DashMap::new());
-    let placement = Arc::new(Placement::new(sockets.len(), config.spread_after));
-    let owners = shard::Owners::default();
-    let links = handoff::wire(sockets.len());
-    let relays = handoff::wire::<relay::Relayed>(sockets.len());
-    let (controls, control_ins): (Vec<_>, Vec<_>) = (0..sockets.len())
-        .map(|_| mpsc::unbounded_channel())
-        .unzip();
-    let controls: Arc<[_]> = controls.into();
-    // The kernel steers each known client address to its shard where it can.
-    let (steering, unsteered) = match sockets.len() {
-        1 => (None, None),
-        _ => match steer::Steering::attach(&sockets) {
-            Ok(steering) => (Some(Arc::new(steering)), None),
-            Err(e) => (None, Some(e.to_string())),
-        },
-    };
-    metrics.set_steering(steering.is_some());
-    // The sending threads are shared out over the shards, at least one each.
-    let send_threads = config.send_threads.div_ceil(sockets.len()).max(1);
-    let mut txs = Vec::new();
-    let mut done = Vec::new();
-    let wiring = links.into_iter().zip(relays).zip(control_ins);
-    for (id, (socket, (((outbox, inbox), (relay_out, relay_in)), control_in))) in
-        sockets.into_iter().zip(wiring).enumerate()
-    {
-        let (tx, rx) = mpsc::channel(256);
-        txs.push(tx);
-        let link = shard::ShardLink {
-            id,
-            placement: placement.clone(),
-            owners: owners.clone(),
-            steering: steering.clone(),
-            outbox,
-            inbox,
-            relay_out,
-            relay_in,
-            controls: controls.clone(),
-            control_in,
-        };
-        let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        done.push(done_rx);
-        let (ctx, config, metrics, shared) = (
-            ctx.clone(),
-            config.clone(),
-            metrics.clone(),
-            registry.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("parley-shard-{id}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let started = socket::MediaSocket::new(socket).and_then(|socket| {
-                        let senders = sender::Senders::start(socket.std(), id, send_threads)?;
-                        Ok((socket, senders))
-                    });
-                    let (socket, senders) = match started {
-                        Ok(started) => started,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    let engine = event_loop::Engine::new(
-                        ctx, config, metrics, socket, senders, shared, link,
-                    );
-                    engine.run(rx).await;
-                });
-                let _ = done_tx.send(());
-            })?;
-        ready_rx
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("a media shard stopped at start")))?;
-    }
-    let task = tokio::spawn(async move {
-        for d in done {
-            let _ = d.await;
-        }
-    });
-    Ok((
-        EngineHandle {
-            shards: txs.into(),
-            registry,
-            placement,
-            unsteered,
-        },
-        task,
-    ))
 }

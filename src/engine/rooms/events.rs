@@ -3,9 +3,9 @@
 //! speaking, and which layers each video slot can get and plays. A subscriber first gets a snapshot of the room in the same event forms, then
 //! changes in the order they happen; all come from the engine task, so order is the engine's.
 
-use super::event_loop::Engine;
-use super::room::SessionKey;
-use super::EngineError;
+use crate::engine::rooms::room::SessionKey;
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::EngineError;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ impl RoomEvent {
 
 impl Engine {
     /// Sends an event to one session's subscriber, dropping a subscriber that fell behind.
-    pub(super) fn emit_to(&mut self, session: SessionKey, event: &RoomEvent) {
+    pub(in crate::engine) fn emit_to(&mut self, session: SessionKey, event: &RoomEvent) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -127,7 +127,7 @@ impl Engine {
     }
 
     /// Sends an event to every subscribed WHEP session of a room.
-    pub(super) fn emit_room(&mut self, room: &str, event: &RoomEvent) {
+    pub(in crate::engine) fn emit_room(&mut self, room: &str, event: &RoomEvent) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -149,7 +149,10 @@ impl Engine {
     }
 
     /// Subscribes to a WHEP session's events: the room as it is now, then every change.
-    pub(super) fn subscribe(&mut self, id: &str) -> Result<mpsc::Receiver<Arc<str>>, EngineError> {
+    pub(in crate::engine) fn subscribe(
+        &mut self,
+        id: &str,
+    ) -> Result<mpsc::Receiver<Arc<str>>, EngineError> {
         let key = *self.by_public.get(id).ok_or(EngineError::NotFound)?;
         let session = self.sessions.get(&key).ok_or(EngineError::NotFound)?;
         let room = self.rooms.get(&session.room).ok_or(EngineError::NotFound)?;

@@ -1,8 +1,8 @@
 //! One session as the engine keeps it: the peer connection, its room and role, and for a
 //! viewer the forwarder of each slot.
 
-use super::downlink::Downlink;
-use super::room::{ParticipantKey, SessionKey};
+use crate::engine::fanout::downlink::Downlink;
+use crate::engine::rooms::room::{ParticipantKey, SessionKey};
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layers::LayerSet;
 use crate::forward::selector::{Preferences, Switch};
@@ -64,7 +64,7 @@ impl EndReason {
 }
 
 /// A live session.
-pub(super) struct Session {
+pub(in crate::engine) struct Session {
     pub peer: Peer,
     pub key: SessionKey,
     pub public_id: String,
@@ -104,7 +104,7 @@ pub(super) struct Session {
 /// A publisher's state that the fan-out and slot assignment read, kept alike for a
 /// publisher's own session and for its mirror on another shard (`relay`).
 #[derive(Default)]
-pub(super) struct Published {
+pub(in crate::engine) struct Published {
     /// Per inbound track (by index), what each of its packets updates.
     pub taps: Vec<Option<TrackTap>>,
     /// When each inbound layer was last asked for a keyframe (by [`layer_slot`]).
@@ -118,7 +118,7 @@ pub(super) struct Published {
 /// search through the room: freshness (copied to the room's track on each tick), loudness,
 /// and what each of its layers carries.
 #[derive(Clone, Debug)]
-pub(super) struct TrackTap {
+pub(in crate::engine) struct TrackTap {
     /// The publishing participant, as the room's speaker state knows it.
     pub participant: ParticipantKey,
     /// The RFC 6464 audio-level extension id on the publisher's leg, if negotiated.
@@ -133,7 +133,7 @@ pub(super) struct TrackTap {
 
 /// A viewer slot's layer state, and who it leaves out.
 #[derive(Clone, Debug, Default)]
-pub(super) struct SlotLayers {
+pub(in crate::engine) struct SlotLayers {
     /// What the viewer asked for (the WHEP layer endpoint).
     pub prefs: Preferences,
     /// The switch in progress.
@@ -151,12 +151,12 @@ pub(super) struct SlotLayers {
 }
 
 /// A forwarding source id: publisher session, track index and layer index in one number.
-pub(super) fn source_id(session: SessionKey, track: usize, layer: usize) -> u64 {
+pub(in crate::engine) fn source_id(session: SessionKey, track: usize, layer: usize) -> u64 {
     (session << 16) | ((track as u64 & 0xff) << 8) | (layer as u64 & 0xff)
 }
 
 /// The (publisher session, track index, layer index) of a source id.
-pub(super) fn source_parts(sid: u64) -> (SessionKey, usize, usize) {
+pub(in crate::engine) fn source_parts(sid: u64) -> (SessionKey, usize, usize) {
     (
         sid >> 16,
         ((sid >> 8) & 0xff) as usize,
@@ -165,11 +165,11 @@ pub(super) fn source_parts(sid: u64) -> (SessionKey, usize, usize) {
 }
 
 /// A source id without its layer: the track it belongs to.
-pub(super) fn track_of(sid: u64) -> u64 {
+pub(in crate::engine) fn track_of(sid: u64) -> u64 {
     sid & !0xff
 }
 
 /// Index of a (track, layer) in a publisher's per-layer vectors.
-pub(super) fn layer_slot(track: usize, layer: usize) -> usize {
+pub(in crate::engine) fn layer_slot(track: usize, layer: usize) -> usize {
     track * MAX_LAYERS + layer
 }

@@ -7,7 +7,7 @@
 //! right ufrag but a forged MESSAGE-INTEGRITY binds nothing. Pure lookup tables and a STUN
 //! attribute scan that never allocates and never panics.
 
-use super::room::SessionKey;
+use crate::engine::rooms::room::SessionKey;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

@@ -8,10 +8,10 @@
 //! ends the probe at the first feedback that shows it (before its queue drops media). Per packet only
 //! [`Engine::pad_after`] runs, for the one slot of a probing viewer that carries the probe.
 
-use super::event_loop::Engine;
-use super::fanout::seal_padding;
-use super::room::SessionKey;
-use super::session::source_parts;
+use crate::engine::fanout::seal_padding;
+use crate::engine::rooms::room::SessionKey;
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::session::source_parts;
 use crate::forward::allocate::{self, ladder, SlotState, Step, Target, MIN_PROBE};
 use crate::forward::estimate::{Bounds, Estimator, Signal};
 use crate::forward::probe::{Prober, PADDING};
@@ -30,7 +30,7 @@ const SENT_WINDOW_TICKS: usize = 4;
 const AUDIO_SHARE: u64 = 40_000;
 
 /// One viewer connection's estimate, probe, and what it was sent.
-pub(super) struct Downlink {
+pub(in crate::engine) struct Downlink {
     pub estimator: Estimator,
     pub prober: Prober,
     /// Bits per second sent over about the last second (media and padding).
@@ -83,7 +83,7 @@ impl Downlink {
 impl Engine {
     /// On the tick, before allocating: each viewer's sent rate since the last tick, and
     /// once a second its estimate for the histogram; probes started and failed.
-    pub(super) fn downlink_tick(&mut self, now: Instant) {
+    pub(in crate::engine) fn downlink_tick(&mut self, now: Instant) {
         let sample = self
             .last_estimate_sample
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
@@ -124,7 +124,12 @@ impl Engine {
 
     /// A viewer's congestion feedback. An estimate that falls below what the viewer is sent
     /// re-allocates its slots at once, not at the next tick: down at once.
-    pub(super) fn on_feedback(&mut self, key: SessionKey, feedback: Feedback, now: Instant) {
+    pub(in crate::engine) fn on_feedback(
+        &mut self,
+        key: SessionKey,
+        feedback: Feedback,
+        now: Instant,
+    ) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -168,7 +173,7 @@ impl Engine {
     /// On the tick, for one viewer: measures what it was sent, shares its estimate over its
     /// video slots and updates its probe. Returns each slot's target (`None` for audio, for
     /// slots without a source, and when the viewer has no estimator).
-    pub(super) fn allocate_viewer(
+    pub(in crate::engine) fn allocate_viewer(
         &mut self,
         viewer: SessionKey,
         now: Instant,
@@ -324,7 +329,7 @@ impl Engine {
 
     /// Called after a packet of `sid` with the marker bit reached (or was held back from) a
     /// viewer's slot: when the viewer probes through this slot, sends the padding due.
-    pub(super) fn pad_after(&mut self, viewer: SessionKey, slot: usize, now: Instant) {
+    pub(in crate::engine) fn pad_after(&mut self, viewer: SessionKey, slot: usize, now: Instant) {
         let Some(session) = self.sessions.get_mut(&viewer) else {
             return;
         };

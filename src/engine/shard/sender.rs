@@ -24,7 +24,7 @@
 //! earlier batch still being sent, or the thread being woken and scheduled (in a virtual
 //! machine, a halted virtual CPU woken by the host).
 
-use super::batch::{Flushed, SendBatch};
+use crate::engine::shard::batch::{Flushed, SendBatch};
 use std::collections::VecDeque;
 use std::io;
 use std::net::UdpSocket;

@@ -3,9 +3,9 @@
 //! the next participant fills the slot instead, and a WHEP offer that could play nothing
 //! the room's only video publisher sends is refused with the codec named.
 
-use super::event_loop::Engine;
-use super::room::SessionKey;
-use super::EngineError;
+use crate::engine::rooms::room::SessionKey;
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::EngineError;
 use crate::forward::codec::{codecs_match, CodecSpec};
 use crate::transport::{Codec, MediaKind, Peer};
 
@@ -19,7 +19,7 @@ fn spec(c: &Codec) -> CodecSpec<'_> {
 }
 
 /// Whether any codec a viewer's slot negotiated matches one the publisher's leg did.
-pub(super) fn decodable(viewer: &[Codec], publisher: &[Codec]) -> bool {
+pub(in crate::engine) fn decodable(viewer: &[Codec], publisher: &[Codec]) -> bool {
     publisher
         .iter()
         .any(|p| viewer.iter().any(|v| codecs_match(&spec(p), &spec(v))))
@@ -33,7 +33,11 @@ fn codec_name(c: &Codec) -> &str {
 impl Engine {
     /// The codecs a viewer's slots of `kind` negotiated (the first such slot's; all slots of
     /// one kind share the offer's codec list).
-    pub(super) fn viewer_codecs(&self, viewer: SessionKey, kind: MediaKind) -> Option<&[Codec]> {
+    pub(in crate::engine) fn viewer_codecs(
+        &self,
+        viewer: SessionKey,
+        kind: MediaKind,
+    ) -> Option<&[Codec]> {
         let s = self.sessions.get(&viewer)?;
         s.peer
             .slots()
@@ -43,14 +47,18 @@ impl Engine {
     }
 
     /// The codecs of a publisher's track.
-    pub(super) fn track_codecs(&self, publisher: SessionKey, track: usize) -> Option<&[Codec]> {
+    pub(in crate::engine) fn track_codecs(
+        &self,
+        publisher: SessionKey,
+        track: usize,
+    ) -> Option<&[Codec]> {
         let t = self.inbound(publisher)?.get(track)?;
         Some(&t.codecs)
     }
 
     /// Refuses a WHEP offer that cannot decode the video of the only participant it could
     /// play (`target`, or the room's only video publisher other than the viewer itself).
-    pub(super) fn check_decodable(
+    pub(in crate::engine) fn check_decodable(
         &self,
         room: &str,
         participant: &str,

@@ -2,13 +2,15 @@
 //! participant) applied to every viewer, plus keyframe requests and the periodic speaker and
 //! stall checks that can change the answer.
 
-use super::decodable::decodable;
-use super::event_loop::Engine;
-use super::events::RoomEvent;
-use super::keymap::KeyMap;
-use super::lifecycle::MAX_SLOTS_PER_KIND;
-use super::room::{ParticipantKey, SessionKey, Track};
-use super::session::{layer_slot, source_id, source_parts, track_of, Session, TrackTap};
+use crate::engine::keymap::KeyMap;
+use crate::engine::rooms::decodable::decodable;
+use crate::engine::rooms::events::RoomEvent;
+use crate::engine::rooms::room::{ParticipantKey, SessionKey, Track};
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::lifecycle::MAX_SLOTS_PER_KIND;
+use crate::engine::shard::session::{
+    layer_slot, source_id, source_parts, track_of, Session, TrackTap,
+};
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layers::LayerSet;
 use crate::forward::slot::LegParams;
@@ -57,12 +59,12 @@ fn add_fanout_entries(
 impl Engine {
     /// Re-decides every viewer slot's source in a room, applies the changes (keyframe
     /// requests, events) and rebuilds the room's fan-out lists.
-    pub(super) fn reassign(&mut self, room_name: &str, now: Instant) {
+    pub(in crate::engine) fn reassign(&mut self, room_name: &str, now: Instant) {
         self.reassign_viewers(room_name, None, now);
     }
 
     /// Like [`Engine::reassign`], for one viewer only (a viewer joining changes nobody else).
-    pub(super) fn reassign_viewers(
+    pub(in crate::engine) fn reassign_viewers(
         &mut self,
         room_name: &str,
         only: Option<SessionKey>,
@@ -290,7 +292,7 @@ impl Engine {
     /// Puts one viewer's entries in the room's (publisher track → viewer slots) lists in line
     /// with its forwarders, or takes them out if the session has ended. A viewer joining or
     /// leaving costs a pass over the room's lists, not a rebuild of them from every viewer.
-    pub(super) fn refresh_viewer_fanout(&mut self, room_name: &str, viewer: SessionKey) {
+    pub(in crate::engine) fn refresh_viewer_fanout(&mut self, room_name: &str, viewer: SessionKey) {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
@@ -331,7 +333,7 @@ impl Engine {
 
     /// Asks a publisher for a keyframe on one layer of a track (source id `sid`), at most
     /// every 500 ms per layer unless `urgent`.
-    pub(super) fn request_keyframe(&mut self, sid: u64, now: Instant, urgent: bool) {
+    pub(in crate::engine) fn request_keyframe(&mut self, sid: u64, now: Instant, urgent: bool) {
         let (key, track, layer) = source_parts(sid);
         let index = layer_slot(track, layer);
         let Some(published) = self.published_mut(key) else {
@@ -365,7 +367,7 @@ impl Engine {
     }
 
     /// Viewers still waiting for a keyframe ask again (rate-limited per track).
-    pub(super) fn retry_keyframes(&mut self, now: Instant) {
+    pub(in crate::engine) fn retry_keyframes(&mut self, now: Instant) {
         let waiting: Vec<u64> = self
             .sessions
             .values()
@@ -379,7 +381,7 @@ impl Engine {
     }
 
     /// A publisher's track started: it joins the room's sources.
-    pub(super) fn track_opened(&mut self, key: SessionKey, index: usize) {
+    pub(in crate::engine) fn track_opened(&mut self, key: SessionKey, index: usize) {
         let Some(t) = self.inbound(key).and_then(|i| i.get(index)).cloned() else {
             return;
         };
@@ -447,7 +449,7 @@ impl Engine {
     }
 
     /// Per packet of a publisher: freshness of the track, and the speaker's audio level.
-    pub(super) fn observe_track(
+    pub(in crate::engine) fn observe_track(
         &mut self,
         key: SessionKey,
         index: usize,
@@ -487,7 +489,7 @@ impl Engine {
     }
 
     /// Periodic: active speaker changes and stalled tracks may change slot assignments.
-    pub(super) fn rooms_tick(&mut self, now: Instant) {
+    pub(in crate::engine) fn rooms_tick(&mut self, now: Instant) {
         let mut changed = Vec::new();
         for (name, room) in self.rooms.iter_mut() {
             for p in &mut room.publishers {

@@ -1,4 +1,7 @@
-//! The fan-out: one publisher packet to every viewer slot fed by its track's layer, and a
+//! The fan-out: what a viewer receives. `layers` chooses each slot's simulcast layer,
+//! `downlink` fits a viewer's slots to its link; this file copies packets.
+//!
+//! The fan-out proper: one publisher packet to every viewer slot fed by its track's layer, and a
 //! viewer's NACKs answered from the packet cache (and, for probe padding, with fresh padding
 //! under the lost number).
 //!
@@ -7,10 +10,13 @@
 //! is patched into that copy, and the viewer's key seals it there. Nothing is allocated per
 //! viewer, no lock is taken, and the batch leaves with the round (`sender`).
 
-use super::batch::SendBatch;
-use super::event_loop::{kind_index, Engine};
-use super::room::SessionKey;
-use super::session::{layer_slot, source_id, Session};
+pub(in crate::engine) mod downlink;
+mod layers;
+
+use crate::engine::rooms::room::SessionKey;
+use crate::engine::shard::batch::SendBatch;
+use crate::engine::shard::event_loop::{kind_index, Engine};
+use crate::engine::shard::session::{layer_slot, source_id, Session};
 use crate::forward::slot::{write_packet, write_padding, Skip};
 use crate::metrics;
 use crate::transport::{MediaKind, PeerState};
@@ -22,7 +28,7 @@ const MAX_RESEND_PER_NACK: usize = 64;
 
 impl Engine {
     /// Sends one publisher packet to every slot fed by its track's layer.
-    pub(super) fn fan_out(
+    pub(in crate::engine) fn fan_out(
         &mut self,
         key: SessionKey,
         track: usize,
@@ -199,7 +205,7 @@ fn seal_into(
 
 /// Writes a padding-only packet of `padding` bytes under `header` into the next free slot of
 /// `outgoing`, seals it for the viewer and queues it for `to`. Returns its sealed length.
-pub(super) fn seal_padding(
+pub(in crate::engine) fn seal_padding(
     outgoing: &mut SendBatch,
     viewer: &mut Session,
     slot: usize,
@@ -218,7 +224,7 @@ pub(super) fn seal_padding(
 impl Engine {
     /// Answers a viewer's NACK on a sealed slot: resends the lost packets still cached, with
     /// the numbering they were first sent with.
-    pub(super) fn resend(&mut self, key: SessionKey, slot: usize, seqs: &[u16]) {
+    pub(in crate::engine) fn resend(&mut self, key: SessionKey, slot: usize, seqs: &[u16]) {
         let now = Instant::now();
         let Some(viewer) = self.sessions.get_mut(&key) else {
             return;

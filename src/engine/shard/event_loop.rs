@@ -2,15 +2,15 @@
 //! from other shards, and timers, all handled on one task so no state is shared or locked.
 //! What a datagram produced is drained here; a publisher's packet goes to `fanout`.
 
-use super::demux::Demux;
-use super::keymap::KeyMap;
-use super::relay::{Mirror, Relays};
-use super::room::{Room, SessionKey};
-use super::sender::Senders;
-use super::session::{EndReason, Session};
-use super::shard::ShardLink;
-use super::socket::MediaSocket;
-use super::{Command, EngineConfig, Registry};
+use crate::engine::keymap::KeyMap;
+use crate::engine::rooms::relay::{Mirror, Relays};
+use crate::engine::rooms::room::{Room, SessionKey};
+use crate::engine::shard::demux::Demux;
+use crate::engine::shard::sender::Senders;
+use crate::engine::shard::session::{EndReason, Session};
+use crate::engine::shard::socket::MediaSocket;
+use crate::engine::shard::ShardLink;
+use crate::engine::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
 use crate::metrics::{self, Levels, Metrics, Tally};
 use crate::transport::{Fed, MediaKind, PeerEvent, PeerState, TransportContext};
@@ -25,62 +25,62 @@ const TICK: Duration = Duration::from_millis(250);
 /// Largest datagram accepted; anything longer is dropped and counted.
 const MAX_DATAGRAM: usize = 2048;
 /// RTCP statistics (NACKs, RTT, jitter, loss) are read this often per session.
-pub(super) const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
+pub(in crate::engine) const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Datagrams read in one go before draining the peers they touched.
 const READ_BATCH: usize = 64;
 
-pub(super) struct Engine {
-    pub(super) ctx: TransportContext,
-    pub(super) config: EngineConfig,
+pub(in crate::engine) struct Engine {
+    pub(in crate::engine) ctx: TransportContext,
+    pub(in crate::engine) config: EngineConfig,
     socket: MediaSocket,
     /// This engine's place among the shards.
-    pub(super) shard: ShardLink,
+    pub(in crate::engine) shard: ShardLink,
     /// When the shard's load was last published, and its forwarded packets then.
     load_mark: (Instant, u64),
     /// Packets forwarded since start, for the load published to placement.
     forwarded: u64,
-    pub(super) registry: Registry,
-    pub(super) sessions: KeyMap<SessionKey, Session>,
-    pub(super) by_public: HashMap<String, SessionKey>,
-    pub(super) demux: Demux,
-    pub(super) rooms: HashMap<String, Room>,
+    pub(in crate::engine) registry: Registry,
+    pub(in crate::engine) sessions: KeyMap<SessionKey, Session>,
+    pub(in crate::engine) by_public: HashMap<String, SessionKey>,
+    pub(in crate::engine) demux: Demux,
+    pub(in crate::engine) rooms: HashMap<String, Room>,
     /// Source id (publisher session, track, layer) → viewer slots fed by it.
-    pub(super) subscribers: KeyMap<u64, Vec<(SessionKey, usize)>>,
+    pub(in crate::engine) subscribers: KeyMap<u64, Vec<(SessionKey, usize)>>,
     timers: BTreeSet<(Instant, SessionKey)>,
     deadlines: HashMap<SessionKey, Instant>,
-    pub(super) dirty: Vec<SessionKey>,
-    pub(super) dirty_set: HashSet<SessionKey>,
+    pub(in crate::engine) dirty: Vec<SessionKey>,
+    pub(in crate::engine) dirty_set: HashSet<SessionKey>,
     /// Sessions with events Parley raised itself from what it read without the stack (a
     /// viewer's TWCC feedback, most often): their stack has nothing new to collect.
     own_events: Vec<SessionKey>,
-    pub(super) next_key: SessionKey,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) tally: Tally,
+    pub(in crate::engine) next_key: SessionKey,
+    pub(in crate::engine) metrics: Arc<Metrics>,
+    pub(in crate::engine) tally: Tally,
     latency: prometheus::local::LocalHistogram,
     send_wait: prometheus::local::LocalHistogram,
     /// Sealed media, gathered per sending thread until the end of the input batch.
-    pub(super) senders: Senders,
+    pub(in crate::engine) senders: Senders,
     /// The header being rewritten for one slot (reused: the fan-out does not allocate).
-    pub(super) scratch: rtc::rtp::Header,
+    pub(in crate::engine) scratch: rtc::rtp::Header,
     /// Viewer slots that reached a frame end while their viewer probes: padding follows.
-    pub(super) probe_queue: Vec<(SessionKey, usize)>,
+    pub(in crate::engine) probe_queue: Vec<(SessionKey, usize)>,
     /// When viewers' estimates were last sampled for the histogram.
-    pub(super) last_estimate_sample: Option<Instant>,
+    pub(in crate::engine) last_estimate_sample: Option<Instant>,
     /// Recent packets of each published video track (by source id), for NACKs.
-    pub(super) caches: KeyMap<u64, PacketCache>,
+    pub(in crate::engine) caches: KeyMap<u64, PacketCache>,
     /// Rooms whose tracks' layers changed since the last tick.
-    pub(super) layers_dirty: HashSet<String>,
+    pub(in crate::engine) layers_dirty: HashSet<String>,
     /// Publishers of rooms homed on other shards, as this shard serves them (`relay`).
-    pub(super) mirrors: KeyMap<SessionKey, Mirror>,
+    pub(in crate::engine) mirrors: KeyMap<SessionKey, Mirror>,
     /// (Home shard, publisher key there) → the mirror's key here.
-    pub(super) mirror_of: HashMap<(usize, SessionKey), SessionKey>,
+    pub(in crate::engine) mirror_of: HashMap<(usize, SessionKey), SessionKey>,
     /// Rooms homed here with viewers on other shards, by name.
-    pub(super) relays: HashMap<String, Relays>,
+    pub(in crate::engine) relays: HashMap<String, Relays>,
     /// The version of the last room state sent to another shard.
-    pub(super) state_version: u64,
+    pub(in crate::engine) state_version: u64,
 }
 
-pub(super) fn kind_index(kind: MediaKind) -> usize {
+pub(in crate::engine) fn kind_index(kind: MediaKind) -> usize {
     match kind {
         MediaKind::Audio => 0,
         MediaKind::Video => 1,
@@ -97,7 +97,7 @@ enum Source {
 }
 
 impl Engine {
-    pub(super) fn new(
+    pub(in crate::engine) fn new(
         ctx: TransportContext,
         config: EngineConfig,
         metrics: Arc<Metrics>,
@@ -142,7 +142,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(in crate::engine) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         // One byte more than the largest accepted datagram, to tell oversized ones apart.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut tick = tokio::time::interval(TICK);
@@ -192,7 +192,7 @@ impl Engine {
     }
 
     /// Notes that a session has output, events or a new timer to collect.
-    pub(super) fn mark(&mut self, key: SessionKey) {
+    pub(in crate::engine) fn mark(&mut self, key: SessionKey) {
         if self.dirty_set.insert(key) {
             self.dirty.push(key);
         }
@@ -213,7 +213,7 @@ impl Engine {
                     self.mirror(home, state, Instant::now());
                 }
                 let opened = self.open(kind, room.clone(), participant, target, &offer);
-                if opened.is_err() && kind == super::SessionKind::Whep {
+                if opened.is_err() && kind == crate::engine::SessionKind::Whep {
                     // The home shard counted this viewer when it was placed here.
                     self.viewer_left_relay(&room);
                 }
@@ -282,7 +282,7 @@ impl Engine {
     }
 
     /// Feeds a datagram to the peer of the session it was routed to.
-    pub(super) fn feed(
+    pub(in crate::engine) fn feed(
         &mut self,
         key: SessionKey,
         now: Instant,
@@ -359,7 +359,7 @@ impl Engine {
     }
 
     /// Moves the tally into the Prometheus metrics, with the current levels.
-    pub(super) fn flush_metrics(&mut self) {
+    pub(in crate::engine) fn flush_metrics(&mut self) {
         let mut levels = Levels::default();
         for room in self.rooms.values() {
             if room.home.is_some() {
@@ -384,7 +384,7 @@ impl Engine {
             }
         }
         for s in self.sessions.values() {
-            levels.sessions[usize::from(s.kind == super::SessionKind::Whep)] += 1;
+            levels.sessions[usize::from(s.kind == crate::engine::SessionKind::Whep)] += 1;
             if let Some(path) = s.peer.path().filter(|_| s.connected) {
                 let t = metrics::TRANSPORTS
                     .iter()
@@ -431,7 +431,7 @@ impl Engine {
     }
 
     /// Forgets a session's timer.
-    pub(super) fn clear_timer(&mut self, key: SessionKey) {
+    pub(in crate::engine) fn clear_timer(&mut self, key: SessionKey) {
         if let Some(at) = self.deadlines.remove(&key) {
             self.timers.remove(&(at, key));
         }
@@ -439,7 +439,7 @@ impl Engine {
 
     /// Sends what a session has to send, ignoring a full socket buffer (that datagram is lost,
     /// as on any congested path; nobody else waits for it).
-    pub(super) fn transmit(&mut self, key: SessionKey) {
+    pub(in crate::engine) fn transmit(&mut self, key: SessionKey) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };

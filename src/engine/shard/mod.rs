@@ -1,5 +1,9 @@
-//! What makes an engine one shard of several: its number, the rooms placement gave it, and
-//! the datagrams of other shards' sessions that the kernel delivered to its socket.
+//! The shard: one engine on its own thread — its event loop, socket, sessions, timers, the
+//! sending threads it hands batches to, and its queues to the other shards.
+//!
+//! This file is what makes an engine one shard of several: its number, the rooms placement
+//! gave it, and the datagrams of other shards' sessions that the kernel delivered to its
+//! socket.
 //!
 //! Each shard is a whole engine on its own thread and socket (all sockets in one
 //! `SO_REUSEPORT` group on the media port). A datagram is routed by its source address
@@ -10,18 +14,31 @@
 //! run Parley's steering program (`steer`), a confirmed address is also steered straight to
 //! its shard's socket, and only a client's first checks are handed over.
 
-use super::demux::stun_local_ufrag;
-use super::event_loop::Engine;
-use super::handoff::{Handed, Inbox, Outbox};
-use super::placement::{shard_of_id, Placement};
-use super::relay::{Control, Relayed};
-use super::steer::Steering;
+pub mod batch;
+pub mod demux;
+pub(in crate::engine) mod event_loop;
+pub mod handoff;
+pub(in crate::engine) mod lifecycle;
+pub mod sender;
+pub(in crate::engine) mod session;
+pub mod socket;
+mod start;
+pub(in crate::engine) mod steer;
+
+pub use start::spawn;
+
+use crate::engine::placement::{shard_of_id, Placement};
+use crate::engine::rooms::relay::{Control, Relayed};
 use crate::metrics;
 use bytes::BytesMut;
 use dashmap::DashMap;
+use demux::stun_local_ufrag;
+use event_loop::Engine;
+use handoff::{Handed, Inbox, Outbox};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use steer::Steering;
 use tokio::sync::mpsc;
 
 /// Client addresses confirmed by a shard for one of its sessions, by shard.
@@ -102,7 +119,7 @@ impl ShardLink {
 impl Engine {
     /// A datagram no session of this shard claims: handed to the shard that owns it, or
     /// dropped as unroutable.
-    pub(super) fn hand_off(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    pub(in crate::engine) fn hand_off(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let Some(owner) = self.shard.owner(from, data) else {
             self.tally.drop(metrics::Drop::Unroutable);
             tracing::trace!("unroutable datagram from {from}");
@@ -122,7 +139,7 @@ impl Engine {
 
     /// Feeds the datagrams other shards handed over to this shard's sessions. One this
     /// shard does not know (its session just ended) is dropped, never handed on again.
-    pub(super) fn take_handed(&mut self) {
+    pub(in crate::engine) fn take_handed(&mut self) {
         while let Some((_, mut d)) = self.shard.inbox.pop() {
             match self.demux.route(d.from, &d.data) {
                 Some(key) => self.feed(key, d.at, d.from, &mut d.data),

@@ -7,11 +7,11 @@
 //! the layer endpoint: [`selector::choose`] decides, [`Switch`] paces the switch, and the
 //! slot's forwarder carries it out on the target's keyframe.
 
-use super::event_loop::Engine;
-use super::events::{LayerInfo, RoomEvent};
-use super::room::SessionKey;
-use super::session::{source_id, source_parts, track_of};
-use super::EngineError;
+use crate::engine::rooms::events::{LayerInfo, RoomEvent};
+use crate::engine::rooms::room::SessionKey;
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::session::{source_id, source_parts, track_of};
+use crate::engine::EngineError;
 use crate::forward::allocate::Target;
 use crate::forward::keyframe::{is_keyframe_start, VideoCodec};
 use crate::forward::layers::{timestamp_alignment, Layer, LayerSet};
@@ -25,7 +25,7 @@ use std::time::Instant;
 impl Engine {
     /// Per packet of a publisher's track: the layer's counters, freshness, and (on a
     /// keyframe) its picture size. Returns whether the packet starts a keyframe.
-    pub(super) fn observe_layer(
+    pub(in crate::engine) fn observe_layer(
         &mut self,
         key: SessionKey,
         track: usize,
@@ -72,7 +72,7 @@ impl Engine {
     }
 
     /// A further simulcast layer of a publisher's track started.
-    pub(super) fn layer_opened(&mut self, key: SessionKey, track: usize, layer: usize) {
+    pub(in crate::engine) fn layer_opened(&mut self, key: SessionKey, track: usize, layer: usize) {
         let rid = self
             .inbound(key)
             .and_then(|i| i.get(track))
@@ -97,7 +97,12 @@ impl Engine {
     }
 
     /// The layer a slot bound to a new track starts on.
-    pub(super) fn initial_layer(&self, viewer: SessionKey, slot: usize, source: u64) -> usize {
+    pub(in crate::engine) fn initial_layer(
+        &self,
+        viewer: SessionKey,
+        slot: usize,
+        source: u64,
+    ) -> usize {
         let (publisher, track, _) = source_parts(source);
         let prefs = self
             .sessions
@@ -142,7 +147,7 @@ impl Engine {
 
     /// Periodic: rolls every layer's measurements, then re-chooses the layers of the slots in
     /// rooms whose layers changed and of slots with a switch in progress.
-    pub(super) fn layers_tick(&mut self, now: Instant) {
+    pub(in crate::engine) fn layers_tick(&mut self, now: Instant) {
         self.downlink_tick(now);
         let sessions = self
             .sessions
@@ -171,7 +176,7 @@ impl Engine {
     /// Re-chooses the layer of video slots in a room (all of them when `all`, else those with
     /// a switch in progress, and every slot of a viewer whose downlink Parley estimates),
     /// for every viewer or one, and reports changes.
-    pub(super) fn select_layers(
+    pub(in crate::engine) fn select_layers(
         &mut self,
         room: &str,
         only: Option<SessionKey>,
@@ -352,7 +357,7 @@ impl Engine {
     }
 
     /// Applies what a viewer asked of one slot through the layer endpoint.
-    pub(super) fn set_layer_prefs(
+    pub(in crate::engine) fn set_layer_prefs(
         &mut self,
         id: &str,
         mid: &str,
@@ -423,7 +428,11 @@ impl Engine {
     }
 
     /// The live layers of a publisher's track, smallest first.
-    pub(super) fn live_layers(&self, publisher: SessionKey, track: usize) -> Vec<LayerInfo> {
+    pub(in crate::engine) fn live_layers(
+        &self,
+        publisher: SessionKey,
+        track: usize,
+    ) -> Vec<LayerInfo> {
         let Some(set) = self.track_layers(publisher, track) else {
             return Vec::new();
         };
@@ -440,7 +449,11 @@ impl Engine {
 
     /// The layer a viewer's slot plays now (None before its first keyframe, while paused,
     /// and for audio).
-    pub(super) fn active_layer(&self, viewer: SessionKey, slot: usize) -> Option<LayerInfo> {
+    pub(in crate::engine) fn active_layer(
+        &self,
+        viewer: SessionKey,
+        slot: usize,
+    ) -> Option<LayerInfo> {
         let forwarder = self.sessions.get(&viewer)?.forwarders.get(slot)?;
         if forwarder.paused() {
             return None;
@@ -461,7 +474,7 @@ impl Engine {
     /// The `layers` event of each video slot of a viewer, with a signature that leaves out
     /// measured bitrates (which change every second).
     /// The `layers` events of every video slot of a viewer (its snapshot on connecting).
-    pub(super) fn layer_events(&self, viewer: SessionKey) -> Vec<RoomEvent> {
+    pub(in crate::engine) fn layer_events(&self, viewer: SessionKey) -> Vec<RoomEvent> {
         let slots = self
             .sessions
             .get(&viewer)

@@ -13,18 +13,18 @@
 //! publishers ([`RoomState`]) on every tick to each shard that serves its viewers, and those
 //! shards report each viewer that ends, so the home shard knows when to stop relaying.
 
-use super::event_loop::Engine;
-use super::events::RoomEvent;
-use super::room::{Publisher, Room, SessionKey};
-use super::session::{source_id, source_parts, Published};
-use super::EngineError;
+use crate::engine::rooms::events::RoomEvent;
+use crate::engine::rooms::room::{Publisher, Room, SessionKey};
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::session::{source_id, source_parts, Published};
+use crate::engine::EngineError;
 use crate::metrics;
 use crate::transport::InboundTrack;
 use std::collections::HashMap;
 use std::time::Instant;
 
 /// A publisher of another shard's room, as this shard serves it to its own viewers.
-pub(super) struct Mirror {
+pub(in crate::engine) struct Mirror {
     /// The home shard.
     pub home: usize,
     /// The publisher's session key on the home shard.
@@ -103,14 +103,14 @@ pub struct Relayed {
 
 /// On a room's home shard: how many viewers each other shard serves.
 #[derive(Debug, Default)]
-pub(super) struct Relays {
+pub(in crate::engine) struct Relays {
     /// Viewers, by shard.
     pub viewers: HashMap<usize, usize>,
 }
 
 impl Engine {
     /// The shared state of a publisher: its session's, or its mirror's.
-    pub(super) fn published(&self, key: SessionKey) -> Option<&Published> {
+    pub(in crate::engine) fn published(&self, key: SessionKey) -> Option<&Published> {
         match self.sessions.get(&key) {
             Some(s) => Some(&s.published),
             None => self.mirrors.get(&key).map(|m| &m.published),
@@ -118,7 +118,7 @@ impl Engine {
     }
 
     /// Like [`Engine::published`], to change.
-    pub(super) fn published_mut(&mut self, key: SessionKey) -> Option<&mut Published> {
+    pub(in crate::engine) fn published_mut(&mut self, key: SessionKey) -> Option<&mut Published> {
         match self.sessions.get_mut(&key) {
             Some(s) => Some(&mut s.published),
             None => self.mirrors.get_mut(&key).map(|m| &mut m.published),
@@ -126,7 +126,7 @@ impl Engine {
     }
 
     /// A publisher's inbound tracks: its peer's, or those its home shard described.
-    pub(super) fn inbound(&self, key: SessionKey) -> Option<&[InboundTrack]> {
+    pub(in crate::engine) fn inbound(&self, key: SessionKey) -> Option<&[InboundTrack]> {
         match self.sessions.get(&key) {
             Some(s) => Some(s.peer.inbound()),
             None => self.mirrors.get(&key).map(|m| m.inbound.as_slice()),
@@ -134,7 +134,7 @@ impl Engine {
     }
 
     /// A publisher's room and participant name.
-    pub(super) fn publisher_names(&self, key: SessionKey) -> Option<(&str, &str)> {
+    pub(in crate::engine) fn publisher_names(&self, key: SessionKey) -> Option<(&str, &str)> {
         match self.sessions.get(&key) {
             Some(s) => Some((&s.room, &s.participant)),
             None => self
@@ -147,7 +147,7 @@ impl Engine {
     /// Home side: shard `shard` serves one more viewer of `room`. Returns the room's state
     /// for it to mirror, or refuses a new participant when the room is full (every viewer on
     /// another shard counts as a participant of its own).
-    pub(super) fn relay_to(
+    pub(in crate::engine) fn relay_to(
         &mut self,
         room: &str,
         participant: Option<&str>,
@@ -178,7 +178,7 @@ impl Engine {
     }
 
     /// Home side: one viewer of `room` on `shard` ended (or was never opened).
-    pub(super) fn unrelay(&mut self, room: &str, shard: usize) {
+    pub(in crate::engine) fn unrelay(&mut self, room: &str, shard: usize) {
         let Some(relays) = self.relays.get_mut(room) else {
             return;
         };
@@ -196,7 +196,7 @@ impl Engine {
 
     /// Home side: puts the shards a room is relayed to on each of its publisher sessions,
     /// where the fan-out reads them per packet.
-    pub(super) fn refresh_relay_targets(&mut self, room: &str) {
+    pub(in crate::engine) fn refresh_relay_targets(&mut self, room: &str) {
         let mut targets: Vec<usize> = self
             .relays
             .get(room)
@@ -216,7 +216,7 @@ impl Engine {
     }
 
     /// Home side: a room's publishers, for the shards that mirror them.
-    pub(super) fn room_state(&mut self, room: &str) -> RoomState {
+    pub(in crate::engine) fn room_state(&mut self, room: &str) -> RoomState {
         self.state_version += 1;
         let publishers = self
             .rooms
@@ -245,7 +245,7 @@ impl Engine {
     }
 
     /// Home side, every tick: sends each relayed room's state to the shards serving it.
-    pub(super) fn send_room_states(&mut self) {
+    pub(in crate::engine) fn send_room_states(&mut self) {
         let rooms: Vec<(String, Vec<usize>)> = self
             .relays
             .iter()
@@ -260,7 +260,7 @@ impl Engine {
     }
 
     /// Home side: passes one publisher packet to every shard serving viewers of its room.
-    pub(super) fn relay_packet(
+    pub(in crate::engine) fn relay_packet(
         &mut self,
         key: SessionKey,
         track: usize,
@@ -288,7 +288,7 @@ impl Engine {
     }
 
     /// Relay side: fans out the packets home shards relayed to this one.
-    pub(super) fn take_relayed(&mut self) {
+    pub(in crate::engine) fn take_relayed(&mut self) {
         while let Some((home, r)) = self.shard.relay_in.pop() {
             // A packet of a room this shard no longer serves (its last viewer just left).
             if let Some(&key) = self.mirror_of.get(&(home, r.publisher)) {
@@ -298,7 +298,7 @@ impl Engine {
     }
 
     /// A message from another shard.
-    pub(super) fn on_control(&mut self, from: usize, control: Control) {
+    pub(in crate::engine) fn on_control(&mut self, from: usize, control: Control) {
         let now = Instant::now();
         match control {
             Control::State(state) => self.mirror(from, state, now),
@@ -313,7 +313,12 @@ impl Engine {
     }
 
     /// Relay side: asks a mirrored publisher's home shard for a keyframe.
-    pub(super) fn request_home_keyframe(&mut self, mirror: SessionKey, sid: u64, urgent: bool) {
+    pub(in crate::engine) fn request_home_keyframe(
+        &mut self,
+        mirror: SessionKey,
+        sid: u64,
+        urgent: bool,
+    ) {
         let Some(m) = self.mirrors.get(&mirror) else {
             return;
         };
@@ -331,7 +336,7 @@ impl Engine {
     }
 
     /// Relay side: brings the mirror of a room homed on shard `home` up to `state`.
-    pub(super) fn mirror(&mut self, home: usize, state: RoomState, now: Instant) {
+    pub(in crate::engine) fn mirror(&mut self, home: usize, state: RoomState, now: Instant) {
         let room_name = state.room.clone();
         let room = self.rooms.entry(room_name.clone()).or_insert_with(|| {
             let mut room = Room::new(now);
@@ -440,17 +445,22 @@ impl Engine {
 
     /// Relay side: removes a mirrored publisher (it left its home shard, or this shard no
     /// longer serves its room).
-    pub(super) fn drop_mirror(&mut self, key: SessionKey) {
+    pub(in crate::engine) fn drop_mirror(&mut self, key: SessionKey) {
         let Some(m) = self.mirrors.remove(&key) else {
             return;
         };
         self.mirror_of.remove(&(m.home, m.home_key));
-        self.leave_room(key, &m.room, &m.participant, super::SessionKind::Whip);
+        self.leave_room(
+            key,
+            &m.room,
+            &m.participant,
+            crate::engine::SessionKind::Whip,
+        );
     }
 
     /// Relay side: after a viewer of a room homed elsewhere ended, tells the home shard, and
     /// forgets the room's mirrors once none of its viewers is left here.
-    pub(super) fn viewer_left_relay(&mut self, room: &str) {
+    pub(in crate::engine) fn viewer_left_relay(&mut self, room: &str) {
         let Some(home) = self.rooms.get(room).and_then(|r| r.home) else {
             return;
         };

@@ -1,12 +1,12 @@
 //! Sessions coming and going: create from an offer, trickle, ICE restart, end.
 
-use super::downlink::Downlink;
-use super::event_loop::{Engine, RTCP_STATS_EVERY};
-use super::events::RoomEvent;
-use super::placement::shard_prefix;
-use super::room::{Publisher, Room, SessionKey, Viewer};
-use super::session::{source_parts, EndReason, Session, SessionKind};
-use super::{Created, EngineError, SessionInfo};
+use crate::engine::fanout::downlink::Downlink;
+use crate::engine::placement::shard_prefix;
+use crate::engine::rooms::events::RoomEvent;
+use crate::engine::rooms::room::{Publisher, Room, SessionKey, Viewer};
+use crate::engine::shard::event_loop::{Engine, RTCP_STATS_EVERY};
+use crate::engine::shard::session::{source_parts, EndReason, Session, SessionKind};
+use crate::engine::{Created, EngineError, SessionInfo};
 use crate::forward::slot::{LegParams, SlotForwarder};
 use crate::transport::sdpfrag::SdpFrag;
 use crate::transport::{sdp, HeaderExt, MediaKind, Peer, TransportError};
@@ -28,7 +28,7 @@ fn new_etag() -> String {
 const NO_CODEC: &str = "no codec in the offer that Parley forwards (Opus; VP8, VP9, H264, AV1)";
 
 impl Engine {
-    pub(super) fn open(
+    pub(in crate::engine) fn open(
         &mut self,
         kind: SessionKind,
         room: String,
@@ -230,7 +230,11 @@ impl Engine {
         })
     }
 
-    pub(super) fn trickle(&mut self, id: &str, frag: &SdpFrag) -> Result<(), EngineError> {
+    pub(in crate::engine) fn trickle(
+        &mut self,
+        id: &str,
+        frag: &SdpFrag,
+    ) -> Result<(), EngineError> {
         let key = *self.by_public.get(id).ok_or(EngineError::NotFound)?;
         let session = self.sessions.get_mut(&key).ok_or(EngineError::NotFound)?;
         for (mid, candidate) in frag.candidates() {
@@ -243,7 +247,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn restart(
+    pub(in crate::engine) fn restart(
         &mut self,
         id: &str,
         frag: &SdpFrag,
@@ -281,7 +285,7 @@ impl Engine {
     }
 
     /// Ends a session and releases everything it held.
-    pub(super) fn end(&mut self, key: SessionKey, reason: EndReason) {
+    pub(in crate::engine) fn end(&mut self, key: SessionKey, reason: EndReason) {
         let Some(mut session) = self.sessions.remove(&key) else {
             return;
         };
@@ -316,7 +320,7 @@ impl Engine {
 
     /// Takes an ended publisher or viewer (or a mirror, `relay`) out of its room: events,
     /// and the slots and fan-out lists it changes.
-    pub(super) fn leave_room(
+    pub(in crate::engine) fn leave_room(
         &mut self,
         key: SessionKey,
         room: &str,
@@ -366,7 +370,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn end_all(&mut self, reason: EndReason) {
+    pub(in crate::engine) fn end_all(&mut self, reason: EndReason) {
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for key in keys {
             self.end(key, reason);
@@ -374,7 +378,7 @@ impl Engine {
     }
 
     /// Ends every session of `participant` in `room`.
-    pub(super) fn remove_participant(&mut self, room: &str, participant: &str) -> bool {
+    pub(in crate::engine) fn remove_participant(&mut self, room: &str, participant: &str) -> bool {
         let keys: Vec<SessionKey> = self
             .sessions
             .values()

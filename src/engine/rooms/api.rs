@@ -2,9 +2,9 @@
 //! names, tracks with their layers, slots with the layer they play, and counters, never
 //! session ids (a session URL is its capability).
 
-use super::event_loop::Engine;
-use super::events::LayerInfo;
-use super::session::SessionKind;
+use crate::engine::rooms::events::LayerInfo;
+use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::session::SessionKind;
 use crate::transport::MediaKind;
 use serde::Serialize;
 use std::time::Instant;
@@ -151,7 +151,7 @@ pub struct SlotView {
 }
 
 impl Engine {
-    pub(super) fn room_summaries(&self) -> Vec<RoomSummary> {
+    pub(in crate::engine) fn room_summaries(&self) -> Vec<RoomSummary> {
         let now = Instant::now();
         let mut rooms: Vec<RoomSummary> = self
             .rooms
@@ -183,13 +183,15 @@ impl Engine {
         rooms
     }
 
-    pub(super) fn room_view(&self, name: &str) -> Option<RoomView> {
+    pub(in crate::engine) fn room_view(&self, name: &str) -> Option<RoomView> {
         let room = self.rooms.get(name)?;
         let mut counters = Counters::default();
         let mut participants = Vec::new();
         let mirrored = room.home.is_some();
         for who in room.participants() {
-            let local = |s: &&super::session::Session| s.room == name && s.participant == who;
+            let local = |s: &&crate::engine::shard::session::Session| {
+                s.room == name && s.participant == who
+            };
             if mirrored && !self.sessions.values().any(|s| local(&s)) {
                 // Only a mirror here: its home shard shows it.
                 continue;
@@ -283,7 +285,7 @@ impl Engine {
 
 impl RoomSummary {
     /// Folds in the same room's summary from another shard.
-    pub(super) fn merge(&mut self, other: RoomSummary) {
+    pub(in crate::engine) fn merge(&mut self, other: RoomSummary) {
         self.publishers += other.publishers;
         self.viewers += other.viewers;
         self.age_secs = self.age_secs.max(other.age_secs);
@@ -299,7 +301,7 @@ impl RoomSummary {
 
 impl RoomView {
     /// Folds in the same room's view from another shard (which serves more of its viewers).
-    pub(super) fn merge(&mut self, other: RoomView) {
+    pub(in crate::engine) fn merge(&mut self, other: RoomView) {
         self.counters.packets_in += other.counters.packets_in;
         self.counters.bytes_in += other.counters.bytes_in;
         self.counters.packets_out += other.counters.packets_out;
