@@ -29,9 +29,11 @@ pub enum Drop {
     Oversized = 6,
     /// The viewer is not connected yet.
     NotConnected = 7,
+    /// Publisher SRTP that failed its authentication tag, or a replay.
+    Unauthentic = 8,
 }
 
-const DROP_REASONS: [&str; 8] = [
+const DROP_REASONS: [&str; 9] = [
     "queue_full",
     "no_keyframe_yet",
     "unknown_ssrc",
@@ -40,6 +42,7 @@ const DROP_REASONS: [&str; 8] = [
     "stale",
     "oversized",
     "not_connected",
+    "unauthentic",
 ];
 
 /// Codec label values; anything else is `other`.
@@ -95,7 +98,7 @@ pub struct Tally {
     /// UDP datagrams and bytes sent.
     pub udp_out: (u64, u64),
     /// Drops by reason.
-    pub dropped: [u64; 8],
+    pub dropped: [u64; 9],
     /// Keyframe requests (PLI/FIR) received from viewers.
     pub keyframe_requests_received: u64,
     /// PLIs sent to publishers.

@@ -502,7 +502,9 @@ async fn replayed_srtp_from_the_publishers_address_is_not_forwarded() {
         })
         .await
         .expect("the barrier frame arrives");
-    let (received0, forwarded0) = rtp_counts(&fence(&base, media).await);
+    let text = fence(&base, media).await;
+    let (received0, forwarded0) = rtp_counts(&text);
+    let unauthentic0 = dropped(&text, "unauthentic");
 
     // Replay the 200 captured SRTP packets from the publisher's own address, then send 10
     // new frames (20 RTP packets) and wait for the viewer to have all of them.
@@ -514,7 +516,9 @@ async fn replayed_srtp_from_the_publishers_address_is_not_forwarded() {
         })
         .await
         .expect("new media arrives after the replay");
-    let (received1, forwarded1) = rtp_counts(&fence(&base, media).await);
+    let text = fence(&base, media).await;
+    let (received1, forwarded1) = rtp_counts(&text);
+    let unauthentic = dropped(&text, "unauthentic") - unauthentic0;
     let duplicates = call.duplicates();
     println!(
         "replayed {replayed} SRTP packets; the server then counted {} received and {} forwarded \
@@ -532,6 +536,10 @@ async fn replayed_srtp_from_the_publishers_address_is_not_forwarded() {
         forwarded1 - forwarded0,
         20.0,
         "replayed SRTP is not forwarded"
+    );
+    assert_eq!(
+        unauthentic, 200.0,
+        "Parley's own receive path dropped and counted each replay"
     );
 
     // Replayed SRTCP and the replayed DTLS handshake and STUN from the call's start.
@@ -572,6 +580,7 @@ async fn spoofed_datagrams_from_the_publishers_address_do_not_end_the_call() {
     // decrypt, captured SRTP and SRTCP with a flipped authentication tag, STUN without
     // integrity, random bytes, oversized datagrams.
     call.assert_flowing("before the spoofing").await;
+    let unauthentic0 = dropped(&metrics(&base).await, "unauthentic");
     let mut forged: Vec<Vec<u8>> = tap
         .last_sent(PUBLISHER, 100, |d| is_srtp(d) || is_srtcp(d))
         .into_iter()
@@ -581,6 +590,8 @@ async fn spoofed_datagrams_from_the_publishers_address_do_not_end_the_call() {
             d
         })
         .collect();
+    let flipped_srtp = forged.iter().filter(|d| is_srtp(d)).count() as f64;
+    assert!(flipped_srtp > 0.0, "SRTP among the captured datagrams");
     for seq in [1u64, 1 << 20, (1 << 48) - 1] {
         forged.push(dtls_record(21, 0, seq, &[1, 0]));
         forged.push(dtls_record(21, 0, seq + 1, &[2, 40]));
@@ -608,6 +619,10 @@ async fn spoofed_datagrams_from_the_publishers_address_do_not_end_the_call() {
         sum(&text, "parley_sessions_ended_total"),
         0.0,
         "no session ended"
+    );
+    assert!(
+        dropped(&text, "unauthentic") - unauthentic0 >= flipped_srtp,
+        "each SRTP packet with a flipped tag dropped and counted"
     );
     assert_fresh_post(&base, "after the spoofing").await;
     call.end().await;

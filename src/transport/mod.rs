@@ -10,12 +10,14 @@ mod peer;
 pub mod rids;
 mod rtcp_figures;
 mod rtcp_opener;
+mod rtp_opener;
 pub mod sdp;
 pub mod sdpfrag;
 mod sealer;
 mod sent;
 mod srtp_keys;
 mod twcc;
+mod uplink;
 
 /// Also used by Parley's test peers, to see the keyframe requests Parley relays.
 pub use keyframe_tap::KeyframeTap;

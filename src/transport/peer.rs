@@ -7,11 +7,13 @@
 use super::keyframe_tap::KeyframeTap;
 use super::rtcp_figures::RtcpFigures;
 use super::rtcp_opener::RtcpOpener;
+use super::rtp_opener::{Opened, RtpOpener};
 use super::sdp;
 use super::sealer::{RtpSealer, SealProfile};
 use super::sent::SentStream;
 use super::srtp_keys::{KeyTap, Tapped};
 use super::twcc::{is_feedback, write_extension, Delivery, SendHistory};
+use super::uplink::Uplink;
 use super::{MediaKind, TransportContext, TransportError};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
@@ -20,7 +22,6 @@ use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
-    register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
@@ -53,7 +54,7 @@ use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{
     ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
 };
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext as Tuple, TransportProtocol};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -116,6 +117,8 @@ pub struct InboundTrack {
     /// Header extensions negotiated on the publisher's leg.
     pub extensions: Vec<HeaderExt>,
     receiver: RTCRtpReceiverId,
+    /// The negotiated RTCP feedback (type, parameter) of its first codec.
+    feedback: Vec<(String, String)>,
 }
 
 /// A sending m-line of a viewer: Parley fills it with a publisher's track.
@@ -287,6 +290,28 @@ pub struct Peer {
     deliveries: Vec<Delivery>,
     /// The selected ICE pair, as the statistics last showed it.
     path: Option<Path>,
+    /// A publisher's receive-side feedback (TWCC, NACKs, receiver reports), which Parley
+    /// keeps instead of the stack's chain.
+    uplink: Option<Uplink>,
+    /// Parley's own receive path for a publisher's SRTP, once the keys are known.
+    rtp_opener: Option<RtpOpener>,
+    /// A publisher's known layers by SSRC: (SSRC, track, layer).
+    layer_ssrcs: Vec<(u32, usize, usize)>,
+    /// A copy of a datagram the stack takes after Parley checked it; reused.
+    scratch: Vec<u8>,
+    /// Publisher SRTP packets dropped as unauthentic since the last call.
+    unauthentic: u64,
+}
+
+/// What Parley's own receive path did with a publisher's datagram.
+enum Opening {
+    /// Done: the stack is not involved.
+    Done,
+    /// Authenticated and reported on; the stack takes it as it came (to bind a stream, or
+    /// to unwrap a retransmission).
+    Checked,
+    /// Not opened: the stack decides alone.
+    Unopened,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
@@ -306,16 +331,12 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
 /// not part of matching, so one entry per profile suffices. A viewer's leg also offers REMB
 /// (`goog-remb`): clients without transport-wide feedback (aiortc) send their own estimate.
 /// The stack's interceptors for a leg, with the SDP features they answer for registered on
-/// `me`. A publisher's leg gets the defaults (NACKs, receiver reports and TWCC feedback for
-/// what it sends; the sender side idles). A viewer's leg sends nothing through them when
-/// Parley seals its media, and Parley answers its NACKs itself: it keeps only the sender
-/// reports, for a connection that falls back to the stack's send path. Every viewer RTCP
-/// packet passes each interceptor in the chain, so fewer is cheaper per feedback.
-fn interceptors(viewer: bool, me: &mut MediaEngine) -> Result<Registry, TransportError> {
-    if !viewer {
-        return Ok(register_default_interceptors(Registry::new(), me)?);
-    }
-    // The same SDP as the defaults: nack, nack pli, transport-cc and the header extensions.
+/// `me` (nack, nack pli, transport-cc and the header extensions, as the stack's defaults).
+/// A viewer's leg sends nothing through them when Parley seals its media, and Parley answers
+/// its NACKs itself; a publisher's feedback is Parley's [`Uplink`]. Only the sender reports
+/// stay, for a connection that falls back to the stack's send path. Every RTCP packet passes
+/// each interceptor in the chain, so fewer is cheaper.
+fn interceptors(me: &mut MediaEngine) -> Result<Registry, TransportError> {
     let _ = configure_nack(Registry::new(), me);
     configure_simulcast_extension_headers(me)?;
     let _ = configure_twcc_receiver_only(Registry::new(), me)?;
@@ -525,8 +546,7 @@ impl Peer {
             )
             .build();
         let mut me = media_engine(viewer)?;
-        let registry =
-            interceptors(viewer, &mut me)?.with(Slot::Custom(14_000), KeyframeTap::default());
+        let registry = interceptors(&mut me)?.with(Slot::Custom(14_000), KeyframeTap::default());
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![ctx.certificate.clone()])
             .build();
@@ -556,6 +576,11 @@ impl Peer {
             history: SendHistory::new(now),
             deliveries: Vec::new(),
             path: None,
+            uplink: (!viewer).then(Uplink::default),
+            rtp_opener: None,
+            layer_ssrcs: Vec::new(),
+            scratch: Vec::new(),
+            unauthentic: 0,
         })
     }
 
@@ -611,6 +636,13 @@ impl Peer {
             self.on_plain_rtcp(from, &data[..n]);
             return Fed::Parley;
         }
+        // A publisher's RTP: opened by Parley where it can. Where it cannot, the header
+        // (SRTP leaves it in the clear) is reported on once the stack took the datagram.
+        let header = match self.uplink.is_some().then(|| self.open_rtp(now, data)) {
+            Some(Opening::Done) => return Fed::Parley,
+            Some(Opening::Unopened) => rtp_header(data),
+            Some(Opening::Checked) | None => None,
+        };
         let msg = TaggedBytesMut {
             now,
             transport: Tuple {
@@ -621,10 +653,74 @@ impl Peer {
             },
             message: BytesMut::from(&data[..]),
         };
-        if let Err(e) = self.pc.handle_read(msg) {
-            tracing::debug!("datagram from {from} rejected: {e}");
+        match self.pc.handle_read(msg) {
+            Ok(()) => {
+                if let (Some(uplink), Some(header)) = (self.uplink.as_mut(), header) {
+                    let packet = rtc::rtp::Packet {
+                        header,
+                        payload: bytes::Bytes::new(),
+                    };
+                    uplink.received(now, packet);
+                }
+            }
+            Err(e) => tracing::debug!("datagram from {from} rejected: {e}"),
         }
         Fed::Stack
+    }
+
+    /// A publisher's SRTP RTP through Parley's own receive path: a packet of a known layer
+    /// is opened in place, reported on and becomes an event, without the stack; any other
+    /// (a retransmission, padding, a stream not yet announced) is authenticated on a copy and
+    /// reported on, and the stack takes the original.
+    fn open_rtp(&mut self, now: Instant, data: &mut [u8]) -> Opening {
+        let (Some(opener), Some(uplink)) = (self.rtp_opener.as_mut(), self.uplink.as_mut()) else {
+            return Opening::Unopened;
+        };
+        let Some(ssrc) = rtp_header_ssrc(data) else {
+            return Opening::Unopened;
+        };
+        let known = self.layer_ssrcs.iter().find(|(s, ..)| *s == ssrc);
+        if let Some(&(_, track, layer)) = known {
+            match opener.open(data) {
+                Opened::Plain(len) => {
+                    match rtc::rtp::Packet::unmarshal(&mut &data[..len]) {
+                        Ok(packet) => {
+                            if let Some(packet) = uplink.received(now, packet) {
+                                self.events.push_back(PeerEvent::Rtp {
+                                    track,
+                                    layer,
+                                    packet,
+                                    received: now,
+                                });
+                            }
+                        }
+                        Err(e) => tracing::debug!("publisher RTP not parsed: {e}"),
+                    }
+                    return Opening::Done;
+                }
+                Opened::Rejected => {
+                    self.unauthentic += 1;
+                    return Opening::Done;
+                }
+                Opened::NotMine => return Opening::Unopened,
+            }
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(data);
+        match opener.open(&mut self.scratch) {
+            Opened::Plain(len) => {
+                if let Ok(header) = rtc::rtp::Header::unmarshal(&mut &self.scratch[..len]) {
+                    let payload = bytes::Bytes::new();
+                    uplink.received(now, rtc::rtp::Packet { header, payload });
+                }
+                Opening::Checked
+            }
+            Opened::Rejected => {
+                self.unauthentic += 1;
+                Opening::Done
+            }
+            Opened::NotMine => Opening::Unopened,
+        }
     }
 
     /// A viewer's RTCP compound, opened: TWCC feedback is read straight from its bytes (the
@@ -758,6 +854,9 @@ impl Peer {
                 if let Some(layer) = layer {
                     layer.sender_report = Some((sr.ntp_time, sr.rtp_time));
                 }
+                if let Some(uplink) = self.uplink.as_mut() {
+                    uplink.rtcp(Instant::now(), vec![Box::new(sr.clone())]);
+                }
             }
             let asked = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 Some(pli.media_ssrc)
@@ -848,6 +947,7 @@ impl Peer {
                     }
                     RTCPeerConnectionState::Connected => {
                         self.start_sealing();
+                        self.start_opening();
                         PeerState::Connected
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -877,15 +977,27 @@ impl Peer {
                     return;
                 };
                 let params = &receiver.get_parameters().rtp_parameters;
+                let feedback = params
+                    .codecs
+                    .first()
+                    .map(|c| {
+                        let fb = &c.rtp_codec.rtcp_feedback;
+                        fb.iter().map(|f| (f.typ.clone(), f.parameter.clone()))
+                    })
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 let track = InboundTrack {
                     kind,
                     layers: vec![layer],
                     codecs: codecs_of(&params.codecs),
                     extensions: extensions_of(&params.header_extensions),
                     receiver: init.receiver_id,
+                    feedback,
                 };
                 self.inbound.push(track);
                 let index = self.inbound.len() - 1;
+                self.bind_uplink(index, init.ssrc);
                 self.inbound_by_track_id.insert(init.track_id, index);
                 self.events.push_back(PeerEvent::TrackOpened(index));
             }
@@ -904,16 +1016,57 @@ impl Peer {
             .iter_mut()
             .find(|l| !l.rid.is_empty() && l.rid == layer.rid)
         {
+            let ssrc = layer.ssrc;
             *known = layer;
+            self.bind_uplink(track, ssrc);
             return;
         }
         if t.layers.iter().any(|l| l.ssrc == layer.ssrc) || t.layers.len() >= MAX_LAYERS {
             return;
         }
+        let ssrc = layer.ssrc;
         t.layers.push(layer);
         let layer = t.layers.len() - 1;
+        self.bind_uplink(track, ssrc);
         self.events
             .push_back(PeerEvent::LayerOpened { track, layer });
+    }
+
+    /// Starts reporting on a publisher's stream.
+    fn bind_uplink(&mut self, track: usize, ssrc: u32) {
+        let (Some(uplink), Some(t)) = (self.uplink.as_mut(), self.inbound.get(track)) else {
+            return;
+        };
+        self.layer_ssrcs = self
+            .inbound
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.layers
+                    .iter()
+                    .enumerate()
+                    .map(move |(l, x)| (x.ssrc, i, l))
+            })
+            .collect();
+        if let Some(codec) = t.codecs.first() {
+            uplink.bind(ssrc, codec, &t.feedback, &t.extensions);
+        }
+    }
+
+    /// Sends the publisher the feedback its uplink made.
+    fn flush_uplink(&mut self, now: Instant) {
+        let Some(uplink) = self.uplink.as_mut() else {
+            return;
+        };
+        let receiver = self.inbound.first().map(|t| t.receiver);
+        while let Some(packets) = uplink.poll_rtcp() {
+            let Some(mut r) = receiver.and_then(|id| self.pc.rtp_receiver(id)) else {
+                continue;
+            };
+            if let Err(e) = r.write_rtcp(now, packets) {
+                tracing::debug!("uplink feedback not sent: {e}");
+            }
+        }
     }
 
     /// Sends one RTP packet on a viewer's slot. The packet must already carry the slot's SSRC,
@@ -975,6 +1128,26 @@ impl Peer {
             }
         }
         self.refresh_media_addr();
+    }
+
+    /// A publisher's own receive path, once DTLS negotiated the profile Parley opens.
+    fn start_opening(&mut self) {
+        use rtc::statistics::StatsSelector;
+        if self.uplink.is_none() || self.rtp_opener.is_some() {
+            return;
+        }
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None);
+        let profile = report
+            .transport()
+            .and_then(|t| SealProfile::from_stats_name(&t.srtp_cipher));
+        let (Some(SealProfile::AeadAes128Gcm), Some(remote)) = (profile, self.keys.remote()) else {
+            tracing::debug!("SRTP profile without Parley's receive path; using the stack's");
+            return;
+        };
+        match RtpOpener::new(self.tap.crypto(), remote) {
+            Ok(opener) => self.rtp_opener = Some(opener),
+            Err(e) => tracing::warn!("cannot start the SRTP receive path: {e}"),
+        }
     }
 
     fn refresh_media_addr(&mut self) {
@@ -1156,6 +1329,12 @@ impl Peer {
         std::mem::take(&mut self.unknown_rtp)
     }
 
+    /// Publisher SRTP packets that failed authentication or were replays, since the last
+    /// call.
+    pub fn take_unauthentic(&mut self) -> u64 {
+        std::mem::take(&mut self.unauthentic)
+    }
+
     /// How the connection reaches its client, once ICE selected a pair (read with the
     /// statistics: at connection and with the RTCP figures).
     pub fn path(&self) -> Option<Path> {
@@ -1174,22 +1353,33 @@ impl Peer {
         use rtc::statistics::StatsSelector;
         self.read_path();
         let report = self.pc.get_stats(now, StatsSelector::None);
-        let nack_sent = report
-            .inbound_rtp_streams()
-            .map(|s| u64::from(s.nack_count))
-            .sum();
+        let nack_sent = match &self.uplink {
+            Some(uplink) => uplink.nacks_sent(),
+            None => report
+                .inbound_rtp_streams()
+                .map(|s| u64::from(s.nack_count))
+                .sum(),
+        };
         (std::mem::take(&mut self.figures), nack_sent)
     }
 
     /// When the connection next needs [`Peer::handle_timeout`].
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
+        let uplink = self.uplink.as_mut().and_then(Uplink::poll_timeout);
+        match (self.pc.poll_timeout(), uplink) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs the connection's timers up to `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Err(e) = self.pc.handle_timeout(now) {
             tracing::debug!("timeout handling: {e}");
+        }
+        if let Some(uplink) = self.uplink.as_mut() {
+            uplink.handle_timeout(now);
+            self.flush_uplink(now);
         }
     }
 
@@ -1199,5 +1389,28 @@ impl Peer {
             tracing::debug!("close: {e}");
         }
         self.state = PeerState::Failed;
+    }
+}
+
+/// The RTP header of a datagram that is SRTP RTP (RFC 7983: first byte 128–191, and not an
+/// RTCP payload type), read without decrypting: SRTP leaves it in the clear.
+fn rtp_header(data: &[u8]) -> Option<rtc::rtp::Header> {
+    match data {
+        [first, pt, ..] if (128..=191).contains(first) && !(192..=223).contains(pt) => {
+            rtc::rtp::Header::unmarshal(&mut &data[..]).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The SSRC of a datagram that is SRTP RTP, read without decrypting.
+fn rtp_header_ssrc(data: &[u8]) -> Option<u32> {
+    match data {
+        [first, pt, _, _, _, _, _, _, a, b, c, d, ..]
+            if (128..=191).contains(first) && !(192..=223).contains(pt) =>
+        {
+            Some(u32::from_be_bytes([*a, *b, *c, *d]))
+        }
+        _ => None,
     }
 }

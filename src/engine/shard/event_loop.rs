@@ -407,6 +407,7 @@ impl Engine {
         }
         for s in self.sessions.values_mut() {
             self.tally.dropped[metrics::Drop::UnknownSsrc as usize] += s.peer.take_unknown_rtp();
+            self.tally.dropped[metrics::Drop::Unauthentic as usize] += s.peer.take_unauthentic();
         }
         self.forwarded += self.tally.rtp_out.iter().sum::<u64>();
         self.publish_load();
