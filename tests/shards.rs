@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, Member, PlayOptions,
-    PublishOptions, Publisher, Relay, SentLog, Viewer,
+    is_event, play, publish, vp8_delta_payload, vp8_keyframe_payload, Events, Kind, Member,
+    PlayOptions, PublishOptions, Publisher, Relay, SentLog, Viewer,
 };
 use parley::config::Config;
 use std::collections::BTreeSet;
@@ -436,5 +436,80 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
         .expect("GET /rooms/big")
         .status();
     assert_eq!(gone, 404, "gone with its sessions on both shards");
+    server.shutdown().await;
+}
+
+/// Waits until `events` has a `kind` event naming `who`.
+async fn saw(events: &Events, kind: &str, who: &str) {
+    events
+        .wait_for(&format!("{kind} {who}"), WAIT, |e| {
+            e.iter().any(|e| is_event(e, kind, &[("participant", who)]))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn room_events_name_every_member_of_a_room_spread_over_shards() {
+    let mut config = Config::loopback();
+    config.shards = 2;
+    config.spread_after = 2;
+    let server = parley::start(config).await.expect("server");
+    let base = server.base_url();
+    let mut opts = PublishOptions::vp8();
+    opts.participant = Some("stage".to_owned());
+    let publisher = publish(&base, "spread", opts).await.expect("publish");
+    let home = shard_of(&publisher.location);
+    let viewer = |name: &str| play(&base, "spread", PlayOptions::slots(name, 1, 1));
+
+    // Ann joins the home shard; Bob, past --spread-after, the other one.
+    let ann = viewer("ann").await.expect("ann plays");
+    assert_eq!(shard_of(&ann.location), home);
+    let ann_events = Events::open(&ann.location, None)
+        .await
+        .expect("ann's events");
+    let bob = viewer("bob").await.expect("bob plays");
+    assert_ne!(
+        shard_of(&bob.location),
+        home,
+        "bob is served by the other shard"
+    );
+    saw(&ann_events, "participant_joined", "bob").await;
+
+    // Bob's first events name everyone, wherever they are served.
+    let bob_events = Events::open(&bob.location, None)
+        .await
+        .expect("bob's events");
+    for who in ["stage", "ann", "bob"] {
+        saw(&bob_events, "participant_joined", who).await;
+    }
+
+    // Ann leaves: Bob hears it from the other shard.
+    ann.close().await;
+    saw(&bob_events, "participant_left", "ann").await;
+
+    // Cat joins (wherever placement puts her) and hears Bob leave.
+    let cat = viewer("cat").await.expect("cat plays");
+    saw(&bob_events, "participant_joined", "cat").await;
+    let cat_events = Events::open(&cat.location, None)
+        .await
+        .expect("cat's events");
+    saw(&cat_events, "participant_joined", "bob").await;
+    bob.close().await;
+    saw(&cat_events, "participant_left", "bob").await;
+    let left: Vec<_> = cat_events
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == "participant_left")
+        .collect();
+    assert_eq!(left.len(), 1, "one left event, for bob: {left:?}");
+    let joined_twice = bob_events
+        .all()
+        .iter()
+        .filter(|e| is_event(e, "participant_joined", &[("participant", "stage")]))
+        .count();
+    assert_eq!(joined_twice, 1, "each member announced once");
+    cat.close().await;
+    publisher.close().await;
     server.shutdown().await;
 }

@@ -157,7 +157,7 @@ impl Engine {
         let session = self.sessions.get(&key).ok_or(EngineError::NotFound)?;
         let room = self.rooms.get(&session.room).ok_or(EngineError::NotFound)?;
         let mut snapshot = Vec::new();
-        for participant in room.participants() {
+        for participant in room.members() {
             snapshot.push(RoomEvent::ParticipantJoined {
                 participant: participant.to_owned(),
             });

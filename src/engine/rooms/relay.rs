@@ -62,6 +62,8 @@ pub struct RoomState {
     pub version: u64,
     /// Its publishers.
     pub publishers: Vec<PublisherState>,
+    /// Everyone with a session of the room on a shard other than the one it is sent to.
+    pub members: Vec<String>,
 }
 
 /// Messages between shards about relayed rooms.
@@ -80,10 +82,19 @@ pub enum Control {
         /// A viewer just connected or switched.
         urgent: bool,
     },
-    /// Relay to home: one viewer of `room` on the sending shard ended.
+    /// Relay to home: a viewer of `room` joined on the sending shard.
+    ViewerJoined {
+        /// Room name.
+        room: String,
+        /// Its participant name.
+        participant: String,
+    },
+    /// Relay to home: one viewer of `room` on the sending shard ended (or was never opened).
     ViewerGone {
         /// Room name.
         room: String,
+        /// Its participant name, if it had joined.
+        participant: Option<String>,
     },
 }
 
@@ -101,11 +112,13 @@ pub struct Relayed {
     pub received: Instant,
 }
 
-/// On a room's home shard: how many viewers each other shard serves.
+/// On a room's home shard: how many viewers each other shard serves, and who they are.
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Relays {
     /// Viewers, by shard.
     pub viewers: HashMap<usize, usize>,
+    /// The participant names of the viewers that joined, by shard (one entry per session).
+    pub names: HashMap<usize, Vec<String>>,
 }
 
 impl Engine {
@@ -174,7 +187,48 @@ impl Engine {
             .entry(shard)
             .or_default() += 1;
         self.refresh_relay_targets(room);
-        Ok(self.room_state(room))
+        Ok(self.room_state(room, shard))
+    }
+
+    /// Home side: a viewer of `room` joined on `shard`.
+    fn remote_joined(&mut self, room: &str, shard: usize, participant: String) {
+        if let Some(relays) = self.relays.get_mut(room) {
+            let names = relays.names.entry(shard).or_default();
+            names.push(participant.clone());
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let joined = !r.present(&participant);
+        *r.elsewhere.entry(participant.clone()).or_default() += 1;
+        if joined {
+            self.emit_room(room, &RoomEvent::ParticipantJoined { participant });
+        }
+    }
+
+    /// Home side: a viewer of `room` that had joined on `shard` ended.
+    fn remote_left(&mut self, room: &str, shard: usize, participant: String) {
+        if let Some(names) = self
+            .relays
+            .get_mut(room)
+            .and_then(|r| r.names.get_mut(&shard))
+        {
+            if let Some(i) = names.iter().position(|n| *n == participant) {
+                names.swap_remove(i);
+            }
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if let Some(n) = r.elsewhere.get_mut(&participant) {
+            *n -= 1;
+            if *n == 0 {
+                r.elsewhere.remove(&participant);
+            }
+        }
+        if !r.present(&participant) {
+            self.emit_room(room, &RoomEvent::ParticipantLeft { participant });
+        }
     }
 
     /// Home side: one viewer of `room` on `shard` ended (or was never opened).
@@ -186,6 +240,7 @@ impl Engine {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 relays.viewers.remove(&shard);
+                relays.names.remove(&shard);
             }
         }
         if relays.viewers.is_empty() {
@@ -215,9 +270,30 @@ impl Engine {
         }
     }
 
-    /// Home side: a room's publishers, for the shards that mirror them.
-    pub(in crate::engine) fn room_state(&mut self, room: &str) -> RoomState {
+    /// Home side: a room's publishers and members, for `shard`, which mirrors them.
+    pub(in crate::engine) fn room_state(&mut self, room: &str, shard: usize) -> RoomState {
         self.state_version += 1;
+        let theirs = self
+            .relays
+            .get(room)
+            .and_then(|r| r.names.get(&shard))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                let mut names: Vec<String> =
+                    r.participants().into_iter().map(str::to_owned).collect();
+                for (name, &n) in &r.elsewhere {
+                    let there = theirs.iter().filter(|t| *t == name).count();
+                    if n > there && !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+                names
+            })
+            .unwrap_or_default();
         let publishers = self
             .rooms
             .get(room)
@@ -241,10 +317,13 @@ impl Engine {
             room: room.to_owned(),
             version: self.state_version,
             publishers,
+            members,
         }
     }
 
-    /// Home side, every tick: sends each relayed room's state to the shards serving it.
+    /// Home side, every tick: sends each relayed room's state to the shards serving it (it
+    /// carries the layers' latest sender reports, so it is sent even when nobody came or
+    /// went).
     pub(in crate::engine) fn send_room_states(&mut self) {
         let rooms: Vec<(String, Vec<usize>)> = self
             .relays
@@ -252,9 +331,9 @@ impl Engine {
             .map(|(room, r)| (room.clone(), r.viewers.keys().copied().collect()))
             .collect();
         for (room, shards) in rooms {
-            let state = self.room_state(&room);
             for shard in shards {
-                self.shard.control(shard, Control::State(state.clone()));
+                let state = self.room_state(&room, shard);
+                self.shard.control(shard, Control::State(state));
             }
         }
     }
@@ -308,7 +387,15 @@ impl Engine {
                 layer,
                 urgent,
             } => self.request_keyframe(source_id(publisher, track, layer), now, urgent),
-            Control::ViewerGone { room } => self.unrelay(&room, from),
+            Control::ViewerJoined { room, participant } => {
+                self.remote_joined(&room, from, participant)
+            }
+            Control::ViewerGone { room, participant } => {
+                if let Some(participant) = participant {
+                    self.remote_left(&room, from, participant);
+                }
+                self.unrelay(&room, from);
+            }
         }
     }
 
@@ -361,6 +448,7 @@ impl Engine {
         for key in gone {
             self.drop_mirror(key);
         }
+        self.learn_members(&room_name, state.members);
         let mut changed = false;
         for p in state.publishers {
             let key = match self.mirror_of.get(&(home, p.key)) {
@@ -398,6 +486,32 @@ impl Engine {
         }
     }
 
+    /// Relay side: who has sessions of the room on other shards, from its home's state;
+    /// those who came or went are announced to this shard's viewers.
+    fn learn_members(&mut self, room: &str, members: Vec<String>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let before = std::mem::take(&mut r.elsewhere);
+        r.elsewhere = members.into_iter().map(|m| (m, 1)).collect();
+        let came: Vec<String> = r
+            .elsewhere
+            .keys()
+            .filter(|m| !before.contains_key(*m) && !r.has_participant(m))
+            .cloned()
+            .collect();
+        let went: Vec<String> = before
+            .into_keys()
+            .filter(|m| !r.elsewhere.contains_key(m) && !r.has_participant(m))
+            .collect();
+        for participant in came {
+            self.emit_room(room, &RoomEvent::ParticipantJoined { participant });
+        }
+        for participant in went {
+            self.emit_room(room, &RoomEvent::ParticipantLeft { participant });
+        }
+    }
+
     /// Relay side: a mirror for a publisher of a room homed elsewhere.
     fn add_mirror(
         &mut self,
@@ -423,7 +537,7 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return key;
         };
-        let joined = !room.has_participant(&p.participant);
+        let joined = !room.present(&p.participant);
         let pkey = room.key_for(&p.participant);
         room.speakers.add(pkey, now);
         room.publishers.push(Publisher {
@@ -460,7 +574,7 @@ impl Engine {
 
     /// Relay side: after a viewer of a room homed elsewhere ended, tells the home shard, and
     /// forgets the room's mirrors once none of its viewers is left here.
-    pub(in crate::engine) fn viewer_left_relay(&mut self, room: &str) {
+    pub(in crate::engine) fn viewer_left_relay(&mut self, room: &str, participant: Option<&str>) {
         let Some(home) = self.rooms.get(room).and_then(|r| r.home) else {
             return;
         };
@@ -468,6 +582,7 @@ impl Engine {
             home,
             Control::ViewerGone {
                 room: room.to_owned(),
+                participant: participant.map(str::to_owned),
             },
         );
         let idle = self.rooms.get(room).is_some_and(|r| r.viewers.is_empty());

@@ -3,7 +3,7 @@
 
 use crate::forward::speakers::{SpeakerConfig, Speakers};
 use crate::transport::MediaKind;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// Internal session key.
@@ -72,6 +72,9 @@ pub struct Room {
     pub home: Option<usize>,
     /// The last state of the room's publishers this shard mirrored, from its home shard.
     pub mirror_version: u64,
+    /// Participants with sessions of the room on other shards, with how many (a home shard
+    /// counts its relayed viewers; a serving shard learns the rest from the home's state).
+    pub elsewhere: BTreeMap<String, usize>,
 }
 
 impl Room {
@@ -86,6 +89,7 @@ impl Room {
             created: now,
             home: None,
             mirror_version: 0,
+            elsewhere: BTreeMap::new(),
         }
     }
 
@@ -101,6 +105,18 @@ impl Room {
             .map(|p| p.participant.as_str())
             .chain(self.viewers.iter().map(|v| v.participant.as_str()))
             .collect()
+    }
+
+    /// Whether `name` has a session of the room on any shard, as far as this one knows.
+    pub fn present(&self, name: &str) -> bool {
+        self.has_participant(name) || self.elsewhere.contains_key(name)
+    }
+
+    /// Names of everyone with a session of the room on any shard, sorted.
+    pub fn members(&self) -> BTreeSet<&str> {
+        let mut names = self.participants();
+        names.extend(self.elsewhere.keys().map(String::as_str));
+        names
     }
 
     /// Whether `name` has any session here.

@@ -215,7 +215,7 @@ impl Engine {
                 let opened = self.open(kind, room.clone(), participant, target, &offer);
                 if opened.is_err() && kind == crate::engine::SessionKind::Whep {
                     // The home shard counted this viewer when it was placed here.
-                    self.viewer_left_relay(&room);
+                    self.viewer_left_relay(&room, None);
                 }
                 let _ = reply.send(opened);
             }

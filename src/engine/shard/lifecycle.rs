@@ -3,6 +3,7 @@
 use crate::engine::fanout::downlink::Downlink;
 use crate::engine::placement::shard_prefix;
 use crate::engine::rooms::events::RoomEvent;
+use crate::engine::rooms::relay::Control;
 use crate::engine::rooms::room::{Publisher, Room, SessionKey, Viewer};
 use crate::engine::shard::event_loop::{Engine, RTCP_STATS_EVERY};
 use crate::engine::shard::session::{source_parts, EndReason, Session, SessionKind};
@@ -186,7 +187,19 @@ impl Engine {
             .rooms
             .entry(room.clone())
             .or_insert_with(|| Room::new(now));
-        let joined = !r.has_participant(&participant);
+        let joined = !r.present(&participant);
+        if let (Some(home), SessionKind::Whep) = (r.home, kind) {
+            self.shard.control(
+                home,
+                Control::ViewerJoined {
+                    room: room.clone(),
+                    participant: participant.clone(),
+                },
+            );
+        }
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return Err(EngineError::NotFound);
+        };
         match kind {
             SessionKind::Whip => {
                 let pkey = r.key_for(&participant);
@@ -314,7 +327,7 @@ impl Engine {
         );
         self.leave_room(key, &session.room, &session.participant, session.kind);
         if session.kind == SessionKind::Whep {
-            self.viewer_left_relay(&session.room);
+            self.viewer_left_relay(&session.room, Some(&session.participant));
         }
     }
 
@@ -339,7 +352,7 @@ impl Engine {
             .find(|p| p.session == key)
             .map(|p| p.tracks.iter().map(|t| t.kind).collect())
             .unwrap_or_default();
-        let left = r.remove(key);
+        let left = r.remove(key).filter(|name| !r.elsewhere.contains_key(name));
         let empty = r.is_empty();
         for kind in tracks {
             self.emit_room(
