@@ -23,6 +23,16 @@ pub struct Config {
     #[arg(long, env = "PARLEY_MEDIA_LISTEN", default_value = "0.0.0.0:8189")]
     pub media_listen: SocketAddr,
 
+    /// ICE over TCP, passive, for clients whose networks block UDP: `off`, or the TCP address
+    /// to listen on. Default: TCP on the media address and port number (any free port when
+    /// the media port is 0).
+    #[arg(long, env = "PARLEY_ICE_TCP_LISTEN", default_value = "")]
+    pub ice_tcp_listen: String,
+
+    /// Most ICE-TCP connections open at once (further ones are closed at once).
+    #[arg(long, env = "PARLEY_ICE_TCP_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub ice_tcp_max_connections: usize,
+
     /// Serve `GET /metrics` on this separate address (e.g. an internal interface) instead of
     /// on the HTTP port.
     #[arg(long, env = "PARLEY_METRICS_LISTEN")]
@@ -158,6 +168,8 @@ impl Config {
             http_listen: "127.0.0.1:0".parse().expect("static address"),
             media_listen: "127.0.0.1:0".parse().expect("static address"),
             metrics_listen: None,
+            ice_tcp_listen: String::new(),
+            ice_tcp_max_connections: 1000,
             public_ip: Vec::new(),
             public_port: None,
             publish_token: None,
@@ -184,6 +196,20 @@ impl Config {
             bwe_min_kbps: 100,
             bwe_max_kbps: 20_000,
             probe: true,
+        }
+    }
+
+    /// Where ICE over TCP listens, given where media was bound: `None` when it is off.
+    pub fn ice_tcp_addr(&self, media: SocketAddr) -> Result<Option<SocketAddr>, String> {
+        match self.ice_tcp_listen.trim() {
+            // An ephemeral media port's number may be taken for TCP.
+            "" if self.media_listen.port() == 0 => Ok(Some(SocketAddr::new(media.ip(), 0))),
+            "" => Ok(Some(media)),
+            "off" => Ok(None),
+            addr => addr
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("--ice-tcp-listen {addr}: {e}")),
         }
     }
 
@@ -248,5 +274,33 @@ impl Config {
     /// How long a new session may take to connect.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_tcp_listens_on_the_media_port_number_unless_told_otherwise() {
+        let media: SocketAddr = "0.0.0.0:8189".parse().expect("address");
+        let mut config = Config::parse_from(["parley"]);
+        assert_eq!(config.ice_tcp_addr(media), Ok(Some(media)));
+        config.ice_tcp_listen = "off".into();
+        assert_eq!(config.ice_tcp_addr(media), Ok(None));
+        config.ice_tcp_listen = "10.0.0.1:443".into();
+        assert_eq!(
+            config.ice_tcp_addr(media),
+            Ok(Some("10.0.0.1:443".parse().expect("address")))
+        );
+        config.ice_tcp_listen = "nonsense".into();
+        assert!(config.ice_tcp_addr(media).is_err());
+        // An ephemeral media port: any free TCP port.
+        let config = Config::loopback();
+        let bound: SocketAddr = "127.0.0.1:40000".parse().expect("address");
+        assert_eq!(
+            config.ice_tcp_addr(bound),
+            Ok(Some("127.0.0.1:0".parse().expect("address")))
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod forward;
 pub mod http;
+pub mod ice_tcp;
 pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod process_metrics;
@@ -51,6 +52,8 @@ pub struct Server {
     pub media_addr: SocketAddr,
     /// Where `/metrics` is served when `--metrics-listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where ICE over TCP is served, unless `--ice-tcp-listen off`.
+    pub ice_tcp_addr: Option<SocketAddr>,
     /// Addresses advertised in ICE candidates.
     pub advertised: Vec<IpAddr>,
     engine: engine::EngineHandle,
@@ -186,12 +189,31 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         .local_addr()
         .map_err(bind_err("the media socket", config.media_listen))?;
     let advertised = advertised_ips(&config, media_addr);
-    let ctx = transport::TransportContext::new(
+    let ice_tcp_addr = config
+        .ice_tcp_addr(media_addr)
+        .map_err(StartError::Config)?;
+    let ice_tcp = match ice_tcp_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(bind_err("the ICE-TCP listener", addr))?,
+        ),
+        None => None,
+    };
+    let ice_tcp_addr = match &ice_tcp {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(bind_err("the ICE-TCP listener", media_addr))?,
+        ),
+        None => None,
+    };
+    let mut ctx = transport::TransportContext::new(
         media_addr,
         advertised.clone(),
         config.public_port,
         config.consent_timeout(),
     )?;
+    ctx.tcp_port = ice_tcp_addr.map(|a| a.port());
     let metrics = Arc::new(metrics::Metrics::new());
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
@@ -235,6 +257,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     };
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![engine_task];
+    if let Some(listener) = ice_tcp {
+        tasks.push(tokio::spawn(ice_tcp::serve(
+            listener,
+            engine.clone(),
+            state.metrics.clone(),
+            state.config.ice_tcp_max_connections,
+            stopped.clone(),
+        )));
+    }
     let header_timeout = std::time::Duration::from_secs(state.config.request_timeout_secs.max(1));
     let app = http::router(state.clone());
     tasks.push(tokio::spawn(http::serve(
@@ -256,6 +287,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         http_addr,
         media_addr,
         metrics_addr,
+        ice_tcp_addr,
         advertised,
         engine,
         draining,

@@ -32,6 +32,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  web page      : http://HOST:{port}/");
     println!("  publish (WHIP): http://HOST:{port}/whip/ROOM");
     println!("  play    (WHEP): http://HOST:{port}/whep/ROOM");
+    match server.ice_tcp_addr {
+        Some(addr) => println!("  ICE over TCP  : {addr}"),
+        None => println!("  ICE over TCP  : off"),
+    }
     match server.metrics_addr {
         Some(addr) => println!("  metrics       : http://{addr}/metrics"),
         None => println!("  metrics       : http://HOST:{port}/metrics"),

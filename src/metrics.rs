@@ -161,6 +161,8 @@ pub struct Levels {
     pub layers: [i64; 3],
     /// Viewer video slots paused because their link does not carry the video.
     pub paused_slots: i64,
+    /// Open ICE-TCP connections bound to sessions.
+    pub tcp_connections: i64,
 }
 
 impl Levels {
@@ -169,6 +171,7 @@ impl Levels {
         self.rooms += o.rooms;
         self.participants += o.participants;
         self.paused_slots += o.paused_slots;
+        self.tcp_connections += o.tcp_connections;
         for (a, b) in self.sessions.iter_mut().zip(o.sessions) {
             *a += b;
         }
@@ -223,6 +226,8 @@ pub struct Metrics {
     probes: IntCounterVec,
     estimates: Histogram,
     paused_slots: IntGauge,
+    tcp_connections: IntGauge,
+    tcp_refused: IntCounterVec,
     rtp_received: IntCounterVec,
     rtp_received_bytes: IntCounterVec,
     rtp_forwarded: IntCounterVec,
@@ -488,6 +493,17 @@ impl Metrics {
                 "parley_paused_video_slots",
                 "Viewer video slots paused because their link does not carry the video.",
             ),
+            tcp_connections: gauge(
+                &r,
+                "parley_ice_tcp_connections",
+                "Open ICE-TCP connections bound to sessions.",
+            ),
+            tcp_refused: counter_vec(
+                &r,
+                "parley_ice_tcp_refused_total",
+                "ICE-TCP connections closed before reaching a session, by reason.",
+                &["reason"],
+            ),
             forwarding_latency: histogram(
                 &r,
                 "parley_forwarding_latency_seconds",
@@ -625,6 +641,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// An ICE-TCP connection closed before it reached a session.
+    pub fn ice_tcp_refused(&self, why: crate::ice_tcp::Refused) {
+        self.tcp_refused.with_label_values(&[why.as_str()]).inc();
+    }
+
     /// Whether the kernel steers clients to their shards.
     pub fn set_steering(&self, on: bool) {
         self.steering.set(i64::from(on));
@@ -693,6 +714,7 @@ impl Metrics {
             self.estimates.observe(v);
         }
         self.paused_slots.set(levels.paused_slots);
+        self.tcp_connections.set(levels.tcp_connections);
         self.udp_received.inc_by(t.udp_in.0);
         self.udp_received_bytes.inc_by(t.udp_in.1);
         self.udp_sent.inc_by(t.udp_out.0);
@@ -796,6 +818,7 @@ mod tests {
                     tracks: [[1; 6]; 2],
                     layers: [1, 2, 3],
                     paused_slots: session as i64,
+                    tcp_connections: session as i64,
                 },
             );
         }

@@ -359,7 +359,7 @@ async fn tokens_are_asked_for_and_errors_are_shown_in_words() {
     with_tokens.play_token = Some("play-secret".into());
     let server = parley::start(with_tokens).await.expect("server");
     // A server that advertises a media port nothing answers on (and a STUN server there),
-    // one participant per room.
+    // without ICE over TCP (which would reach it), one participant per room.
     let dead_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free UDP port")
@@ -368,6 +368,7 @@ async fn tokens_are_asked_for_and_errors_are_shown_in_words() {
     broken.public_ip = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     broken.public_port = Some(dead_port);
     broken.max_participants_per_room = 1;
+    broken.ice_tcp_listen = "off".into();
     let stun = format!("stun:127.0.0.1:{dead_port}");
     broken.ice_server = vec![stun.clone()];
     let broken = parley::start(broken).await.expect("broken server");

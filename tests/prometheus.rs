@@ -605,6 +605,19 @@ async fn prometheus_evaluates_every_dashboard_query_with_data() {
     for (what, got, want) in requests {
         assert_eq!(got, want, "{what}");
     }
+    // A connection to the ICE-TCP port that is not ICE, for the refused panel.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = server.ice_tcp_addr.expect("ICE-TCP");
+        let mut junk = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+        junk.write_all(&[0, 4, 1, 2, 3, 4]).await.expect("write");
+        let mut buf = [0u8; 8];
+        let closed = tokio::time::timeout(WAIT, junk.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the server closes it"
+        );
+    }
 
     // Prometheus sees the target.
     prometheus

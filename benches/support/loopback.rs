@@ -148,7 +148,7 @@ fn connect(
             server.handle_datagram(*now, client_addr, &mut out.message.to_vec());
             moved = true;
         }
-        while let Some((to, message)) = server.poll_transmit() {
+        while let Some((to, message, _)) = server.poll_transmit() {
             assert_eq!(to, client_addr);
             let transport = Tuple {
                 local_addr: client_addr,
@@ -338,7 +338,7 @@ impl Fanout {
                 black_box(v.peer.write_rtp(now, 0, out));
             }
             if transmit {
-                while let Some((to, data)) = v.peer.poll_transmit() {
+                while let Some((to, data, _)) = v.peer.poll_transmit() {
                     black_box((to, data.len()));
                 }
             }
@@ -411,7 +411,7 @@ impl Fanout {
             if datagrams.len() != 1 {
                 return Err(format!("{} datagrams for one packet", datagrams.len()).into());
             }
-            for (_, message) in datagrams {
+            for (_, message, _) in datagrams {
                 v.deliver(now, server_addr, message)?;
             }
             v.check_received(sent, &self.packet.payload)?;

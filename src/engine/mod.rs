@@ -188,6 +188,15 @@ pub(crate) enum Command {
         prefs: Preferences,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// An ICE-TCP connection whose first frame, a STUN binding request, names a session
+    /// of the shard by `ufrag`.
+    AdoptTcp {
+        ufrag: String,
+        stream: std::net::TcpStream,
+        peer: std::net::SocketAddr,
+        first: bytes::BytesMut,
+        guard: shard::tcp::ConnGuard,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -419,6 +428,29 @@ impl EngineHandle {
         })
         .await
         .unwrap_or(false)
+    }
+
+    /// Hands an ICE-TCP connection to the shard its server ufrag names. Returns false when
+    /// no shard takes it (the connection is then dropped).
+    pub async fn adopt_tcp(
+        &self,
+        ufrag: &str,
+        stream: std::net::TcpStream,
+        peer: std::net::SocketAddr,
+        first: bytes::BytesMut,
+        guard: shard::tcp::ConnGuard,
+    ) -> bool {
+        let Some(tx) = placement::shard_of_id(ufrag).and_then(|s| self.shards.get(s)) else {
+            return false;
+        };
+        let command = Command::AdoptTcp {
+            ufrag: ufrag.to_owned(),
+            stream,
+            peer,
+            first,
+            guard,
+        };
+        tx.send(command).await.is_ok()
     }
 
     /// Ends every session and stops every shard.

@@ -82,6 +82,8 @@ pub struct TransportContext {
     pub advertised_port: u16,
     /// How long without ICE consent before a connection fails.
     pub consent_timeout: Duration,
+    /// The ICE-TCP port put in passive TCP host candidates, when Parley listens on one.
+    pub tcp_port: Option<u16>,
 }
 
 impl TransportContext {
@@ -95,6 +97,13 @@ impl TransportContext {
             .copied()
             .unwrap_or(self.local_addr.ip());
         SocketAddr::new(ip, self.advertised_port)
+    }
+
+    /// The same for ICE over TCP: the address a connection's agent knows as its local TCP
+    /// candidate.
+    pub fn tcp_candidate_addr(&self) -> Option<SocketAddr> {
+        let udp = self.candidate_addr();
+        self.tcp_port.map(|port| SocketAddr::new(udp.ip(), port))
     }
 
     /// Makes the server's ECDSA P-256 certificate and records where media is served.
@@ -117,6 +126,7 @@ impl TransportContext {
             advertised,
             advertised_port: advertised_port.unwrap_or(local_addr.port()),
             consent_timeout,
+            tcp_port: None,
         })
     }
 }

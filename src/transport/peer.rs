@@ -265,6 +265,8 @@ pub enum Feedback {
 pub struct Peer {
     pc: RTCPeerConnection,
     local_addr: SocketAddr,
+    /// The local address of the ICE-TCP candidate, when there is one.
+    tcp_addr: Option<SocketAddr>,
     inbound: Vec<InboundTrack>,
     inbound_by_track_id: HashMap<String, usize>,
     slots: Vec<OutboundSlot>,
@@ -559,6 +561,7 @@ impl Peer {
         Ok(Peer {
             pc,
             local_addr: ctx.candidate_addr(),
+            tcp_addr: ctx.tcp_candidate_addr(),
             inbound: Vec::new(),
             inbound_by_track_id: HashMap::new(),
             slots: Vec::new(),
@@ -600,6 +603,23 @@ impl Peer {
             self.pc
                 .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
         }
+        // ICE over TCP, passive (clients connect): ranked below UDP by its type preference,
+        // so a client keeps UDP when it works.
+        for ip in ctx.tcp_port.map(|_| &ctx.advertised).into_iter().flatten() {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "tcp".to_owned(),
+                    address: ip.to_string(),
+                    port: ctx.tcp_port.unwrap_or_default(),
+                    component: 1,
+                    ..Default::default()
+                },
+                tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+            }
+            .new_candidate_host()?;
+            self.pc
+                .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        }
         self.pc
             .add_local_candidate(RTCIceCandidateInit::default())?;
         let answer = self.pc.create_answer(None)?;
@@ -630,6 +650,22 @@ impl Peer {
     /// Returns whether the stack took it, so has output, events or timers to collect; when
     /// not, Parley read it itself and only [`Peer::poll_own_event`] has news.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Fed {
+        self.handle_input(now, from, data, TransportProtocol::UDP)
+    }
+
+    /// Feeds one RFC 4571 frame from the ICE-TCP connection of `from`, as
+    /// [`Peer::handle_datagram`] feeds a datagram.
+    pub fn handle_tcp_frame(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Fed {
+        self.handle_input(now, from, data, TransportProtocol::TCP)
+    }
+
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+        protocol: TransportProtocol,
+    ) -> Fed {
         // A viewer's SRTCP, opened here rather than through the stack's pipeline (see
         // `rtcp_opener`); what the opener does not take goes to the stack unchanged.
         if let Some(n) = self.opener.as_mut().and_then(|o| o.open(data)) {
@@ -646,10 +682,13 @@ impl Peer {
         let msg = TaggedBytesMut {
             now,
             transport: Tuple {
-                local_addr: self.local_addr,
+                local_addr: match protocol {
+                    TransportProtocol::TCP => self.tcp_addr.unwrap_or(self.local_addr),
+                    _ => self.local_addr,
+                },
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(&data[..]),
         };
@@ -776,11 +815,12 @@ impl Peer {
         self.deliveries.clear();
     }
 
-    /// Takes the next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.pc
-            .poll_write()
-            .map(|m| (m.transport.peer_addr, m.message))
+    /// Takes the next datagram to send, and whether it goes on an ICE-TCP connection.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut, bool)> {
+        self.pc.poll_write().map(|m| {
+            let tcp = m.transport.transport_protocol == TransportProtocol::TCP;
+            (m.transport.peer_addr, m.message, tcp)
+        })
     }
 
     /// Takes the next event Parley raised itself (from what it read without the stack).
@@ -1107,6 +1147,12 @@ impl Peer {
     fn start_sealing(&mut self) {
         use rtc::statistics::StatsSelector;
         if self.sealer.is_some() || self.slots.is_empty() {
+            return;
+        }
+        // Over ICE-TCP every datagram is framed on the connection: the stack sends the media
+        // (it is the fallback path, and rare).
+        let sender = self.slots.first().map(|s| s.sender);
+        if Path::of(&mut self.pc, sender).is_some_and(|p| p.transport == "tcp") {
             return;
         }
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None);

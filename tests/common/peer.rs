@@ -8,6 +8,7 @@
 
 use super::HarnessError;
 use rtc::ice::mdns::MulticastDnsMode;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use webrtc::runtime::TokioRuntime;
@@ -101,14 +102,28 @@ pub(crate) struct Peer {
     /// Tasks working for this peer (one per remote track); aborted on close and drop.
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     closed: bool,
+    /// Connects over ICE-TCP only.
+    tcp: bool,
+    /// Connects to this address instead of the answer's TCP candidate (a test relay).
+    pub tcp_via: Option<std::net::SocketAddr>,
 }
 
 impl Peer {
     /// A peer connection bound to one UDP socket on 127.0.0.1 (a wildcard address would skip
     /// loopback), no STUN/TURN, no mDNS, default interceptors (NACK, RTCP reports, TWCC).
     pub async fn new(
+        media_engine: MediaEngine,
+        on_track: Option<OnTrack>,
+    ) -> Result<Self, HarnessError> {
+        Self::with_tcp(media_engine, on_track, false).await
+    }
+
+    /// Like [`Peer::new`]; with `tcp`, the peer also listens for ICE-TCP and reaches the
+    /// server only through the answer's passive TCP candidates (it drops the UDP ones).
+    pub async fn with_tcp(
         mut media_engine: MediaEngine,
         on_track: Option<OnTrack>,
+        tcp: bool,
     ) -> Result<Self, HarnessError> {
         // The tap lets the publisher see keyframe requests (PLI/FIR) the server relays.
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
@@ -142,6 +157,11 @@ impl Peer {
             .with_runtime(Arc::new(TokioRuntime))
             .with_handler(Arc::clone(&handler) as Arc<dyn PeerConnectionEventHandler>)
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_tcp_addrs(if tcp {
+                vec!["127.0.0.1:0".to_owned()]
+            } else {
+                vec![]
+            })
             .build()
             .await
             .map_err(HarnessError::webrtc("build peer connection"))?;
@@ -154,6 +174,8 @@ impl Peer {
             state,
             tasks,
             closed: false,
+            tcp,
+            tcp_via: None,
         })
     }
 
@@ -196,12 +218,61 @@ impl Peer {
     }
 
     pub async fn apply_answer(&self, sdp: &str) -> Result<(), HarnessError> {
-        let answer = RTCSessionDescription::answer(sdp.to_owned())
-            .map_err(HarnessError::webrtc("parse answer"))?;
+        if !self.tcp {
+            let answer = RTCSessionDescription::answer(sdp.to_owned())
+                .map_err(HarnessError::webrtc("parse answer"))?;
+            return self
+                .pc
+                .set_remote_description(answer)
+                .await
+                .map_err(HarnessError::webrtc("set_remote_description(answer)"));
+        }
+        // Only the TCP candidates, added one by one: that is what makes this peer connect.
+        let is_candidate = |l: &str| l.starts_with("a=candidate:");
+        let without: String = sdp
+            .split_inclusive('\n')
+            .filter(|l| !is_candidate(l))
+            .collect();
+        let answer =
+            RTCSessionDescription::answer(without).map_err(HarnessError::webrtc("parse answer"))?;
         self.pc
             .set_remote_description(answer)
             .await
-            .map_err(HarnessError::webrtc("set_remote_description(answer)"))
+            .map_err(HarnessError::webrtc("set_remote_description(answer)"))?;
+        let tcp: BTreeSet<&str> = sdp
+            .lines()
+            .filter(|l| is_candidate(l) && l.contains(" tcp "))
+            .map(|l| l.trim_start_matches("a="))
+            .collect();
+        if tcp.is_empty() {
+            return Err(HarnessError::Negotiation(format!(
+                "no TCP candidate in the answer:\n{sdp}"
+            )));
+        }
+        for candidate in tcp {
+            let candidate = match self.tcp_via {
+                // foundation component transport priority address port typ ...
+                Some(via) => {
+                    let mut f: Vec<String> = candidate.split(' ').map(str::to_owned).collect();
+                    if f.len() > 5 {
+                        f[4] = via.ip().to_string();
+                        f[5] = via.port().to_string();
+                    }
+                    f.join(" ")
+                }
+                None => candidate.to_owned(),
+            };
+            self.pc
+                .add_ice_candidate(RTCIceCandidateInit {
+                    candidate,
+                    sdp_mid: Some("0".to_owned()),
+                    sdp_mline_index: Some(0),
+                    ..Default::default()
+                })
+                .await
+                .map_err(HarnessError::webrtc("add_ice_candidate"))?;
+        }
+        Ok(())
     }
 
     pub fn state(&self) -> RTCPeerConnectionState {

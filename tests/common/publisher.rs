@@ -47,6 +47,8 @@ pub struct PublishOptions {
     pub participant: Option<String>,
     /// Sent as `Authorization: Bearer {token}` on POST and DELETE.
     pub token: Option<String>,
+    /// Reach the server over ICE-TCP only (its UDP candidates are ignored).
+    pub tcp: bool,
 }
 
 impl Default for PublishOptions {
@@ -56,6 +58,7 @@ impl Default for PublishOptions {
             h264_profile: "64001f",
             participant: None,
             token: None,
+            tcp: false,
         }
     }
 }
@@ -233,7 +236,7 @@ pub async fn publish(
             None,
         )
         .map_err(HarnessError::webrtc("register_header_extension"))?;
-    let peer = Peer::new(media_engine, None).await?;
+    let peer = Peer::with_tcp(media_engine, None, opts.tcp).await?;
 
     // OBS adds audio first, then video; both sendonly.
     let audio = add_sendonly(&peer, RtpCodecKind::Audio, audio_codec).await?;

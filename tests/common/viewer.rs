@@ -49,6 +49,10 @@ pub struct PlayOptions {
     pub video_slots: usize,
     /// Play one named participant (`POST /whep/{room}/{target}`) instead of the room.
     pub target: Option<String>,
+    /// Reach the server over ICE-TCP only (its UDP candidates are ignored).
+    pub tcp: bool,
+    /// With `tcp`: connect to this address instead (a relay in front of the server).
+    pub tcp_via: Option<std::net::SocketAddr>,
 }
 
 impl Default for PlayOptions {
@@ -59,6 +63,8 @@ impl Default for PlayOptions {
             audio_slots: 1,
             video_slots: 1,
             target: None,
+            tcp: false,
+            tcp_via: None,
         }
     }
 }
@@ -126,13 +132,16 @@ pub async fn play(base: &str, room: &str, opts: PlayOptions) -> Result<Viewer, H
         changed: watch::Sender::new(0),
     });
     let recorder = Arc::clone(&record);
-    let peer = Peer::new(
+    let peer = Peer::with_tcp(
         media_engine,
         Some(Box::new(move |track, pc| {
             Box::pin(record_track(track, pc, Arc::clone(&recorder)))
         })),
+        opts.tcp,
     )
     .await?;
+    let mut peer = peer;
+    peer.tcp_via = opts.tcp_via;
     let kinds = std::iter::repeat_n(RtpCodecKind::Audio, opts.audio_slots)
         .chain(std::iter::repeat_n(RtpCodecKind::Video, opts.video_slots));
     for kind in kinds {

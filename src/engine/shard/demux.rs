@@ -58,6 +58,11 @@ impl Demux {
         self.by_ufrag.insert(ufrag.to_owned(), session);
     }
 
+    /// The session issued `ufrag`.
+    pub fn session_of_ufrag(&self, ufrag: &str) -> Option<SessionKey> {
+        self.by_ufrag.get(ufrag).copied()
+    }
+
     /// The session a datagram from `from` belongs to: the one bound to that address, or the
     /// one a STUN request's ufrag names (which binds nothing yet).
     pub fn route(&mut self, from: SocketAddr, data: &[u8]) -> Option<SessionKey> {

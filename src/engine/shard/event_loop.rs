@@ -9,6 +9,7 @@ use crate::engine::shard::demux::Demux;
 use crate::engine::shard::sender::Senders;
 use crate::engine::shard::session::{EndReason, Session};
 use crate::engine::shard::socket::MediaSocket;
+use crate::engine::shard::tcp::TcpConns;
 use crate::engine::shard::ShardLink;
 use crate::engine::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
@@ -52,7 +53,7 @@ pub(in crate::engine) struct Engine {
     pub(in crate::engine) dirty_set: HashSet<SessionKey>,
     /// Sessions with events Parley raised itself from what it read without the stack (a
     /// viewer's TWCC feedback, most often): their stack has nothing new to collect.
-    own_events: Vec<SessionKey>,
+    pub(in crate::engine) own_events: Vec<SessionKey>,
     pub(in crate::engine) next_key: SessionKey,
     pub(in crate::engine) metrics: Arc<Metrics>,
     pub(in crate::engine) tally: Tally,
@@ -78,6 +79,8 @@ pub(in crate::engine) struct Engine {
     pub(in crate::engine) relays: HashMap<String, Relays>,
     /// The version of the last room state sent to another shard.
     pub(in crate::engine) state_version: u64,
+    /// ICE-TCP connections of this shard's sessions.
+    pub(in crate::engine) tcp: TcpConns,
 }
 
 pub(in crate::engine) fn kind_index(kind: MediaKind) -> usize {
@@ -124,6 +127,7 @@ impl Engine {
             mirror_of: HashMap::new(),
             relays: HashMap::new(),
             state_version: 0,
+            tcp: TcpConns::default(),
             ctx,
             config,
             socket,
@@ -184,6 +188,7 @@ impl Engine {
                 () = self.shard.inbox.ready() => self.take_handed(),
                 () = self.shard.relay_in.ready() => self.take_relayed(),
                 Some((from, control)) = self.shard.control_in.recv() => self.on_control(from, control),
+                Some(input) = self.tcp.input.recv() => self.on_tcp_input(input),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timers(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -200,6 +205,13 @@ impl Engine {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
+            Command::AdoptTcp {
+                ufrag,
+                stream,
+                peer,
+                first,
+                guard,
+            } => self.adopt_tcp(&ufrag, stream, peer, first, guard),
             Command::Open {
                 kind,
                 room,
@@ -360,7 +372,10 @@ impl Engine {
 
     /// Moves the tally into the Prometheus metrics, with the current levels.
     pub(in crate::engine) fn flush_metrics(&mut self) {
-        let mut levels = Levels::default();
+        let mut levels = Levels {
+            tcp_connections: self.tcp.count() as i64,
+            ..Levels::default()
+        };
         for room in self.rooms.values() {
             if room.home.is_some() {
                 // Served here for more of its viewers: the home shard counts the room and its
@@ -441,10 +456,17 @@ impl Engine {
     /// Sends what a session has to send, ignoring a full socket buffer (that datagram is lost,
     /// as on any congested path; nobody else waits for it).
     pub(in crate::engine) fn transmit(&mut self, key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        while let Some((to, data)) = session.peer.poll_transmit() {
+        loop {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                return;
+            };
+            let Some((to, data, tcp)) = session.peer.poll_transmit() else {
+                return;
+            };
+            if tcp {
+                self.send_tcp(key, to, &data);
+                continue;
+            }
             if let Some(dropped) = self.demux.confirm(key, to) {
                 self.shard.own_address(to, dropped);
             }

@@ -313,6 +313,7 @@ impl Engine {
         for addr in self.demux.remove_session(key) {
             self.shard.disown_address(addr);
         }
+        self.tcp.close_session(key);
         self.shard.placement.release(&session.room, self.shard.id);
         self.clear_timer(key);
         self.metrics

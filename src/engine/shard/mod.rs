@@ -24,6 +24,7 @@ pub(in crate::engine) mod session;
 pub mod socket;
 mod start;
 pub(in crate::engine) mod steer;
+pub mod tcp;
 
 pub use start::spawn;
 
