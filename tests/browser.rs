@@ -98,17 +98,39 @@ async fn run_script(script: &str, bases: &[String]) -> Value {
     run_script_with_steps(script, bases, |_| {}).await
 }
 
+/// Like [`run_script`], with the browser inside the network namespace `netns`.
+async fn run_script_in(netns: &str, script: &str, bases: &[String]) -> Value {
+    run_script_as(
+        &["ip", "netns", "exec", netns, "node"],
+        script,
+        bases,
+        |_| {},
+    )
+    .await
+}
+
 /// Runs `tests/browser/{script}` with `args` (a base URL first) and returns its JSON result.
 /// A line `{"step": ...}` the script prints is handed to `on_step`, and the script gets a line
 /// on its stdin once `on_step` returned (so it can wait for the test to act).
 async fn run_script_with_steps(
     script: &str,
     args: &[String],
+    on_step: impl FnMut(&Value),
+) -> Value {
+    run_script_as(&["node"], script, args, on_step).await
+}
+
+/// Runs a script with `node` as `command` names it (the program and its first arguments).
+async fn run_script_as(
+    command: &[&str],
+    script: &str,
+    args: &[String],
     mut on_step: impl FnMut(&Value),
 ) -> Value {
     let needs = prerequisites();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new("node")
+    let mut child = tokio::process::Command::new(command[0])
+        .args(&command[1..])
         .arg(root().join("tests/browser").join(script))
         .arg(&args[0])
         .arg(artifact_dir())
@@ -752,4 +774,113 @@ async fn a_firefox_viewer_behind_a_shaped_link_gets_a_layer_that_fits_and_follow
         (1..480).contains(&u64_of(&narrow["width"])) && narrow["room"]["layer"] == "q",
         "the smallest layer at 300 kbit/s: {narrow:#}"
     );
+}
+
+/// A network namespace joined to this one by a veth pair (`10.231.N.1` here, `.2` there),
+/// whose firewall drops every UDP datagram in and out. Removed on drop.
+struct NoUdpNamespace {
+    name: String,
+    host_ip: std::net::Ipv4Addr,
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NoUdpNamespace {
+    fn create() -> NoUdpNamespace {
+        let id = std::process::id();
+        let subnet = 20 + id % 200;
+        let ns = NoUdpNamespace {
+            name: format!("parley-noudp-{id}"),
+            host_ip: std::net::Ipv4Addr::new(10, 231, subnet as u8, 1),
+        };
+        let (here, there) = (format!("pvh{id}"), format!("pvn{id}"));
+        let (host, peer) = (
+            format!("10.231.{subnet}.1/24"),
+            format!("10.231.{subnet}.2/24"),
+        );
+        let rules = "table inet parley { \
+            chain in { type filter hook input priority 0; meta l4proto udp drop; }; \
+            chain out { type filter hook output priority 0; meta l4proto udp drop; }; }";
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", &ns.name],
+            vec![
+                "ip", "link", "add", &here, "type", "veth", "peer", "name", &there,
+            ],
+            vec!["ip", "link", "set", &there, "netns", &ns.name],
+            vec!["ip", "addr", "add", &host, "dev", &here],
+            vec!["ip", "link", "set", &here, "up"],
+            vec![
+                "ip", "netns", "exec", &ns.name, "ip", "addr", "add", &peer, "dev", &there,
+            ],
+            vec![
+                "ip", "netns", "exec", &ns.name, "ip", "link", "set", &there, "up",
+            ],
+            vec![
+                "ip", "netns", "exec", &ns.name, "ip", "link", "set", "lo", "up",
+            ],
+            vec!["ip", "netns", "exec", &ns.name, "nft", rules],
+        ];
+        for step in steps {
+            if let Err(e) = sh(&step) {
+                panic!("setting up the namespace without UDP (needs root and nftables): {e}");
+            }
+        }
+        ns
+    }
+}
+
+impl Drop for NoUdpNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the veth pair, and with it ours.
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+// A browser on a network that drops all UDP publishes and plays through the ICE-TCP port;
+// the same pages on loopback (UDP open) keep UDP.
+#[tokio::test]
+async fn browsers_without_udp_publish_and_play_over_ice_tcp() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ns = NoUdpNamespace::create();
+    let mut config = Config::loopback();
+    config.http_listen = std::net::SocketAddr::new(ns.host_ip.into(), 0);
+    config.media_listen = std::net::SocketAddr::new(ns.host_ip.into(), 0);
+    let server = parley::start(config).await.expect("server");
+    let result = run_script_in(&ns.name, "tcp.mjs", &[server.base_url()]).await;
+    assert_eq!(result["publish"]["protocol"], "tcp", "{result}");
+    assert_eq!(result["watch"]["protocol"], "tcp", "{result}");
+    let watch = &result["watch"];
+    assert!(
+        u64_of(&watch["frames_later"]) > u64_of(&watch["frames_first"]),
+        "the watch page keeps decoding: {watch}"
+    );
+    assert_eq!(watch["colour_seen"], "green", "{watch}");
+    server.shutdown().await;
+    drop(ns);
+
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let result = run_script("tcp.mjs", &[server.base_url()]).await;
+    assert_eq!(
+        result["publish"]["protocol"], "udp",
+        "UDP when it works: {result}"
+    );
+    assert_eq!(
+        result["watch"]["protocol"], "udp",
+        "UDP when it works: {result}"
+    );
+    server.shutdown().await;
 }

@@ -45,9 +45,11 @@ const launched = [];
  * `devices: false`: no fake camera and microphone; `accept: false`: camera permission
  * prompts are not accepted (headless Chromium then denies them).
  */
-export async function launch({ camera, microphone, devices = true, accept = true } = {}) {
+export async function launch({ camera, microphone, devices = true, accept = true, secure } = {}) {
   const profile = await mkdtemp(path.join(os.tmpdir(), 'parley-chromium-'));
   const args = [...FLAGS];
+  // A page on a plain http:// address other than localhost may capture only if told so.
+  if (secure) args.push(`--unsafely-treat-insecure-origin-as-secure=${secure}`);
   if (devices) args.push('--use-fake-device-for-media-stream');
   if (devices && accept) args.push('--use-fake-ui-for-media-stream');
   if (camera) args.push(`--use-file-for-fake-video-capture=${camera}`);
