@@ -843,6 +843,20 @@ impl NoUdpNamespace {
     }
 }
 
+impl NoUdpNamespace {
+    /// Also drops TCP out of the namespace except to `ports`.
+    fn only_tcp_to(&self, ports: &[u16]) {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let rule = format!(
+            "add rule inet parley out oif != \"lo\" tcp dport != {{ {} }} drop",
+            ports.join(", ")
+        );
+        if let Err(e) = sh(&["ip", "netns", "exec", &self.name, "nft", &rule]) {
+            panic!("restricting TCP in the namespace: {e}");
+        }
+    }
+}
+
 impl Drop for NoUdpNamespace {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the veth pair, and with it ours.
@@ -883,4 +897,111 @@ async fn browsers_without_udp_publish_and_play_over_ice_tcp() {
         "UDP when it works: {result}"
     );
     server.shutdown().await;
+}
+
+/// coturn (Debian's `turnserver`) on `ip`, TCP only, with the REST secret `secret`; stopped
+/// on drop.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!("parley-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("a temporary directory");
+            Dir(path)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Coturn {
+    async fn start(ip: std::net::Ipv4Addr, secret: &str) -> Coturn {
+        let free = || {
+            std::net::TcpListener::bind((ip, 0))
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, relay) = (free(), free());
+        let dir = tempfile_dir::Dir::new("coturn");
+        let child = std::process::Command::new("turnserver")
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint"])
+            .arg(format!("--listening-ip={ip}"))
+            .arg(format!("--relay-ip={ip}"))
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay}"))
+            .arg(format!("--max-port={}", relay.saturating_add(50)))
+            .args(["--use-auth-secret", "--realm=parley"])
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg(format!("--db={}", dir.0.join("turndb").display()))
+            .arg(format!("--pidfile={}", dir.0.join("pid").display()))
+            .arg(format!("--log-file={}", dir.0.join("log").display()))
+            .arg("--simple-log")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver starts (Debian's coturn)");
+        let end = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect((ip, port)).await.is_err() {
+            assert!(Instant::now() < end, "coturn never listened on {ip}:{port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Coturn {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// A browser whose network lets out neither UDP nor TCP except to a TURN server (coturn, TCP)
+// and Parley's HTTP port connects through a relay candidate, with credentials from
+// `/ice-servers`, and media flows.
+#[tokio::test]
+async fn browsers_behind_a_tcp_only_firewall_connect_through_coturn() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let ns = NoUdpNamespace::create();
+    let secret = "browser-relay-secret";
+    let coturn = Coturn::start(ns.host_ip, secret).await;
+    let mut config = Config::loopback();
+    config.http_listen = std::net::SocketAddr::new(ns.host_ip.into(), 0);
+    config.media_listen = std::net::SocketAddr::new(ns.host_ip.into(), 0);
+    config.turn_url = vec![format!("turn:{}:{}?transport=tcp", ns.host_ip, coturn.port)];
+    config.turn_secret = Some(secret.into());
+    let server = parley::start(config).await.expect("server");
+    ns.only_tcp_to(&[server.http_addr.port(), coturn.port]);
+    let result = run_script_in(&ns.name, "tcp.mjs", &[server.base_url()]).await;
+    for page in ["publish", "watch"] {
+        assert_eq!(
+            result[page]["candidate"], "relay",
+            "{page} through TURN: {result}"
+        );
+    }
+    let watch = &result["watch"];
+    assert!(
+        u64_of(&watch["frames_later"]) > u64_of(&watch["frames_first"]),
+        "the watch page keeps decoding: {watch}"
+    );
+    assert_eq!(watch["colour_seen"], "green", "{watch}");
+    server.shutdown().await;
+    drop(coturn);
+    drop(ns);
 }

@@ -1,6 +1,7 @@
-// A publish page and a watch page in a network namespace whose firewall drops all UDP: both
-// must reach the server through its ICE-TCP port. Reports, for each page, the transport of
-// the selected candidate pair's local candidate and what the watch page decoded.
+// A publish page and a watch page, run where the test puts them (a network namespace whose
+// firewall drops UDP, or lets out only a TURN server's TCP port). Reports, for each page, the
+// protocol and type of the selected candidate pair's local candidate, and what the watch page
+// decoded.
 //
 //   ip netns exec NS node tests/browser/tcp.mjs <base_url> <artifact_dir>
 
@@ -14,8 +15,9 @@ async function pageMessage(page) {
   return page.$eval('#message', (e) => (e.hidden ? '' : e.textContent));
 }
 
-/// The selected pair's local candidate protocol ('udp' or 'tcp') of a page's session.
-function selectedProtocol(page, kind) {
+/// The selected pair's local candidate of a page's session: its protocol ('udp' or 'tcp')
+/// and type ('host', 'prflx', 'relay', ...).
+function selectedLocal(page, kind) {
   return page.evaluate(async (kind) => {
     const report = await window.parley.sessions[kind].pc.getStats();
     let pair = null;
@@ -24,7 +26,7 @@ function selectedProtocol(page, kind) {
     });
     if (!pair) report.forEach((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded' && (pair = r));
     const local = pair && report.get(pair.localCandidateId);
-    return local ? local.protocol : null;
+    return local ? { protocol: local.protocol, candidate: local.candidateType, relay_protocol: local.relayProtocol || null } : null;
   }, kind);
 }
 
@@ -37,7 +39,7 @@ main(async () => {
   const published = await waitFor('the publish page to connect', async () => {
     const message = await pageMessage(publisher);
     if (message) throw new Error(message);
-    return selectedProtocol(publisher, 'whip');
+    return selectedLocal(publisher, 'whip');
   }, 40_000);
 
   const viewer = (await launch({ devices: false })).pages()[0];
@@ -51,12 +53,12 @@ main(async () => {
   }, 40_000);
   await viewer.waitForTimeout(2000);
   const [later] = await inboundVideo(viewer, 'whep');
-  const watched = await selectedProtocol(viewer, 'whep');
+  const watched = await selectedLocal(viewer, 'whep');
   const colour = await videoColour(viewer, '#watch video');
   return {
-    publish: { protocol: published },
+    publish: published,
     watch: {
-      protocol: watched,
+      ...watched,
       frames_first: first.frames,
       frames_later: later.frames,
       colour_seen: dominant(colour),
