@@ -272,50 +272,61 @@ struct StallingRelay {
 
 impl StallingRelay {
     async fn start(server: std::net::SocketAddr) -> StallingRelay {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stalled = stall.clone();
+        // Every connection the client opens is relayed (it may open more than one).
         let task = tokio::spawn(async move {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            // A small receive window, so the server's side fills soon after the stall.
-            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
-                return;
-            };
-            let _ = socket.set_recv_buffer_size(4096);
-            let Ok(upstream) = socket.connect(server).await else {
-                return;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut ur, mut uw) = upstream.into_split();
-            let up = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut cr, &mut uw).await;
-            });
-            let mut buf = vec![0u8; 16 * 1024];
-            while !stalled.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(20), ur.read(&mut buf)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => {
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => {}
-                }
+            let mut relayed = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                relayed.spawn(relay_one(client, server, stalled.clone()));
             }
-            // Stalled: nothing more is read from the server, and the connection stays open.
-            std::future::pending::<()>().await;
-            drop((ur, cw));
-            up.abort();
         });
         StallingRelay { addr, stall, task }
     }
+}
+
+/// Relays one connection to `server` until `stall`, then reads nothing more from the server
+/// and keeps the connection open.
+async fn relay_one(
+    client: tokio::net::TcpStream,
+    server: std::net::SocketAddr,
+    stall: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small receive window, so the server's side fills soon after the stall.
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return;
+    };
+    let _ = socket.set_recv_buffer_size(4096);
+    let Ok(upstream) = socket.connect(server).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    while !stall.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(20), ur.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    // Stalled: nothing more is read from the server, and the connection stays open.
+    std::future::pending::<()>().await;
+    drop((ur, cw));
+    up.abort();
 }
 
 impl Drop for StallingRelay {
@@ -334,17 +345,29 @@ async fn a_tcp_viewer_that_stops_reading_costs_only_itself() {
     let publisher = publish(&base, "slow", PublishOptions::vp8())
         .await
         .expect("publish");
-    let stalling = play(
-        &base,
-        "slow",
-        PlayOptions {
-            tcp: true,
-            tcp_via: Some(relay.addr),
-            ..PlayOptions::default()
-        },
-    )
-    .await
-    .expect("a TCP viewer through the relay");
+    // What this test is about is the stall, not the setup: a second attempt is allowed if the
+    // test client's TCP connection does not come up (seen once in CI, not reproduced; the
+    // direct TCP test above covers setup without a retry).
+    let through_relay = || {
+        play(
+            &base,
+            "slow",
+            PlayOptions {
+                tcp: true,
+                tcp_via: Some(relay.addr),
+                ..PlayOptions::default()
+            },
+        )
+    };
+    let stalling = match through_relay().await {
+        Ok(viewer) => viewer,
+        Err(e) => {
+            eprintln!("the TCP viewer through the relay did not connect ({e}); once more");
+            through_relay()
+                .await
+                .expect("a TCP viewer through the relay")
+        }
+    };
     let udp = play(&base, "slow", PlayOptions::default())
         .await
         .expect("a UDP viewer");
