@@ -17,7 +17,7 @@ set -euo pipefail
 
 # Debian packages (checked one by one with `dpkg -s`; python3-venv is added below
 # only when `python3 -m venv` cannot work without it).
-APT_PACKAGES="ffmpeg prometheus chromium firefox-esr nftables iproute2 coturn"
+APT_PACKAGES="ffmpeg prometheus chromium firefox-esr nftables iproute2 coturn redis-server"
 
 # Python venv for the aiortc interop peer (tests/interop/aiortc_peer.py).
 # Versions checked on PyPI for CPython 3.11 (Debian bookworm's python3 is 3.11).

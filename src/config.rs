@@ -158,6 +158,36 @@ pub struct Config {
     /// (`false`: estimates grow only with the media sent).
     #[arg(long, env = "PARLEY_PROBE", default_value_t = true, action = clap::ArgAction::Set)]
     pub probe: bool,
+
+    /// Redis of a cluster (`redis://host:6379`): the nodes given the same Redis serve one set
+    /// of rooms, each room on one node. Unset: this node serves alone.
+    #[arg(long, env = "PARLEY_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's id in the cluster (letters, digits, `-`, `_`, `.`). Default: random.
+    #[arg(long, env = "PARLEY_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// This node's HTTP base URL as other nodes and redirected clients reach it (e.g.
+    /// `http://10.0.0.5:8080`). Default: `http://` and the HTTP address (the first advertised
+    /// IP when it listens on every address).
+    #[arg(long, env = "PARLEY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// How a WHIP/WHEP request for a room on another node is answered: `proxy` (this node
+    /// passes it on and returns the answer) or `redirect` (307 to the room's node).
+    #[arg(
+        long,
+        env = "PARLEY_CLUSTER_SIGNALING",
+        value_enum,
+        default_value = "proxy"
+    )]
+    pub cluster_signaling: crate::cluster::Signaling,
+
+    /// A node keeps the new rooms it is asked for while it has fewer sessions than this; past
+    /// it (and always, at 0) a new room goes to the least-loaded node.
+    #[arg(long, env = "PARLEY_CLUSTER_LOCAL_SESSIONS", default_value_t = 0)]
+    pub cluster_local_sessions: u64,
 }
 
 impl Config {
@@ -196,6 +226,11 @@ impl Config {
             bwe_min_kbps: 100,
             bwe_max_kbps: 20_000,
             probe: true,
+            redis_url: None,
+            node_id: None,
+            advertise_url: None,
+            cluster_signaling: crate::cluster::Signaling::Proxy,
+            cluster_local_sessions: 0,
         }
     }
 
@@ -262,6 +297,64 @@ impl Config {
         })
     }
 
+    /// The cluster settings, `None` without `--redis-url`. `http` is the bound HTTP address
+    /// and `advertised` the first advertised IP (the default URL's host).
+    pub fn cluster(
+        &self,
+        http: SocketAddr,
+        advertised: Option<IpAddr>,
+        media: String,
+    ) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+        let Some(redis_url) = self.redis_url.clone() else {
+            return Ok(None);
+        };
+        let node_id = match &self.node_id {
+            Some(id) => {
+                let ok = !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !ok {
+                    return Err(format!(
+                        "--node-id {id}: 1 to 64 letters, digits, '-', '_' or '.'"
+                    ));
+                }
+                id.clone()
+            }
+            None => format!("{:016x}", rand::random::<u64>()),
+        };
+        let advertise_url = match &self.advertise_url {
+            Some(url) => {
+                let url = url.trim_end_matches('/');
+                let host = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+                    return Err(format!(
+                        "--advertise-url {url}: an http:// or https:// base URL without a path"
+                    ));
+                }
+                url.to_owned()
+            }
+            None => {
+                let ip = match http.ip() {
+                    ip if ip.is_unspecified() => advertised.unwrap_or(ip),
+                    ip => ip,
+                };
+                format!("http://{}", SocketAddr::new(ip, http.port()))
+            }
+        };
+        Ok(Some(crate::cluster::ClusterConfig {
+            redis_url,
+            node_id,
+            advertise_url,
+            media,
+            signaling: self.cluster_signaling,
+            local_below: self.cluster_local_sessions,
+        }))
+    }
+
     /// How many shards to run.
     pub fn shard_count(&self) -> usize {
         match self.shards {
@@ -280,6 +373,41 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_settings_are_checked_and_defaulted() {
+        let http: SocketAddr = "0.0.0.0:8080".parse().expect("address");
+        let ip: IpAddr = "10.0.0.5".parse().expect("address");
+        let mut config = Config::parse_from(["parley"]);
+        assert_eq!(config.cluster(http, Some(ip), String::new()), Ok(None));
+        config.redis_url = Some("redis://127.0.0.1:6379".into());
+        let c = config
+            .cluster(http, Some(ip), String::new())
+            .expect("valid")
+            .expect("on");
+        assert_eq!(c.advertise_url, "http://10.0.0.5:8080");
+        assert_eq!(c.node_id.len(), 16);
+        config.node_id = Some("node-a".into());
+        config.advertise_url = Some("https://a.example.org/".into());
+        let c = config
+            .cluster(http, Some(ip), String::new())
+            .expect("valid")
+            .expect("on");
+        assert_eq!(
+            (c.node_id.as_str(), c.advertise_url.as_str()),
+            ("node-a", "https://a.example.org")
+        );
+        for bad in ["ftp://x", "http://", "http://a/b", "a.example.org"] {
+            config.advertise_url = Some(bad.into());
+            assert!(
+                config.cluster(http, Some(ip), String::new()).is_err(),
+                "{bad}"
+            );
+        }
+        config.advertise_url = None;
+        config.node_id = Some("a b".into());
+        assert!(config.cluster(http, Some(ip), String::new()).is_err());
+    }
 
     #[test]
     fn ice_tcp_listens_on_the_media_port_number_unless_told_otherwise() {

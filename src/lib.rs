@@ -5,6 +5,7 @@
 //! cleanly. `main.rs` only parses the configuration and calls it; tests call it on port 0.
 #![deny(unsafe_code)] // audited exceptions: engine::shard::batch (sendmmsg), engine::shard::socket (registration), engine::shard::steer (bpf)
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod forward;
@@ -56,6 +57,8 @@ pub struct Server {
     pub ice_tcp_addr: Option<SocketAddr>,
     /// Addresses advertised in ICE candidates.
     pub advertised: Vec<IpAddr>,
+    /// The cluster layer, with `--redis-url`.
+    pub cluster: Option<cluster::Cluster>,
     engine: engine::EngineHandle,
     draining: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
@@ -247,6 +250,29 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         source,
     })?;
     let draining = Arc::new(AtomicBool::new(false));
+    let media_public = SocketAddr::new(
+        advertised.first().copied().unwrap_or(media_addr.ip()),
+        config.public_port.unwrap_or(media_addr.port()),
+    );
+    let cluster = match config
+        .cluster(
+            http_addr,
+            advertised.first().copied(),
+            media_public.to_string(),
+        )
+        .map_err(StartError::Config)?
+    {
+        Some(c) => Some(
+            cluster::Cluster::new(c, metrics.registry())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(c) = &cluster {
+        // Registered before the first request, when Redis answers; else the heartbeat
+        // keeps trying while this node serves on its own.
+        c.beat(cluster::Load::default(), false, &[], &[]).await;
+    }
     let state = http::AppState {
         engine: engine.clone(),
         config: Arc::new(config),
@@ -254,9 +280,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         turn: Arc::new(turn),
         draining: draining.clone(),
         limiter: Arc::new(http::RateLimiter::default()),
+        cluster: cluster.clone(),
     };
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![engine_task];
+    if let Some(c) = &cluster {
+        tasks.push(tokio::spawn(c.clone().run(
+            engine.clone(),
+            draining.clone(),
+            stopped.clone(),
+        )));
+    }
     if let Some(listener) = ice_tcp {
         tasks.push(tokio::spawn(ice_tcp::serve(
             listener,
@@ -289,6 +323,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         metrics_addr,
         ice_tcp_addr,
         advertised,
+        cluster,
         engine,
         draining,
         stop,

@@ -40,6 +40,16 @@ async fn main() -> anyhow::Result<()> {
         Some(addr) => println!("  metrics       : http://{addr}/metrics"),
         None => println!("  metrics       : http://HOST:{port}/metrics"),
     }
+    match &server.cluster {
+        Some(c) => println!(
+            "  cluster       : node {} at {} ({:?} signaling), Redis {}",
+            c.node_id(),
+            c.url(),
+            c.signaling(),
+            if c.is_up() { "up" } else { "not answering yet" }
+        ),
+        None => println!("  cluster       : none (no --redis-url)"),
+    }
     signals.next().await;
     say(&format!(
         "stopping: refusing new sessions, draining {} live session(s) for up to {}s",

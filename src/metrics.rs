@@ -774,6 +774,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for parts that register metrics of their own (the cluster layer).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

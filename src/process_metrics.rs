@@ -144,7 +144,7 @@ impl Collector for ProcessCollector {
 }
 
 /// Reads `/proc/self/stat`, `/proc/self/status` and the boot time.
-fn read_stat() -> Option<Sample> {
+pub fn read_stat() -> Option<Sample> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let boot = std::fs::read_to_string("/proc/stat").unwrap_or_default();

@@ -178,6 +178,11 @@ impl Placement {
             .map_or(0, |r| r.load(Ordering::Relaxed))
     }
 
+    /// Forwarded packets a second over every shard, as they last published.
+    pub fn packets_per_second(&self) -> u64 {
+        self.loads.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+    }
+
     /// A shard's current load, in forwarded packets a second.
     pub fn publish_load(&self, shard: usize, packets_per_second: u64) {
         if let (Some(l), Some(f), Some(v)) = (

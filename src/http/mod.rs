@@ -5,6 +5,7 @@
 //! across an `.await`.
 
 mod auth;
+mod cluster;
 pub mod error;
 mod events;
 pub mod ice;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Per-client-IP request limit.
     pub limiter: Arc<RateLimiter>,
+    /// The cluster layer, with `--redis-url`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Builds the HTTP application.
@@ -79,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         post(layer::choose).options(sessions::options),
     )
     .route("/ice-servers", get(ice::list).options(ice::options))
+    .route("/healthz", get(cluster::healthz))
+    .route("/readyz", get(cluster::readyz))
     .route("/rooms", get(rooms::list))
     .route("/rooms/{room}", get(rooms::show))
     .route(
@@ -156,7 +161,7 @@ async fn rate_limit(
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| cluster::client_ip(&state, c.0.ip(), request.headers()));
     if let (true, Some(ip)) = (limited, peer) {
         if let Err(e) = state
             .limiter

@@ -8,15 +8,31 @@ use super::AppState;
 use crate::engine::{EndReason, SessionKind};
 use crate::transport::sdpfrag;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 /// Longest room or participant name.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Where a POST came from, for passing it to another node of a cluster.
+pub struct Origin {
+    uri: Uri,
+    client: Option<std::net::IpAddr>,
+}
+
+impl Origin {
+    fn new(uri: Uri, connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>) -> Self {
+        Origin {
+            uri,
+            client: connect.map(|c| c.0 .0.ip()),
+        }
+    }
+}
 
 /// Query parameters of POST.
 #[derive(Debug, Deserialize)]
@@ -68,12 +84,14 @@ fn ice_server_links(state: &AppState) -> Vec<HeaderValue> {
     ice::links(&stun)
 }
 
+#[allow(clippy::too_many_arguments)] // the parts of one POST, each from its own extractor
 async fn create(
     state: AppState,
     kind: SessionKind,
     room: String,
     target: Option<String>,
     query: JoinQuery,
+    origin: Origin,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -93,6 +111,17 @@ async fn create(
         ));
     }
     let offer = body_text(&body, "SDP offer")?;
+    // In a cluster, the room's node answers: this one, or another that gets the request.
+    if let (Some(cluster), false) = (&state.cluster, super::cluster::forwarded(&headers)) {
+        if let crate::cluster::Owner::There(node) = cluster.locate(&room).await {
+            let client = origin
+                .client
+                .map(|ip| super::cluster::client_ip(&state, ip, &headers));
+            return Ok(
+                super::cluster::pass(cluster, &node, &origin.uri, &headers, client, body).await,
+            );
+        }
+    }
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -111,7 +140,10 @@ async fn create(
         .engine
         .open(kind, &room, query.participant, target, offer)
         .await?;
-    let location = format!("/sessions/{}", created.id);
+    // In a cluster the session's URL is absolute: a client that reached it through another
+    // node sends PATCH and DELETE straight here.
+    let base = state.cluster.as_ref().map_or("", |c| c.url());
+    let location = format!("{base}/sessions/{}", created.id);
     let mut response = (StatusCode::CREATED, created.answer).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -148,10 +180,23 @@ pub async fn publish(
     State(state): State<AppState>,
     Path(room): Path<String>,
     Query(query): Query<JoinQuery>,
+    uri: Uri,
+    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(state, SessionKind::Whip, room, None, query, headers, body).await
+    let origin = Origin::new(uri, connect);
+    create(
+        state,
+        SessionKind::Whip,
+        room,
+        None,
+        query,
+        origin,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /whep/{room}`: play.
@@ -159,10 +204,23 @@ pub async fn play(
     State(state): State<AppState>,
     Path(room): Path<String>,
     Query(query): Query<JoinQuery>,
+    uri: Uri,
+    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(state, SessionKind::Whep, room, None, query, headers, body).await
+    let origin = Origin::new(uri, connect);
+    create(
+        state,
+        SessionKind::Whep,
+        room,
+        None,
+        query,
+        origin,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /whep/{room}/{participant}`: play one named participant.
@@ -170,6 +228,8 @@ pub async fn play_participant(
     State(state): State<AppState>,
     Path((room, participant)): Path<(String, String)>,
     Query(query): Query<JoinQuery>,
+    uri: Uri,
+    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -179,6 +239,7 @@ pub async fn play_participant(
         room,
         Some(participant),
         query,
+        Origin::new(uri, connect),
         headers,
         body,
     )

@@ -26,8 +26,14 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String, BufReader<
         .spawn()
         .expect("parley starts");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // Log lines may come first (e.g. joining a cluster).
     let mut first = String::new();
-    stdout.read_line(&mut first).expect("first line");
+    while !first.starts_with("Parley is serving") {
+        first.clear();
+        if stdout.read_line(&mut first).expect("a line") == 0 {
+            panic!("parley exited before announcing its addresses");
+        }
+    }
     // "Parley is serving HTTP on 127.0.0.1:PORT and media on UDP ..."
     let addr = first
         .split_whitespace()

@@ -32,6 +32,7 @@ pub mod layered;
 mod payload;
 mod peer;
 mod publisher;
+pub mod redis;
 mod relay;
 mod signaling;
 pub mod simulcast;
