@@ -165,6 +165,30 @@ async fn a_viewer_on_another_node_plays_the_room(signaling: Signaling, how: &str
 
     plays_exactly(&publisher, &viewer, 0, 60).await;
 
+    // The room API of either node sees the room, and which node serves it.
+    for base in [&base_a, &base_b] {
+        let list: serde_json::Value = reqwest::get(format!("{base}/rooms"))
+            .await
+            .expect("GET /rooms")
+            .json()
+            .await
+            .expect("JSON");
+        let rooms = list["rooms"].as_array().expect("a list");
+        assert_eq!(rooms.len(), 1, "{list}");
+        assert_eq!(
+            (&rooms[0]["name"], &rooms[0]["node"], &rooms[0]["viewers"]),
+            (&"stage".into(), &"a".into(), &1.into()),
+            "{list}"
+        );
+        let view: serde_json::Value = reqwest::get(format!("{base}/rooms/stage"))
+            .await
+            .expect("GET /rooms/stage")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(view["node"], "a", "{view}");
+    }
+
     // PATCH and DELETE go straight to the session URL.
     let client = reqwest::Client::new();
     let patched = client
@@ -367,7 +391,8 @@ async fn calls_go_on_and_rooms_open_while_redis_is_down_and_nodes_come_back_with
 async fn a_killed_nodes_room_opens_on_another_once_its_record_expires() {
     let redis = Redis::start().await;
     let url = redis.url();
-    let (mut child, addr, _stdout) = binary::spawn(&["--redis-url", &url, "--node-id", "a"], &[]);
+    let (child, addr, _stdout) = binary::spawn(&["--redis-url", &url, "--node-id", "a"], &[]);
+    let mut child = binary::Reap(child);
     let base_a = format!("http://{addr}");
     let b = node(&redis, "b", Signaling::Proxy).await;
     wait_for_nodes(&[&b], 2).await;
@@ -387,8 +412,8 @@ async fn a_killed_nodes_room_opens_on_another_once_its_record_expires() {
     assert_eq!(post(base_a.clone()).await.status(), 201);
     assert_eq!(redis.get("parley:room:lost").await.as_deref(), Some("a"));
 
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
     let killed = Instant::now();
     // Until a's record expires, b passes the room to a, which does not answer: 503 with
     // Retry-After, at once. Then b takes the room.

@@ -50,15 +50,7 @@ fn start(args: &[&str]) -> (Child, String, BufReader<ChildStdout>) {
     common::binary::spawn(args, &[])
 }
 
-/// Kills the child if the test fails before it exits.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::binary::Reap;
 
 #[tokio::test]
 async fn sigterm_drains_a_live_call_then_exits_zero() {

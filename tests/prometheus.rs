@@ -534,9 +534,12 @@ async fn prometheus_evaluates_every_dashboard_query_with_data() {
 
     // The server: /metrics on its own listener, media through a relay that will lose 1
     // datagram in 20 (so the NACK, retransmission and loss panels have something to show),
-    // and room for three sessions so that a fourth POST gets a 503.
+    // and room for three sessions so that a fourth POST gets a 503. A cluster node (of one,
+    // on a real Redis), for the cluster panels.
+    let redis = common::redis::Redis::start().await;
     let mut relay = Relay::bind().await.expect("relay");
     let mut config = Config::loopback();
+    config.redis_url = Some(redis.url());
     config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     config.public_port = Some(relay.addr.port());
     config.max_sessions = 3;

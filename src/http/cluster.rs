@@ -147,6 +147,42 @@ pub(super) async fn pass(
     response
 }
 
+/// Asks every other live node for `path` of its own room API (with the client's
+/// `Authorization`, marked as coming from a node so it answers for itself only), all at
+/// once; returns the nodes that answered 200 with JSON. A node that does not answer within
+/// a second is left out.
+pub(super) async fn ask_others(
+    cluster: &Cluster,
+    path: &str,
+    headers: &HeaderMap,
+) -> Vec<(NodeRecord, serde_json::Value)> {
+    let others: Vec<NodeRecord> = cluster
+        .nodes()
+        .into_iter()
+        .filter(|n| n.id != cluster.node_id())
+        .collect();
+    let asks = others.into_iter().map(|node| async move {
+        let mut request = cluster
+            .http()
+            .get(format!("{}{path}", node.url))
+            .timeout(std::time::Duration::from_secs(1))
+            .header(FORWARDED, cluster.node_id());
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            request = request.header(header::AUTHORIZATION, v);
+        }
+        let answer = request.send().await.ok()?;
+        if answer.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        Some((node, answer.json::<serde_json::Value>().await.ok()?))
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// A `Location` or `Link` value with its relative URLs (`/sessions/…`, `</sessions/…>`)
 /// made absolute on `base`, so that PATCH, DELETE and the session's other resources go
 /// straight to the room's node.

@@ -1,4 +1,7 @@
 //! The room API: list rooms, show one, remove a participant. Guarded by `--admin-token`.
+//!
+//! In a cluster the list and the view cover every node: each room carries the `node` that
+//! serves it, gathered from the other nodes' own room APIs.
 
 use super::auth;
 use super::error::ApiError;
@@ -20,7 +23,31 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     let rooms = state.engine.rooms().await?;
-    Ok(Json(json!({ "rooms": rooms })))
+    let Some(cluster) = state
+        .cluster
+        .as_ref()
+        .filter(|_| !super::cluster::forwarded(&headers))
+    else {
+        return Ok(Json(json!({ "rooms": rooms })));
+    };
+    let mut all: Vec<Value> = rooms
+        .iter()
+        .map(|r| with_node(json!(r), cluster.node_id()))
+        .collect();
+    for (node, answer) in super::cluster::ask_others(cluster, "/rooms", &headers).await {
+        if let Some(rooms) = answer["rooms"].as_array() {
+            all.extend(rooms.iter().map(|r| with_node(r.clone(), &node.id)));
+        }
+    }
+    Ok(Json(json!({ "rooms": all })))
+}
+
+/// A room's JSON with the node that serves it.
+fn with_node(mut room: Value, node: &str) -> Value {
+    if let Some(o) = room.as_object_mut() {
+        o.insert("node".into(), json!(node));
+    }
+    room
 }
 
 /// `GET /rooms/{room}`.
@@ -31,13 +58,30 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     check_name("room", &room)?;
-    match state.engine.room(&room).await? {
-        Some(view) => Ok(Json(json!(view))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no room {room}"),
-        )),
+    if let Some(view) = state.engine.room(&room).await? {
+        return Ok(Json(match &state.cluster {
+            Some(c) => with_node(json!(view), c.node_id()),
+            None => json!(view),
+        }));
     }
+    if let Some(cluster) = state
+        .cluster
+        .as_ref()
+        .filter(|_| !super::cluster::forwarded(&headers))
+    {
+        let path = format!("/rooms/{room}");
+        if let Some((node, view)) = super::cluster::ask_others(cluster, &path, &headers)
+            .await
+            .into_iter()
+            .next()
+        {
+            return Ok(Json(with_node(view, &node.id)));
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no room {room}"),
+    ))
 }
 
 /// `DELETE /rooms/{room}/participants/{participant}`: ends the participant's sessions.

@@ -42,3 +42,13 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String, BufReader<
         .to_owned();
     (child, addr, stdout)
 }
+
+/// Kills the child if the test fails before it exits.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
