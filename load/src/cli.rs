@@ -127,8 +127,13 @@ impl LoadArgs {
     /// Whether the step's `index`-th viewer sits behind a capped link: `--capped-share` of
     /// the viewers, spread evenly (0.25 caps viewers 3, 7, 11, ...).
     pub fn capped(&self, index: usize) -> bool {
-        let share = self.capped_share.clamp(0.0, 1.0);
-        ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+        spread(self.capped_share, index)
+    }
+
+    /// Whether the step's `index`-th viewer connects over ICE-TCP: `--tcp-share` of the
+    /// viewers, spread evenly like [`LoadArgs::capped`] (0.5: viewers 1, 3, 5, ...).
+    pub fn tcp(&self, index: usize) -> bool {
+        spread(self.tcp_share, index)
     }
 
     /// The capped viewers' link.
@@ -238,6 +243,12 @@ pub struct LoadArgs {
     /// others are reported as arriving when they leave the link.
     #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
     pub capped_share: f64,
+    /// Share of each step's viewers (0 to 1) that connect over ICE-TCP (RFC 6544, active, to
+    /// the server's `tcptype passive` candidate; RFC 4571 framing) instead of UDP, spread
+    /// evenly like --capped-share (0.5: every second viewer). Publishers always use UDP. The
+    /// step then reports TCP and UDP viewers apart. Not with --capped-share.
+    #[arg(long, default_value_t = 0.0, value_parser = share, value_name = "F")]
+    pub tcp_share: f64,
     /// A capped viewer's downlink rate, kbit/s (each datagram counts 28 bytes of UDP/IP
     /// headers on top).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -303,6 +314,13 @@ pub struct LoadArgs {
     /// Write the report to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Whether item `index` is among a `share` (0 to 1) of the items spread evenly: the ones
+/// where the running count `floor(i * share)` steps up (0.25 picks 3, 7, 11, ...).
+fn spread(share: f64, index: usize) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
 }
 
 /// A share: a number from 0 to 1.
@@ -399,6 +417,29 @@ mod tests {
             let mut argv = vec!["parley-load", "broadcast"];
             argv.extend_from_slice(&bad);
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tcp_viewers_are_spread_evenly() {
+        let a = load_args(&[]);
+        assert!((0..100).all(|i| !a.tcp(i)), "none by default");
+        let half = load_args(&["--tcp-share", "0.5"]);
+        let tcp: Vec<usize> = (0..8).filter(|&i| half.tcp(i)).collect();
+        assert_eq!(tcp, [1, 3, 5, 7]);
+        assert_eq!((0..100).filter(|&i| half.tcp(i)).count(), 50);
+        assert!(
+            (0..100).all(|i| !half.capped(i)),
+            "capping is its own share"
+        );
+        let quarter = load_args(&["--tcp-share", "0.25"]);
+        let tcp: Vec<usize> = (0..12).filter(|&i| quarter.tcp(i)).collect();
+        assert_eq!(tcp, [3, 7, 11]);
+        let all = load_args(&["--tcp-share", "1"]);
+        assert!((0..10).all(|i| all.tcp(i)));
+        for bad in ["1.5", "-0.1", "half"] {
+            let argv = ["parley-load", "broadcast", "--tcp-share", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
         }
     }
 

@@ -19,6 +19,7 @@ mod scenario;
 mod signaling;
 mod simulcast;
 mod stats;
+mod tcp;
 mod twcc;
 
 use anyhow::Result;

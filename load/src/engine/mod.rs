@@ -8,26 +8,37 @@
 //! A viewer's datagrams first cross its [`Downlink`] (a capped link may drop them; what gets
 //! through is recorded for congestion feedback), then its [`ViewerStats`]; its feedback goes
 //! out on the round after it falls due.
+//!
+//! A viewer over ICE-TCP ([`Socket::Tcp`]) has a [`TcpLink`] instead of a UDP socket, in the
+//! same epoll: each RFC 4571 frame it reads takes the path of a datagram (classification,
+//! downlink, counters, the stack), with the kernel receive time of the read that completed
+//! it ([`crate::tcp`]). What the peer sends is framed and written without blocking; what the
+//! kernel does not take waits for the next round. When the server closes the connection (or
+//! it fails) the viewer is marked failed and no longer polled. Delay samples are kept apart
+//! for TCP and UDP viewers.
 
 mod downlink;
 mod publisher;
+mod socket;
 mod viewer;
 
 pub use downlink::{DownlinkPlan, LinkCounters};
 pub use publisher::{AudioPlan, PublisherPlan, Talk, VideoPlan, ALL_LAYERS};
+pub use socket::Socket;
 pub use viewer::LayerCounts;
 
-use crate::net::{realtime_ns, Receiver};
+use crate::net::{realtime_ns, Datagram, Receiver};
 use crate::payload::Stamp;
-use crate::peer::{ClientPeer, PeerEvent, PeerState};
+use crate::peer::{ClientPeer, PeerEvent, PeerState, Transport};
 use crate::stats::SeqCounters;
+use crate::tcp::TcpLink;
 use anyhow::{Context, Result};
 use downlink::Downlink;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::time::{clock_gettime, ClockId};
 use publisher::{Outgoing, Schedule};
+use socket::Link;
 use std::collections::HashMap;
-use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,7 +71,7 @@ pub enum Command {
         /// The peer (answer applied), boxed: it is large and moves through a channel.
         peer: Box<ClientPeer>,
         /// Its socket.
-        socket: UdpSocket,
+        socket: Socket,
         /// Its job.
         job: Job,
     },
@@ -100,6 +111,8 @@ pub struct ViewerSnap {
     pub layers: LayerCounts,
     /// Whether a capped link sits in front of it.
     pub capped: bool,
+    /// Whether it connects over ICE-TCP.
+    pub tcp: bool,
     /// What its link dropped and the feedback it sent.
     pub link: LinkCounters,
 }
@@ -126,8 +139,10 @@ pub struct Snapshot {
     pub viewers: HashMap<u64, ViewerSnap>,
     /// Publishers by id.
     pub publishers: HashMap<u64, PublisherSnap>,
-    /// One-way delay samples, µs (only with `take_delays`).
-    pub delays_us: Vec<u32>,
+    /// One-way delay samples of the UDP viewers, µs (only with `take_delays`).
+    pub udp_delays_us: Vec<u32>,
+    /// The same of the TCP viewers.
+    pub tcp_delays_us: Vec<u32>,
     /// CPU time of the media threads so far, seconds.
     pub thread_cpu_secs: f64,
     /// Datagrams the threads could not send (socket buffer full).
@@ -146,10 +161,29 @@ enum Role {
     },
 }
 
+/// Delay samples of the current window, per transport.
+#[derive(Default)]
+struct Delays {
+    collecting: bool,
+    udp: Vec<u32>,
+    tcp: Vec<u32>,
+}
+
+impl Delays {
+    /// Where a sample of a TCP (or UDP) viewer goes, if collecting.
+    fn sink(&mut self, tcp: bool) -> Option<&mut Vec<u32>> {
+        match (self.collecting, tcp) {
+            (false, _) => None,
+            (true, true) => Some(&mut self.tcp),
+            (true, false) => Some(&mut self.udp),
+        }
+    }
+}
+
 struct Entry {
     id: u64,
     peer: Box<ClientPeer>,
-    socket: UdpSocket,
+    link: Link,
     role: Role,
     next_timeout: Option<Instant>,
     rx: u64,
@@ -193,7 +227,7 @@ impl Engine {
     }
 
     /// Hands a negotiated peer to its media thread.
-    pub fn add(&self, id: u64, peer: ClientPeer, socket: UdpSocket, job: Job) {
+    pub fn add(&self, id: u64, peer: ClientPeer, socket: Socket, job: Job) {
         let _ = self.shard(id).send(Command::Add {
             id,
             peer: Box::new(peer),
@@ -230,7 +264,8 @@ impl Engine {
             if let Ok(part) = rx.await {
                 merged.viewers.extend(part.viewers);
                 merged.publishers.extend(part.publishers);
-                merged.delays_us.extend(part.delays_us);
+                merged.udp_delays_us.extend(part.udp_delays_us);
+                merged.tcp_delays_us.extend(part.tcp_delays_us);
                 merged.thread_cpu_secs += part.thread_cpu_secs;
                 merged.send_errors += part.send_errors;
             }
@@ -256,8 +291,7 @@ struct MediaThread {
     receiver: Receiver,
     batch: Duration,
     sample: u32,
-    collecting: bool,
-    delays_us: Vec<u32>,
+    delays: Delays,
     send_errors: u64,
     outgoing: Vec<Outgoing>,
 }
@@ -279,8 +313,7 @@ impl MediaThread {
             receiver: Receiver::default(),
             batch,
             sample,
-            collecting: false,
-            delays_us: Vec::new(),
+            delays: Delays::default(),
             send_errors: 0,
             outgoing: Vec::new(),
         })
@@ -368,13 +401,20 @@ impl MediaThread {
                         downlink: Downlink::new(downlink, realtime_ns(), rand::random()),
                     },
                 };
+                let link = match socket {
+                    Socket::Udp(s) => Link::Udp(s),
+                    Socket::Tcp(stream) => match TcpLink::new(stream) {
+                        Ok(l) => Link::Tcp(l),
+                        Err(_) => return,
+                    },
+                };
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.entries.push(None);
                     self.entries.len() - 1
                 });
                 if self
                     .epoll
-                    .add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, slot as u64))
+                    .add(link.fd(), EpollEvent::new(EpollFlags::EPOLLIN, slot as u64))
                     .is_err()
                 {
                     self.free.push(slot);
@@ -383,7 +423,7 @@ impl MediaThread {
                 self.entries[slot] = Some(Box::new(Entry {
                     id,
                     peer,
-                    socket,
+                    link,
                     role,
                     next_timeout: Some(now),
                     rx: 0,
@@ -396,14 +436,16 @@ impl MediaThread {
                     if let Some(mut e) = self.entries[slot].take() {
                         e.peer.close();
                         self.flush(&mut e);
-                        let _ = self.epoll.delete(&e.socket);
+                        // A closed TCP link is out of the epoll already.
+                        let _ = self.epoll.delete(e.link.fd());
                     }
                     self.free.push(slot);
                 }
             }
             Command::StartWindow => {
-                self.delays_us.clear();
-                self.collecting = true;
+                self.delays.udp.clear();
+                self.delays.tcp.clear();
+                self.delays.collecting = true;
             }
             Command::Snapshot { take_delays, reply } => {
                 let _ = reply.send(self.snapshot(take_delays));
@@ -418,8 +460,9 @@ impl MediaThread {
             ..Default::default()
         };
         if take_delays {
-            s.delays_us = std::mem::take(&mut self.delays_us);
-            self.collecting = false;
+            s.udp_delays_us = std::mem::take(&mut self.delays.udp);
+            s.tcp_delays_us = std::mem::take(&mut self.delays.tcp);
+            self.delays.collecting = false;
         }
         for e in self.entries.iter().flatten() {
             match &e.role {
@@ -437,6 +480,7 @@ impl MediaThread {
                             tx_datagrams: e.tx,
                             layers: v.layer_counts(),
                             capped: downlink.capped(),
+                            tcp: e.peer.transport() == Transport::Tcp,
                             link: downlink.counters,
                         },
                     );
@@ -465,38 +509,46 @@ impl MediaThread {
             return;
         };
         let now = Instant::now();
-        let (collecting, delays) = (self.collecting, &mut self.delays_us);
-        for _ in 0..8 {
-            let got = self.receiver.recv_batch(&e.socket, |d| {
-                e.rx += 1;
-                let feed = match (&mut e.role, classify(d.data)) {
-                    (Role::Viewer { stats, downlink }, Class::Rtp { seq, ssrc, marker }) => {
-                        downlink.on_datagram(d.data, Some(ssrc), d.arrival_ns)
-                            && stats.on_rtp(seq, ssrc, marker, d.data.len())
-                    }
-                    (Role::Viewer { downlink, .. }, Class::Other) => {
-                        downlink.on_datagram(d.data, None, d.arrival_ns)
-                    }
-                    _ => true,
-                };
-                if !feed {
-                    return;
-                }
-                e.peer.handle_datagram(now, d.from, d.data);
-                while let Some(ev) = e.peer.poll_event() {
-                    on_event(&mut e.role, ev, d.arrival_ns, collecting, delays);
-                }
-            });
-            match got {
-                Ok(info) => {
-                    if let (Role::Viewer { stats, .. }, Some(drops)) = (&mut e.role, info.drops) {
-                        stats.socket_drops = drops;
-                    }
-                    if info.count < crate::net::BATCH {
-                        break;
+        let mut delays = self.delays.sink(e.link.is_tcp());
+        let Entry {
+            peer,
+            link,
+            role,
+            rx,
+            ..
+        } = &mut *e;
+        match link {
+            Link::Udp(socket) => {
+                for _ in 0..8 {
+                    let got = self.receiver.recv_batch(socket, |d| {
+                        receive(peer, role, rx, now, d, delays.as_deref_mut())
+                    });
+                    match got {
+                        Ok(info) => {
+                            if let (Role::Viewer { stats, .. }, Some(drops)) =
+                                (&mut *role, info.drops)
+                            {
+                                stats.socket_drops = drops;
+                            }
+                            if info.count < crate::net::BATCH {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
                     }
                 }
-                Err(_) => break,
+            }
+            Link::Tcp(tcp) => {
+                let from = tcp.peer_addr();
+                // EOF or a read error closes the link; `flush` then fails the viewer.
+                let _ = tcp.read(16, realtime_ns(), |data, arrival_ns| {
+                    let d = Datagram {
+                        from,
+                        data,
+                        arrival_ns,
+                    };
+                    receive(peer, role, rx, now, d, delays.as_deref_mut())
+                });
             }
         }
         self.flush(&mut e);
@@ -516,6 +568,7 @@ impl MediaThread {
                             }
                             Role::Viewer { downlink, .. } => downlink.feedback_due(wall_ns),
                         }
+                        || matches!(&e.link, Link::Tcp(l) if l.has_pending() && !l.is_closed())
                 }
                 None => false,
             };
@@ -563,7 +616,7 @@ impl MediaThread {
                             *packets += 1;
                         }
                         while let Some((to, data)) = e.peer.poll_transmit() {
-                            if e.socket.send_to(&data, to).is_err() {
+                            if !e.link.send(to, &data) {
                                 self.send_errors += 1;
                             }
                         }
@@ -580,24 +633,42 @@ impl MediaThread {
                     touched = true;
                 }
             }
-            if touched {
+            // A TCP link may be due only for its pending writes.
+            if touched || e.link.is_tcp() {
                 self.flush(&mut e);
             }
             self.entries[slot] = Some(e);
         }
     }
 
-    /// Sends what the peer queued, handles its events, files its next timeout.
+    /// Sends what the peer queued, handles its events, files its next timeout. A TCP link
+    /// writes what it can; when it has closed, the viewer is failed and left alone.
     fn flush(&mut self, e: &mut Entry) {
-        let (collecting, delays) = (self.collecting, &mut self.delays_us);
+        let tcp = e.link.is_tcp();
         while let Some(ev) = e.peer.poll_event() {
-            on_event(&mut e.role, ev, realtime_ns(), collecting, delays);
+            on_event(&mut e.role, ev, realtime_ns(), self.delays.sink(tcp));
         }
-        while let Some((to, data)) = e.peer.poll_transmit() {
-            e.tx += 1;
-            if e.socket.send_to(&data, to).is_err() {
-                self.send_errors += 1;
+        if !e.link.is_closed() {
+            while let Some((to, data)) = e.peer.poll_transmit() {
+                e.tx += 1;
+                if !e.link.send(to, &data) {
+                    self.send_errors += 1;
+                }
             }
+            if let Link::Tcp(l) = &mut e.link {
+                l.flush();
+            }
+        }
+        if let Link::Tcp(l) = &mut e.link {
+            if l.newly_closed() {
+                e.peer.close();
+                let _ = self.epoll.delete(l.stream());
+            }
+        }
+        if e.link.is_closed() {
+            while e.peer.poll_transmit().is_some() {}
+            e.next_timeout = None;
+            return;
         }
         e.next_timeout = e.peer.poll_timeout();
     }
@@ -610,20 +681,44 @@ impl MediaThread {
     }
 }
 
-fn on_event(
+/// One datagram (or TCP frame) from the server: a viewer's link and counters first, then
+/// the stack unless the link dropped it or it is not sampled.
+fn receive(
+    peer: &mut ClientPeer,
     role: &mut Role,
-    ev: PeerEvent,
-    arrival_ns: u64,
-    collecting: bool,
-    delays: &mut Vec<u32>,
+    rx: &mut u64,
+    now: Instant,
+    d: Datagram<'_>,
+    mut delays: Option<&mut Vec<u32>>,
 ) {
+    *rx += 1;
+    let feed = match (&mut *role, classify(d.data)) {
+        (Role::Viewer { stats, downlink }, Class::Rtp { seq, ssrc, marker }) => {
+            downlink.on_datagram(d.data, Some(ssrc), d.arrival_ns)
+                && stats.on_rtp(seq, ssrc, marker, d.data.len())
+        }
+        (Role::Viewer { downlink, .. }, Class::Other) => {
+            downlink.on_datagram(d.data, None, d.arrival_ns)
+        }
+        _ => true,
+    };
+    if !feed {
+        return;
+    }
+    peer.handle_datagram(now, d.from, d.data);
+    while let Some(ev) = peer.poll_event() {
+        on_event(role, ev, d.arrival_ns, delays.as_deref_mut());
+    }
+}
+
+fn on_event(role: &mut Role, ev: PeerEvent, arrival_ns: u64, delays: Option<&mut Vec<u32>>) {
     match (role, ev) {
         (Role::Publisher { schedule, .. }, PeerEvent::KeyframeRequest(layers)) => {
             schedule.request_keyframe(layers)
         }
         (Role::Viewer { stats: v, .. }, PeerEvent::Rtp(packet)) => {
             if let Some(d) = v.on_decrypted(packet.header.ssrc, &packet.payload, arrival_ns) {
-                if collecting {
+                if let Some(delays) = delays {
                     delays.push(d);
                 }
             }

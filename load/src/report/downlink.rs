@@ -172,6 +172,7 @@ mod tests {
             tx_datagrams: 0,
             layers: LayerCounts::default(),
             capped,
+            tcp: false,
             link,
         }
     }

@@ -7,15 +7,18 @@
 //! viewers by their links ([`downlink::DownlinkReport`]: capped or not, rate, drops,
 //! congestion feedback); every step has each room's forwarded packets
 //! ([`rooms::RoomReport`]) and, for a local server, its CPU by thread group
-//! ([`threads::ThreadsReport`]).
+//! ([`threads::ThreadsReport`]); a step with ICE-TCP viewers splits them from the UDP ones
+//! ([`transport::TransportReport`]).
 
 mod downlink;
 mod rooms;
 mod threads;
+mod transport;
 
 pub use downlink::{downlink_report, DownlinkReport};
 pub use rooms::{room_reports, RoomReport};
 pub use threads::ThreadsReport;
+pub use transport::{transport_report, TransportReport};
 
 use crate::ceiling::{Mode, Outcome};
 use crate::cli::LoadArgs;
@@ -28,7 +31,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// A delay distribution in milliseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Millis {
     /// Samples.
     pub count: usize,
@@ -222,6 +225,8 @@ pub struct StepReport {
     pub layers: Vec<LayerReport>,
     /// The viewers behind capped links and the others: rate, drops, feedback.
     pub downlink: Option<DownlinkReport>,
+    /// With ICE-TCP viewers: those and the UDP viewers apart (joins, loss, delay).
+    pub transport: Option<TransportReport>,
     /// Server CPU and memory, when a probe was given.
     pub server: Option<ServerReport>,
     /// Server CPU by thread group (a local server only).
@@ -283,6 +288,8 @@ pub struct Report {
     pub simulcast: bool,
     /// Share of the viewers behind capped links (their rate and queue are in each step).
     pub capped_share: f64,
+    /// Share of the viewers over ICE-TCP.
+    pub tcp_share: f64,
     /// Milliseconds between a viewer's congestion feedback packets (0: none offered).
     pub twcc_interval_ms: u32,
     /// Measurement window, s.
@@ -306,6 +313,7 @@ impl Report {
             codec: format!("{:?}", args.codec).to_lowercase(),
             simulcast: args.simulcast,
             capped_share: args.capped_share,
+            tcp_share: args.tcp_share,
             twcc_interval_ms: args.twcc_interval_ms,
             measure_secs: args.measure_secs,
             rooms: args.rooms,
@@ -384,11 +392,13 @@ pub fn layer_line(s: &StepReport) -> Option<String> {
     Some(line)
 }
 
-/// The lines under a step's row: simulcast layers, downlinks, rooms, server threads.
+/// The lines under a step's row: simulcast layers, downlinks, transports, rooms, server
+/// threads.
 fn extra_lines(s: &StepReport) -> Vec<String> {
     let mut lines = Vec::new();
     lines.extend(layer_line(s));
     lines.extend(s.downlink.as_ref().map(downlink::downlink_line));
+    lines.extend(s.transport.as_ref().map(transport::transport_line));
     lines.extend(rooms::rooms_line(&s.rooms));
     lines.extend(s.server_threads.as_ref().and_then(threads::threads_line));
     lines
@@ -524,6 +534,7 @@ mod tests {
                 streams,
             },
             capped: false,
+            tcp: false,
             link: Default::default(),
         }
     }
@@ -617,6 +628,7 @@ mod tests {
             layer_request_failures: 0,
             layers: Vec::new(),
             downlink: None,
+            transport: None,
             server: None,
             server_threads: None,
             generator_cores: 0.0,

@@ -93,6 +93,7 @@ mod tests {
             tx_datagrams: 0,
             layers: LayerCounts::default(),
             capped: false,
+            tcp: false,
             link: Default::default(),
         }
     }

@@ -3,21 +3,25 @@
 //! steady-state window, tear down with DELETE, then measure the bare-forwarder ceiling with
 //! the step's fan-out and packet size. What joins where is [`specs`]. Progress goes to
 //! stderr; results to [`crate::report`].
+//!
+//! A viewer over ICE-TCP (`--tcp-share`) offers an active TCP candidate, and once the answer
+//! is in, connects to the answer's first passive TCP candidate; the media thread takes the
+//! peer with that connection instead of a UDP socket.
 
 mod specs;
 
 use crate::ceiling;
 use crate::cli::LoadArgs;
-use crate::engine::{DownlinkPlan, Engine, Job, Snapshot, ViewerSnap};
+use crate::engine::{DownlinkPlan, Engine, Job, Snapshot, Socket, ViewerSnap};
 use crate::net::bind_udp;
 use crate::payload::VideoCodec;
-use crate::peer::{certificate, ClientPeer, PeerState, Role};
+use crate::peer::{certificate, ClientPeer, PeerState, Role, Transport};
 use crate::procfs::{
     group_cpu, machine_busy_secs, sample_pid, ProcSample, ServerProbe, ThreadCpu, UdpCounters,
 };
 use crate::report::{
-    self, downlink_report, layer_reports, room_reports, Millis, Report, ServerReport, StepReport,
-    ThreadsReport,
+    self, downlink_report, layer_reports, room_reports, transport_report, Millis, Report,
+    ServerReport, StepReport, ThreadsReport,
 };
 use crate::signaling::{delete, endpoint_url, post_offer, request_layers};
 use crate::stats::{Distribution, SeqCounters};
@@ -25,6 +29,7 @@ use anyhow::{anyhow, Result};
 use reqwest::Url;
 use rtc::peer_connection::certificate::RTCCertificate;
 use specs::{run_publisher, step_specs, JoinSpec};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,9 +98,23 @@ fn progress(msg: &str) {
 }
 
 async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
-    let socket = bind_udp(ctx.args.bind_ip, ctx.args.rcvbuf)?;
-    let local = socket.local_addr()?;
-    let (mut peer, offer) = ClientPeer::new(&ctx.certificate, spec.role, local, Instant::now())?;
+    let bind_ip = ctx.args.bind_ip;
+    let udp = match spec.transport {
+        Transport::Udp => Some(bind_udp(bind_ip, ctx.args.rcvbuf)?),
+        Transport::Tcp => None,
+    };
+    // Over TCP the candidate has the IP only (port 9); the connection's port comes later.
+    let local = match &udp {
+        Some(socket) => socket.local_addr()?,
+        None => SocketAddr::new(bind_ip, 9),
+    };
+    let (mut peer, offer) = ClientPeer::new(
+        &ctx.certificate,
+        spec.role,
+        spec.transport,
+        local,
+        Instant::now(),
+    )?;
     let url = endpoint_url(
         &ctx.args.url,
         spec.endpoint,
@@ -111,10 +130,21 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
         retries: answer.retries,
         layer: None,
     };
-    if let Err(e) = peer.apply_answer(answer.sdp, Instant::now()) {
-        let _ = delete(&ctx.http, &session.location, ctx.args.token.as_deref()).await;
-        return Err(e);
-    }
+    let passive = crate::tcp::passive_candidate(&answer.sdp, bind_ip);
+    let socket = match peer.apply_answer(answer.sdp, Instant::now()) {
+        Ok(()) => match udp {
+            Some(socket) => Ok(Socket::Udp(socket)),
+            None => connect_tcp(&mut peer, bind_ip, passive).await,
+        },
+        Err(e) => Err(e),
+    };
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => {
+            let _ = delete(&ctx.http, &session.location, ctx.args.token.as_deref()).await;
+            return Err(e);
+        }
+    };
     let job = match (spec.plan, spec.role) {
         (Some(plan), _) => Job::Publish(plan),
         (None, Role::Viewer { video, .. }) => Job::View {
@@ -137,6 +167,19 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
         session.layer = Some(request_layers(&ctx.http, layer_url, token, &mids, &limits).await);
     }
     Ok(session)
+}
+
+/// Connects a TCP viewer to the answer's passive candidate and tells the peer the
+/// connection's local address.
+async fn connect_tcp(
+    peer: &mut ClientPeer,
+    bind_ip: std::net::IpAddr,
+    passive: Option<SocketAddr>,
+) -> Result<Socket> {
+    let to = passive.ok_or_else(|| anyhow!("the server offered no ICE-TCP candidate"))?;
+    let stream = crate::tcp::connect(bind_ip, to).await?;
+    peer.set_local_addr(stream.local_addr()?);
+    Ok(Socket::Tcp(stream))
 }
 
 /// Joins all `specs`, `join_concurrency` at a time. Returns the sessions and the errors.
@@ -197,6 +240,12 @@ fn check(scenario: &Scenario, args: &LoadArgs) -> Result<()> {
     if args.limits_viewers() && !video {
         return Err(anyhow!(
             "--viewer-max-* needs video viewers: use broadcast or meeting"
+        ));
+    }
+    if args.tcp_share > 0.0 && args.capped_share > 0.0 {
+        return Err(anyhow!(
+            "--tcp-share and --capped-share cannot be combined: the capped link models a UDP \
+             downlink (it drops datagrams, which TCP would retransmit); run them separately"
         ));
     }
     Ok(())
@@ -490,8 +539,10 @@ async fn step(
                 .saturating_sub(snap0.publishers.get(id).map_or(0, |p0| p0.keyframes))
         })
         .sum();
-    let mut delays = snap1.delays_us.clone();
+    let mut delays = snap1.udp_delays_us.clone();
+    delays.extend_from_slice(&snap1.tcp_delays_us);
     let delay = Distribution::of(&mut delays);
+    let transport = transport_report(&joined, &snap0, &snap1, &viewer_ids);
     // Join-phase times over this step's viewers, as whole milliseconds.
     let join_times = |of: fn(&ViewerSnap) -> Option<f64>| {
         let mut ms: Vec<u32> = viewer_ids
@@ -573,6 +624,7 @@ async fn step(
         layer_request_failures,
         layers,
         downlink,
+        transport,
         server,
         server_threads,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
@@ -665,4 +717,40 @@ fn layer_outcomes(viewers: &[Session]) -> (usize, Vec<String>) {
         }
     }
     (ok, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn broadcast(extra: &[&str]) -> (Scenario, LoadArgs) {
+        let mut argv = vec!["parley-load", "broadcast"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Broadcast { viewers, load } => (Scenario::Broadcast { viewers }, load),
+            other => panic!("not a broadcast: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_viewers_and_capped_links_do_not_mix() {
+        let (scenario, args) = broadcast(&["--tcp-share", "0.5", "--capped-share", "0.25"]);
+        let e = check(&scenario, &args).expect_err("rejected");
+        let msg = format!("{e}");
+        assert!(
+            msg.contains("--tcp-share") && msg.contains("--capped-share"),
+            "{msg}"
+        );
+        for ok in [
+            &["--tcp-share", "0.5"][..],
+            &["--capped-share", "0.25"],
+            &["--tcp-share", "0", "--capped-share", "0.25"],
+            &["--tcp-share", "1", "--capped-share", "0"],
+        ] {
+            let (scenario, args) = broadcast(ok);
+            assert!(check(&scenario, &args).is_ok(), "{ok:?}");
+        }
+    }
 }

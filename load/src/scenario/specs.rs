@@ -11,7 +11,7 @@
 use super::Scenario;
 use crate::cli::{LayerLimits, LoadArgs};
 use crate::engine::{AudioPlan, PublisherPlan, Talk, VideoPlan};
-use crate::peer::Role;
+use crate::peer::{Role, Transport};
 use crate::signaling::Endpoint;
 
 /// What one join does.
@@ -28,6 +28,8 @@ pub struct JoinSpec {
     pub limits: Option<LayerLimits>,
     /// A viewer behind a capped link.
     pub capped: bool,
+    /// UDP, or ICE-TCP (a share of the viewers; publishers always use UDP).
+    pub transport: Transport,
 }
 
 /// A step's joins. Both lists take the rooms in turns (the first peer of every room, then
@@ -162,11 +164,12 @@ fn publisher_spec(
         plan: Some(plan(args, stream, video, talk)),
         limits: None,
         capped: false,
+        transport: Transport::Udp,
     }
 }
 
 /// A WHEP viewer in `room` (name and index); `index`, its place in its room, picks its layer
-/// limits and whether its link is capped from the spread lists.
+/// limits, whether its link is capped and whether it uses ICE-TCP from the spread lists.
 fn viewer_spec(
     args: &LoadArgs,
     (room, room_index): (&str, usize),
@@ -191,6 +194,10 @@ fn viewer_spec(
             None
         },
         capped: args.capped(index),
+        transport: match args.tcp(index) {
+            true => Transport::Tcp,
+            false => Transport::Udp,
+        },
     }
 }
 
@@ -292,6 +299,35 @@ mod tests {
             step_specs(&scenario, &args, 2, 1).rooms,
             ["bench-3-1", "bench-3-2"]
         );
+    }
+
+    #[test]
+    fn a_share_of_each_rooms_viewers_uses_tcp_and_no_publisher_does() {
+        let (scenario, args) = parse(&["broadcast", "--rooms", "2", "--tcp-share", "0.5"]);
+        let specs = step_specs(&scenario, &args, 0, 10);
+        assert!(specs
+            .publishers
+            .iter()
+            .all(|p| p.transport == Transport::Udp));
+        for r in 0..2 {
+            let tcp: Vec<bool> = specs
+                .viewers
+                .iter()
+                .filter(|v| v.room_index == r)
+                .map(|v| v.transport == Transport::Tcp)
+                .collect();
+            assert_eq!(tcp, [false, true].repeat(5), "room {r}");
+        }
+        let (scenario, args) = parse(&["meeting", "--tcp-share", "1"]);
+        let specs = step_specs(&scenario, &args, 0, 3);
+        assert!(specs.viewers.iter().all(|v| v.transport == Transport::Tcp));
+        assert!(specs
+            .publishers
+            .iter()
+            .all(|p| p.transport == Transport::Udp));
+        let (scenario, args) = parse(&["broadcast"]);
+        let specs = step_specs(&scenario, &args, 0, 4);
+        assert!(specs.viewers.iter().all(|v| v.transport == Transport::Udp));
     }
 
     #[test]

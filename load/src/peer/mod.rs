@@ -17,6 +17,13 @@
 //! mid and rtp-stream-id header extensions. `rtc`'s sender does not add those two itself,
 //! so [`Outbound::header`] sets them on every packet with the ids negotiated on the leg
 //! (and leaves out one the answer did not accept, which the sender would refuse).
+//!
+//! A viewer may reach the server over ICE-TCP instead ([`Transport::Tcp`], RFC 6544): its
+//! offer then has one `tcp` host candidate, `tcptype active` on the discard port 9 (an active
+//! candidate listens nowhere), and no UDP candidate, so its only pairs are with the server's
+//! passive TCP candidates. The media thread opens the connection and does the RFC 4571
+//! framing ([`crate::tcp`]); the peer only learns the connection's local address
+//! ([`ClientPeer::set_local_addr`]) and tags what it is fed as TCP.
 
 use crate::keyframe_tap::{keyframe_ssrcs, KeyframeTap};
 use crate::payload::VideoCodec;
@@ -25,6 +32,7 @@ use anyhow::{anyhow, Context, Result};
 use bytes::{Bytes, BytesMut};
 use rtc::crypto::{self, SignatureScheme};
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
@@ -60,6 +68,17 @@ use std::time::{Duration, Instant};
 
 const VIDEO_PT: u8 = 96;
 const AUDIO_PT: u8 = 111;
+
+/// How a peer reaches the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// ICE over UDP from its own socket (a `udp` host candidate on the socket's port).
+    #[default]
+    Udp,
+    /// ICE over TCP, active (a `tcp ... tcptype active` host candidate on port 9): the
+    /// generator connects to the server's passive candidate.
+    Tcp,
+}
 
 /// Connection state as the generator cares about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +160,7 @@ impl Outbound {
 pub struct ClientPeer {
     pc: RTCPeerConnection,
     local_addr: SocketAddr,
+    transport: Transport,
     /// Outbound audio track (publisher only).
     pub audio: Option<Outbound>,
     /// Outbound video track (publisher only).
@@ -295,10 +315,12 @@ fn offer_congestion_feedback(me: &mut MediaEngine) -> Result<()> {
 
 impl ClientPeer {
     /// Builds a peer bound (by its host candidate) to `local_addr` and returns its complete
-    /// offer.
+    /// offer. Over TCP only the address's IP is offered (the candidate's port is 9); set the
+    /// connection's real local address with [`ClientPeer::set_local_addr`] once it is open.
     pub fn new(
         certificate: &RTCCertificate,
         role: Role,
+        transport: Transport,
         local_addr: SocketAddr,
         now: Instant,
     ) -> Result<(ClientPeer, String)> {
@@ -331,6 +353,7 @@ impl ClientPeer {
         let mut peer = ClientPeer {
             pc,
             local_addr,
+            transport,
             audio: None,
             video: None,
             video_mids: Vec::new(),
@@ -396,15 +419,21 @@ impl ClientPeer {
             // The extension id is filled in from the answer.
             out.mid = mid.map(|m| (0, Bytes::from(m)));
         }
+        let (network, port, tcp_type) = match transport {
+            Transport::Udp => ("udp", local_addr.port(), TcpType::Unspecified),
+            // RFC 6544 §4.5: an active candidate's port is 9; the agent matches what arrives
+            // on an active TCP candidate by IP only.
+            Transport::Tcp => ("tcp", 9, TcpType::Active),
+        };
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
-                network: "udp".to_owned(),
+                network: network.to_owned(),
                 address: local_addr.ip().to_string(),
-                port: local_addr.port(),
+                port,
                 component: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            tcp_type,
         }
         .new_candidate_host()?;
         peer.pc
@@ -548,15 +577,30 @@ impl ClientPeer {
         self.state
     }
 
-    /// Feeds one datagram that arrived from `from`.
+    /// How it reaches the server.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The local address of what it is fed: over TCP, the connection's local address once
+    /// it is open.
+    pub fn set_local_addr(&mut self, addr: SocketAddr) {
+        self.local_addr = addr;
+    }
+
+    /// Feeds one datagram (or, over TCP, one RFC 4571 frame) that arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let transport_protocol = match self.transport {
+            Transport::Udp => TransportProtocol::UDP,
+            Transport::Tcp => TransportProtocol::TCP,
+        };
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr: self.local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol,
             },
             message: BytesMut::from(data),
         };
@@ -660,196 +704,4 @@ impl ClientPeer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn publisher(simulcast: bool) -> (ClientPeer, String) {
-        let role = Role::Publisher {
-            audio: true,
-            video: Some(VideoCodec::Vp8),
-            simulcast,
-        };
-        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-        ClientPeer::new(
-            &certificate().expect("certificate"),
-            role,
-            addr,
-            Instant::now(),
-        )
-        .expect("offer")
-    }
-
-    /// The video m-section of an SDP.
-    fn video_section(sdp: &str) -> &str {
-        let at = sdp.find("m=video").expect("a video m-line");
-        &sdp[at..]
-    }
-
-    /// Answers `offer` as a server that accepts simulcast (VP8, Opus, mid and rid).
-    fn answer(offer: &str) -> String {
-        answer_with(offer, false)
-    }
-
-    /// Answers `offer`; with `twcc`, also transport-wide-cc as Parley does (the stack's
-    /// default interceptors register it).
-    fn answer_with(offer: &str, twcc: bool) -> String {
-        let mut me = MediaEngine::default();
-        me.register_codec(opus(), RtpCodecKind::Audio)
-            .expect("opus");
-        me.register_codec(video_codec(VideoCodec::Vp8), RtpCodecKind::Video)
-            .expect("vp8");
-        for (uri, kind) in [
-            (SDES_MID_URI, RtpCodecKind::Video),
-            (SDES_RTP_STREAM_ID_URI, RtpCodecKind::Video),
-            (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
-        ] {
-            me.register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: uri.to_owned(),
-                },
-                kind,
-                None,
-            )
-            .expect("extension");
-        }
-        let mut registry = Registry::new();
-        if twcc {
-            registry = rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only(registry, &mut me)
-                .expect("twcc");
-        }
-        let now = Instant::now();
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .expect("answerer");
-        pc.set_remote_description(
-            now,
-            RTCSessionDescription::offer(offer.to_owned()).expect("offer"),
-        )
-        .expect("remote offer");
-        let answer = pc.create_answer(None).expect("answer");
-        pc.set_local_description(now, answer).expect("local answer");
-        pc.local_description().expect("answer").sdp
-    }
-
-    #[test]
-    fn simulcast_offer_has_three_rids_and_the_extensions() {
-        let (peer, offer) = publisher(true);
-        let video = video_section(&offer);
-        for rid in ["q", "h", "f"] {
-            assert!(video.contains(&format!("a=rid:{rid} send")), "{offer}");
-        }
-        assert!(video.contains("a=simulcast:send q;h;f"), "{offer}");
-        assert!(video.contains(SDES_MID_URI) && video.contains(SDES_RTP_STREAM_ID_URI));
-        let ssrcs = &peer.video.as_ref().expect("video").ssrcs;
-        assert_eq!(ssrcs.len(), 3);
-        assert!(ssrcs[0] != ssrcs[1] && ssrcs[1] != ssrcs[2] && ssrcs[0] != ssrcs[2]);
-        assert!(!video.contains("a=ssrc-group"), "no RTX");
-    }
-
-    #[test]
-    fn plain_offer_has_no_simulcast() {
-        let (peer, offer) = publisher(false);
-        assert!(!offer.contains("a=rid:") && !offer.contains("a=simulcast"));
-        assert!(!offer.contains(SDES_RTP_STREAM_ID_URI));
-        assert_eq!(peer.video.as_ref().map(|v| v.ssrcs.len()), Some(1));
-    }
-
-    #[test]
-    fn packets_carry_mid_and_rid_with_the_negotiated_ids() {
-        let (mut peer, offer) = publisher(true);
-        let sdp = answer(&offer);
-        assert!(
-            video_section(&sdp).contains("a=simulcast:recv q;h;f"),
-            "{sdp}"
-        );
-        peer.apply_answer(sdp, Instant::now())
-            .expect("answer applies");
-        let video = peer.video.clone().expect("video");
-        let (mid_id, mid) = video.mid.clone().expect("mid negotiated");
-        let rid_id = video.rid_id.expect("rid negotiated");
-        assert_ne!(mid_id, rid_id);
-        for (layer, rid) in ["q", "h", "f"].iter().enumerate() {
-            let h = video.header(layer as u8, true, 7, 9);
-            assert_eq!(h.ssrc, video.ssrcs[layer]);
-            assert_eq!((h.marker, h.sequence_number, h.timestamp), (true, 7, 9));
-            assert_eq!(h.payload_type, video.payload_type);
-            assert_eq!(h.get_extension(mid_id).as_deref(), Some(&mid[..]));
-            assert_eq!(h.get_extension(rid_id).as_deref(), Some(rid.as_bytes()));
-            assert_eq!(video.layers_of(video.ssrcs[layer]), 1 << layer);
-        }
-        assert_eq!(video.layers_of(0), crate::engine::ALL_LAYERS);
-        let audio = peer.audio.clone().expect("audio");
-        assert!(audio.audio_level_id.is_some());
-        let h = audio.header(0, false, 1, 2);
-        assert!(
-            h.extensions.is_empty(),
-            "audio carries only the level, set by the engine"
-        );
-    }
-
-    fn viewer(feedback: bool) -> (ClientPeer, String) {
-        let addr: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
-        let role = Role::Viewer {
-            audio: 1,
-            video: 1,
-            feedback,
-        };
-        ClientPeer::new(&certificate().expect("cert"), role, addr, Instant::now()).expect("offer")
-    }
-
-    #[test]
-    fn a_viewer_offers_congestion_feedback_and_learns_its_id() {
-        let (mut peer, offer) = viewer(true);
-        for section in offer.split("m=").skip(1) {
-            assert!(section.contains(TRANSPORT_CC_URI), "{section}");
-            assert!(section.contains(ABS_SEND_TIME_URI), "{section}");
-            assert!(section.contains(" transport-cc"), "{section}");
-        }
-        let sdp = answer_with(&offer, true);
-        assert!(sdp.contains(TRANSPORT_CC_URI), "{sdp}");
-        let id = sdp
-            .lines()
-            .find(|l| l.ends_with(TRANSPORT_CC_URI))
-            .and_then(|l| l.strip_prefix("a=extmap:"))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|id| id.parse::<u8>().ok());
-        peer.apply_answer(sdp, Instant::now()).expect("answer");
-        assert!(id.is_some());
-        assert_eq!(peer.transport_cc_id(), id);
-        assert!(peer.receiver.is_some());
-    }
-
-    #[test]
-    fn without_feedback_nothing_is_offered_or_learned() {
-        let (mut peer, offer) = viewer(false);
-        assert!(!offer.contains(TRANSPORT_CC_URI) && !offer.contains("transport-cc"));
-        peer.apply_answer(answer_with(&offer, true), Instant::now())
-            .expect("answer");
-        assert_eq!(peer.transport_cc_id(), None);
-        // A server that does not do transport-wide-cc leaves it off too.
-        let (mut peer, offer) = viewer(true);
-        let sdp = answer_with(&offer, false);
-        assert!(!sdp.contains(TRANSPORT_CC_URI), "{sdp}");
-        peer.apply_answer(sdp, Instant::now()).expect("answer");
-        assert_eq!(peer.transport_cc_id(), None);
-    }
-
-    #[test]
-    fn viewers_know_their_video_mids() {
-        let addr: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
-        let role = Role::Viewer {
-            audio: 2,
-            video: 2,
-            feedback: false,
-        };
-        let (peer, offer) =
-            ClientPeer::new(&certificate().expect("cert"), role, addr, Instant::now())
-                .expect("offer");
-        assert_eq!(peer.video_mids(), ["2", "3"]);
-        for mid in peer.video_mids() {
-            assert!(offer.contains(&format!("a=mid:{mid}")));
-        }
-    }
-}
+mod tests;
