@@ -7,6 +7,7 @@
 mod common;
 
 use common::hostile_call::good_offer;
+use common::metrics::metric;
 use common::redis::Redis;
 use common::{
     binary, play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, PlayOptions,
@@ -59,18 +60,6 @@ async fn readyz(base: &str) -> serde_json::Value {
         .json()
         .await
         .expect("JSON")
-}
-
-async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
 fn frame(n: u32) -> Vec<u8> {

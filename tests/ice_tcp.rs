@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::metrics::{scrape, value};
 use common::{
     opus_payload, play, publish, vp8_delta_payload, vp8_keyframe_payload, Kind, PlayOptions,
     PublishOptions,
@@ -13,13 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn a_publisher_and_a_viewer_over_tcp_only_get_exactly_the_media() {
@@ -125,21 +119,13 @@ async fn a_publisher_and_a_viewer_over_tcp_only_get_exactly_the_media() {
 
     // Both sessions are on TCP, as the metrics say (a browser's or this peer's active TCP
     // candidate has no port, so its checks make it peer-reflexive).
-    let tcp_sessions = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("parley_session_paths{") && l.contains("transport=\"tcp\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let tcp_sessions = |text: &str| value(text, "parley_session_paths", &["transport=\"tcp\""]);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if metric(&text, "parley_ice_tcp_connections") == 2.0 && tcp_sessions(&text) == 2.0 {
+        let text = scrape(&base).await;
+        if value(&text, "parley_ice_tcp_connections", &[]) == Some(2.0)
+            && tcp_sessions(&text) == Some(2.0)
+        {
             break;
         }
         assert!(
@@ -170,10 +156,7 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) 
 /// Refused connections by reason, per `/metrics`.
 fn refused(text: &str, reason: &str) -> f64 {
     let label = format!("reason=\"{reason}\"");
-    text.lines()
-        .filter(|l| l.starts_with("parley_ice_tcp_refused_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    value(text, "parley_ice_tcp_refused_total", &[&label]).expect("the refusals are exported")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,17 +228,12 @@ async fn hostile_tcp_connections_are_closed_and_counted_while_a_call_goes_on() {
             "an idle connection is closed"
         );
     }
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape(&base).await;
     assert_eq!(refused(&text, "not_stun"), 1.0, "{text}");
     assert_eq!(refused(&text, "unknown_ufrag"), 1.0, "{text}");
     assert!(refused(&text, "no_frame") >= 23.0, "{text}");
     assert!(refused(&text, "limit") >= 1.0, "{text}");
-    assert_eq!(metric(&text, "parley_ice_tcp_connections"), 0.0);
+    assert_eq!(value(&text, "parley_ice_tcp_connections", &[]), Some(0.0));
     call.assert_flowing("after").await;
     assert_eq!(server.session_count(), 2);
     call.end().await;
@@ -416,17 +394,13 @@ async fn a_tcp_viewer_that_stops_reading_costs_only_itself() {
     })
     .await
     .expect("the UDP viewer is not held up");
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let queue_full: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("parley_dropped_packets_total{") && l.contains("queue_full"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let text = scrape(&base).await;
+    let queue_full = value(
+        &text,
+        "parley_dropped_packets_total",
+        &["reason=\"queue_full\""],
+    )
+    .unwrap_or_default();
     assert!(
         queue_full > 0.0,
         "the stalled viewer's media was dropped: {text}"

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::metrics::metric;
 use common::{
     is_event, play, publish, vp8_delta_payload, vp8_keyframe_payload, Events, Kind, Member,
     PlayOptions, PublishOptions, Publisher, Relay, SentLog, Viewer,
@@ -21,18 +22,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn shard_of(location: &str) -> usize {
     let id = location.rsplit('/').next().expect("an id");
     usize::from_str_radix(&id[..2], 16).expect("hex shard")
-}
-
-async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
 #[tokio::test]

@@ -8,10 +8,11 @@ use super::AppState;
 use crate::engine::{EndReason, SessionKind};
 use crate::transport::sdpfrag;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::Deserialize;
 
 const SDP: &str = "application/sdp";
@@ -19,25 +20,34 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 /// Longest room or participant name.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Where a POST came from, for passing it to another node of a cluster.
-pub struct Origin {
+/// Query parameters of POST.
+#[derive(Debug, Deserialize)]
+struct JoinQuery {
+    participant: Option<String>,
+}
+
+/// What a WHIP/WHEP POST says besides its path, headers and body: the participant it names
+/// (`?participant=`), and where it came from, for passing it to another node of a cluster.
+pub struct Join {
+    participant: Option<String>,
     uri: Uri,
     client: Option<std::net::IpAddr>,
 }
 
-impl Origin {
-    fn new(uri: Uri, connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>) -> Self {
-        Origin {
-            uri,
-            client: connect.map(|c| c.0 .0.ip()),
-        }
-    }
-}
+impl<S: Send + Sync> FromRequestParts<S> for Join {
+    type Rejection = QueryRejection;
 
-/// Query parameters of POST.
-#[derive(Debug, Deserialize)]
-pub struct JoinQuery {
-    participant: Option<String>,
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<JoinQuery>::from_request_parts(parts, state).await?;
+        Ok(Join {
+            participant: query.participant,
+            uri: parts.uri.clone(),
+            client: parts
+                .extensions
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        })
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -84,14 +94,12 @@ fn ice_server_links(state: &AppState) -> Vec<HeaderValue> {
     ice::links(&stun)
 }
 
-#[allow(clippy::too_many_arguments)] // the parts of one POST, each from its own extractor
 async fn create(
     state: AppState,
     kind: SessionKind,
     room: String,
     target: Option<String>,
-    query: JoinQuery,
-    origin: Origin,
+    join: Join,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -101,7 +109,7 @@ async fn create(
     };
     auth::require(token, &headers)?;
     check_name("room", &room)?;
-    for p in query.participant.iter().chain(target.iter()) {
+    for p in join.participant.iter().chain(target.iter()) {
         check_name("participant", p)?;
     }
     if !content_type_is(&headers, SDP) {
@@ -114,11 +122,11 @@ async fn create(
     // In a cluster, the room's node answers: this one, or another that gets the request.
     if let (Some(cluster), false) = (&state.cluster, super::cluster::forwarded(&headers)) {
         if let crate::cluster::Owner::There(node) = cluster.locate(&room).await {
-            let client = origin
+            let client = join
                 .client
                 .map(|ip| super::cluster::client_ip(&state, ip, &headers));
             return Ok(
-                super::cluster::pass(cluster, &node, &origin.uri, &headers, client, body).await,
+                super::cluster::pass(cluster, &node, &join.uri, &headers, client, body).await,
             );
         }
     }
@@ -138,7 +146,7 @@ async fn create(
     }
     let created = state
         .engine
-        .open(kind, &room, query.participant, target, offer)
+        .open(kind, &room, join.participant, target, offer)
         .await?;
     // In a cluster the session's URL is absolute: a client that reached it through another
     // node sends PATCH and DELETE straight here.
@@ -179,71 +187,34 @@ async fn create(
 pub async fn publish(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    Query(query): Query<JoinQuery>,
-    uri: Uri,
-    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    join: Join,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let origin = Origin::new(uri, connect);
-    create(
-        state,
-        SessionKind::Whip,
-        room,
-        None,
-        query,
-        origin,
-        headers,
-        body,
-    )
-    .await
+    create(state, SessionKind::Whip, room, None, join, headers, body).await
 }
 
 /// `POST /whep/{room}`: play.
 pub async fn play(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    Query(query): Query<JoinQuery>,
-    uri: Uri,
-    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    join: Join,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let origin = Origin::new(uri, connect);
-    create(
-        state,
-        SessionKind::Whep,
-        room,
-        None,
-        query,
-        origin,
-        headers,
-        body,
-    )
-    .await
+    create(state, SessionKind::Whep, room, None, join, headers, body).await
 }
 
 /// `POST /whep/{room}/{participant}`: play one named participant.
 pub async fn play_participant(
     State(state): State<AppState>,
     Path((room, participant)): Path<(String, String)>,
-    Query(query): Query<JoinQuery>,
-    uri: Uri,
-    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    join: Join,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create(
-        state,
-        SessionKind::Whep,
-        room,
-        Some(participant),
-        query,
-        Origin::new(uri, connect),
-        headers,
-        body,
-    )
-    .await
+    let target = Some(participant);
+    create(state, SessionKind::Whep, room, target, join, headers, body).await
 }
 
 /// `HEAD /whep/{room}`: the endpoint exists.

@@ -29,6 +29,7 @@ pub mod hostile_storm;
 pub mod hostile_wire;
 pub mod layer_api;
 pub mod layered;
+pub mod metrics;
 mod payload;
 mod peer;
 mod publisher;

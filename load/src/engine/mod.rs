@@ -117,6 +117,33 @@ pub struct ViewerSnap {
     pub link: LinkCounters,
 }
 
+#[cfg(test)]
+impl ViewerSnap {
+    /// A connected UDP viewer that expected `expected` packets and received `received`,
+    /// with nothing else counted (for the reports' tests).
+    pub fn counted(received: u64, expected: u64) -> Self {
+        ViewerSnap {
+            state: PeerState::Connected,
+            join_ms: None,
+            media_ms: None,
+            counters: SeqCounters {
+                expected,
+                received,
+                late: 0,
+                gaps: 0,
+            },
+            bytes: 0,
+            socket_drops: 0,
+            rx_datagrams: 0,
+            tx_datagrams: 0,
+            layers: LayerCounts::default(),
+            capped: false,
+            tcp: false,
+            link: LinkCounters::default(),
+        }
+    }
+}
+
 /// A publisher's counters.
 #[derive(Clone, Debug)]
 pub struct PublisherSnap {

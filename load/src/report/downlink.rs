@@ -146,8 +146,7 @@ pub fn downlink_line(r: &DownlinkReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LayerCounts, ViewerSnap};
-    use crate::peer::PeerState;
+    use crate::engine::ViewerSnap;
 
     fn snap(
         received: u64,
@@ -157,23 +156,10 @@ mod tests {
         capped: bool,
     ) -> ViewerSnap {
         ViewerSnap {
-            state: PeerState::Connected,
-            join_ms: None,
-            media_ms: None,
-            counters: SeqCounters {
-                expected,
-                received,
-                late: 0,
-                gaps: 0,
-            },
             bytes,
-            socket_drops: 0,
-            rx_datagrams: 0,
-            tx_datagrams: 0,
-            layers: LayerCounts::default(),
             capped,
-            tcp: false,
             link,
+            ..ViewerSnap::counted(received, expected)
         }
     }
 

@@ -73,29 +73,10 @@ pub fn rooms_line(rooms: &[RoomReport]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LayerCounts, ViewerSnap};
-    use crate::peer::PeerState;
+    use crate::engine::ViewerSnap;
 
     fn viewer(received: u64, expected: u64) -> ViewerSnap {
-        ViewerSnap {
-            state: PeerState::Connected,
-            join_ms: None,
-            media_ms: None,
-            counters: SeqCounters {
-                expected,
-                received,
-                late: 0,
-                gaps: 0,
-            },
-            bytes: 0,
-            socket_drops: 0,
-            rx_datagrams: 0,
-            tx_datagrams: 0,
-            layers: LayerCounts::default(),
-            capped: false,
-            tcp: false,
-            link: Default::default(),
-        }
+        ViewerSnap::counted(received, expected)
     }
 
     #[test]

@@ -100,28 +100,14 @@ pub fn transport_line(r: &TransportReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LayerCounts, ViewerSnap};
+    use crate::engine::ViewerSnap;
     use crate::peer::PeerState;
 
     fn viewer(tcp: bool, received: u64, expected: u64, joined: bool) -> ViewerSnap {
         ViewerSnap {
-            state: PeerState::Connected,
             join_ms: joined.then_some(120.0),
-            media_ms: None,
-            counters: SeqCounters {
-                expected,
-                received,
-                late: 0,
-                gaps: 0,
-            },
-            bytes: 0,
-            socket_drops: 0,
-            rx_datagrams: 0,
-            tx_datagrams: 0,
-            layers: LayerCounts::default(),
-            capped: false,
             tcp,
-            link: Default::default(),
+            ..ViewerSnap::counted(received, expected)
         }
     }
 

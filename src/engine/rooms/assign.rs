@@ -15,7 +15,7 @@ use crate::forward::keyframe::VideoCodec;
 use crate::forward::layers::LayerSet;
 use crate::forward::slot::LegParams;
 use crate::forward::speakers::assign_slots;
-use crate::transport::{MediaKind, MAX_LAYERS};
+use crate::transport::MediaKind;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -296,14 +296,9 @@ impl Engine {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        for p in &room.publishers {
-            for t in &p.tracks {
-                for layer in 0..MAX_LAYERS {
-                    let sid = source_id(p.session, t.index, layer);
-                    if let Some(list) = self.subscribers.get_mut(&sid) {
-                        list.retain(|(v, _)| *v != viewer);
-                    }
-                }
+        for sid in room.source_ids() {
+            if let Some(list) = self.subscribers.get_mut(&sid) {
+                list.retain(|(v, _)| *v != viewer);
             }
         }
         if let Some(session) = self.sessions.get(&viewer) {
@@ -316,13 +311,8 @@ impl Engine {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        for p in &room.publishers {
-            for t in &p.tracks {
-                for layer in 0..MAX_LAYERS {
-                    let sid = source_id(p.session, t.index, layer);
-                    self.subscribers.insert(sid, Vec::new());
-                }
-            }
+        for sid in room.source_ids() {
+            self.subscribers.insert(sid, Vec::new());
         }
         for viewer in &room.viewers {
             if let Some(session) = self.sessions.get(&viewer.session) {

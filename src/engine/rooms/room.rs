@@ -78,6 +78,17 @@ pub struct Room {
 }
 
 impl Room {
+    /// The forwarding source id of every layer of every track of its publishers.
+    pub fn source_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.publishers.iter().flat_map(|p| {
+            p.tracks.iter().flat_map(move |t| {
+                (0..crate::transport::MAX_LAYERS).map(move |layer| {
+                    crate::engine::shard::session::source_id(p.session, t.index, layer)
+                })
+            })
+        })
+    }
+
     /// An empty room.
     pub fn new(now: Instant) -> Self {
         Self {

@@ -3,9 +3,8 @@
 
 use super::*;
 use crate::transport::sealer::{RtpSealer, SealProfile, SEAL_OVERHEAD};
-use crate::transport::srtp_keys::KeyTap;
+use crate::transport::srtp_keys::fixture::{remote_keys, LOCAL_KEY, REMOTE_KEY, REMOTE_SALT};
 use bytes::Bytes;
-use rtc::crypto::RTCCryptoProvider;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp::header::Extension;
 use rtc::rtp::packet::Packet;
@@ -13,29 +12,6 @@ use rtc::shared::marshal::Marshal;
 use rtc::srtp::context::Context;
 use rtc::srtp::option::srtp_replay_protection;
 use rtc::srtp::protection_profile::ProtectionProfile;
-
-const LOCAL_KEY: [u8; 16] = [0x11; 16];
-const REMOTE_KEY: [u8; 16] = [
-    0x0d, 0xcd, 0x21, 0x3e, 0x4c, 0xbc, 0xf2, 0x8f, 0x01, 0x7f, 0x69, 0x94, 0x40, 0x1e, 0x28, 0x89,
-];
-const REMOTE_SALT: [u8; 12] = [
-    0x62, 0x77, 0x60, 0x38, 0xc0, 0x6d, 0xc9, 0x41, 0x9f, 0x6d, 0xd9, 0x43,
-];
-
-/// The publisher's master key as a connection's tap learns it: the tap saw the stack build
-/// the local context, then the remote one.
-fn remote_keys() -> MasterKeys {
-    let provider = rtc::crypto::default_provider().expect("provider");
-    let (tap, seen) = KeyTap::new(provider);
-    let profile = ProtectionProfile::AeadAes128Gcm;
-    let _local = Context::new(&LOCAL_KEY, &[0x22; 12], profile, None, None, tap.crypto())
-        .expect("local context");
-    let _remote = Context::new(&REMOTE_KEY, &REMOTE_SALT, profile, None, None, tap.crypto())
-        .expect("remote context");
-    let remote = *seen.remote().expect("the remote derivation was seen");
-    assert_eq!(remote.key, REMOTE_KEY);
-    remote
-}
 
 /// The opener a connection gets.
 fn opener() -> RtpOpener {
