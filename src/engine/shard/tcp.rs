@@ -114,6 +114,8 @@ impl Drop for Conn {
 /// A shard's ICE-TCP connections.
 pub struct TcpConns {
     conns: HashMap<u64, Conn>,
+    /// The connection of each (session, client address): what a packet to send looks up.
+    by_path: HashMap<(SessionKey, SocketAddr), u64>,
     next_id: u64,
     input_tx: mpsc::Sender<TcpInput>,
     /// Frames from every connection, for the shard's loop.
@@ -125,6 +127,7 @@ impl Default for TcpConns {
         let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
         Self {
             conns: HashMap::new(),
+            by_path: HashMap::new(),
             next_id: 1,
             input_tx,
             input,
@@ -141,6 +144,31 @@ impl TcpConns {
     /// Closes every connection of `session`.
     pub fn close_session(&mut self, session: SessionKey) {
         self.conns.retain(|_, c| c.session != session);
+        self.by_path.retain(|(s, _), _| *s != session);
+    }
+
+    fn insert(&mut self, id: u64, conn: Conn) {
+        // A newer connection from the same address replaces the older one.
+        if let Some(old) = self.by_path.insert((conn.session, conn.peer), id) {
+            self.conns.remove(&old);
+        }
+        self.conns.insert(id, conn);
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(c) = self.conns.remove(&id) {
+            let path = (c.session, c.peer);
+            if self.by_path.get(&path) == Some(&id) {
+                self.by_path.remove(&path);
+            }
+        }
+    }
+
+    /// The connection that carries `session`'s packets to `peer`.
+    fn find(&self, session: SessionKey, peer: SocketAddr) -> Option<&Conn> {
+        self.by_path
+            .get(&(session, peer))
+            .and_then(|id| self.conns.get(id))
     }
 }
 
@@ -206,7 +234,7 @@ impl Engine {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(wr, media_rx, control_rx));
         let reader = tokio::spawn(read_frames(rd, id, tcp.input_tx.clone()));
-        tcp.conns.insert(
+        tcp.insert(
             id,
             Conn {
                 session,
@@ -225,7 +253,7 @@ impl Engine {
         match input {
             TcpInput::Frame(id, mut frame) => self.on_tcp_frame(id, &mut frame),
             TcpInput::Closed(id) => {
-                self.tcp.conns.remove(&id);
+                self.tcp.remove(id);
             }
         }
     }
@@ -238,7 +266,7 @@ impl Engine {
         self.tally.udp_in.0 += 1;
         self.tally.udp_in.1 += frame.len() as u64;
         let Some(session) = self.sessions.get_mut(&key) else {
-            self.tcp.conns.remove(&id);
+            self.tcp.remove(id);
             return;
         };
         match session.peer.handle_tcp_frame(now, peer, frame) {
@@ -249,11 +277,7 @@ impl Engine {
 
     /// Sends one packet of `session` on its connection from `to`.
     pub(in crate::engine) fn send_tcp(&mut self, session: SessionKey, to: SocketAddr, data: &[u8]) {
-        let conn = self
-            .tcp
-            .conns
-            .values()
-            .find(|c| c.session == session && c.peer == to);
+        let conn = self.tcp.find(session, to);
         let (Some(conn), Some(framed)) = (conn, frame(data)) else {
             self.tally.drop(metrics::Drop::Unroutable);
             return;
