@@ -228,6 +228,7 @@ pub struct Metrics {
     paused_slots: IntGauge,
     tcp_connections: IntGauge,
     tcp_refused: IntCounterVec,
+    tcp_writers: TcpWriterMetrics,
     rtp_received: IntCounterVec,
     rtp_received_bytes: IntCounterVec,
     rtp_forwarded: IntCounterVec,
@@ -254,6 +255,16 @@ pub struct Metrics {
     alive_tasks: IntGauge,
     /// The runtime that created the metrics: the server's HTTP runtime.
     runtime: Option<tokio::runtime::Handle>,
+}
+
+/// What the ICE-TCP connections' writers count: the shards add the bytes they queue, the
+/// writers take off what they wrote or dropped and count the connections they gave up on.
+#[derive(Clone)]
+pub struct TcpWriterMetrics {
+    /// `parley_ice_tcp_queued_bytes`.
+    pub queued: IntGauge,
+    /// `parley_ice_tcp_stalled_total`.
+    pub stalled: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -498,6 +509,18 @@ impl Metrics {
                 "parley_ice_tcp_connections",
                 "Open ICE-TCP connections bound to sessions.",
             ),
+            tcp_writers: TcpWriterMetrics {
+                queued: gauge(
+                    &r,
+                    "parley_ice_tcp_queued_bytes",
+                    "Bytes framed for ICE-TCP connections and not yet written to their sockets.",
+                ),
+                stalled: counter(
+                    &r,
+                    "parley_ice_tcp_stalled_total",
+                    "ICE-TCP connections closed because their client took nothing for a while.",
+                ),
+            },
             tcp_refused: counter_vec(
                 &r,
                 "parley_ice_tcp_refused_total",
@@ -644,6 +667,11 @@ impl Metrics {
     /// An ICE-TCP connection closed before it reached a session.
     pub fn ice_tcp_refused(&self, why: crate::ice_tcp::Refused) {
         self.tcp_refused.with_label_values(&[why.as_str()]).inc();
+    }
+
+    /// What the ICE-TCP writers count.
+    pub fn ice_tcp_writers(&self) -> TcpWriterMetrics {
+        self.tcp_writers.clone()
     }
 
     /// Whether the kernel steers clients to their shards.

@@ -405,7 +405,32 @@ async fn a_tcp_viewer_that_stops_reading_costs_only_itself() {
         queue_full > 0.0,
         "the stalled viewer's media was dropped: {text}"
     );
+    let queued = value(&text, "parley_ice_tcp_queued_bytes", &[]).unwrap_or_default();
+    assert!(
+        queued > 10_000.0,
+        "the stalled viewer's queue shows in the metrics: {queued} bytes"
+    );
     assert_eq!(server.session_count(), 3);
+    // A client that takes nothing more loses its connection (its session lives on until its
+    // consent runs out), and nothing stays queued for it.
+    let deadline = tokio::time::Instant::now() + parley::engine::TCP_WRITE_STALL + WAIT;
+    loop {
+        let text = scrape(&base).await;
+        let seen = (
+            value(&text, "parley_ice_tcp_stalled_total", &[]),
+            value(&text, "parley_ice_tcp_connections", &[]),
+            value(&text, "parley_ice_tcp_queued_bytes", &[]),
+        );
+        if seen == (Some(1.0), Some(0.0), Some(0.0)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled connection is closed and counted (stalled, open, queued bytes): \
+             {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     udp.close().await;
     stalling.close().await;
     publisher.close().await;

@@ -32,6 +32,7 @@ pub use rooms::room::SessionKey;
 pub use shard::demux::{stun_local_ufrag, Demux};
 pub use shard::session::{EndReason, SessionKind};
 pub use shard::spawn;
+pub use shard::tcp::WRITE_STALL as TCP_WRITE_STALL;
 
 use crate::forward::selector::Preferences;
 use crate::transport::sdpfrag::SdpFrag;

@@ -11,7 +11,7 @@
 
 use crate::engine::rooms::room::SessionKey;
 use crate::engine::shard::event_loop::Engine;
-use crate::metrics;
+use crate::metrics::{self, TcpWriterMetrics};
 use crate::transport::Fed;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
@@ -34,6 +34,10 @@ pub const MEDIA_QUEUE: usize = 256;
 /// The kernel's send buffer for a connection: with the media queue, what a slow client may
 /// have waiting (a bound on its delay, too).
 const SEND_BUFFER: usize = 128 * 1024;
+
+/// How long a connection may take to accept one frame before it is closed: its client has
+/// stopped reading (its queue has long been dropping media by then).
+pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Frames read from all of a shard's connections, waiting for its loop.
 const INPUT_QUEUE: usize = 1024;
@@ -120,10 +124,12 @@ pub struct TcpConns {
     input_tx: mpsc::Sender<TcpInput>,
     /// Frames from every connection, for the shard's loop.
     pub input: mpsc::Receiver<TcpInput>,
+    metrics: TcpWriterMetrics,
 }
 
-impl Default for TcpConns {
-    fn default() -> Self {
+impl TcpConns {
+    /// No connections yet; their writers count into `metrics`.
+    pub fn new(metrics: TcpWriterMetrics) -> Self {
         let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
         Self {
             conns: HashMap::new(),
@@ -131,6 +137,7 @@ impl Default for TcpConns {
             next_id: 1,
             input_tx,
             input,
+            metrics,
         }
     }
 }
@@ -182,11 +189,17 @@ async fn read_frames(rd: OwnedReadHalf, id: u64, tx: mpsc::Sender<TcpInput>) {
     let _ = tx.send(TcpInput::Closed(id)).await;
 }
 
+/// Writes what the shard queued for connection `id`, control frames first. A frame the
+/// client does not take within [`WRITE_STALL`] (it stopped reading), or a write error, ends
+/// the connection: the shard is told, and what was still queued is no longer counted.
 async fn write_frames(
     mut wr: OwnedWriteHalf,
     mut media: mpsc::Receiver<Bytes>,
     mut control: mpsc::UnboundedReceiver<Bytes>,
+    metrics: TcpWriterMetrics,
+    closed: (u64, mpsc::Sender<TcpInput>),
 ) {
+    let mut broken = false;
     loop {
         let frame = tokio::select! {
             biased;
@@ -194,9 +207,32 @@ async fn write_frames(
             Some(f) = media.recv() => f,
             else => break,
         };
-        if wr.write_all(&frame).await.is_err() {
-            break;
+        let written = tokio::time::timeout(WRITE_STALL, wr.write_all(&frame)).await;
+        metrics.queued.sub(frame.len() as i64);
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                broken = true;
+                break;
+            }
+            Err(_) => {
+                metrics.stalled.inc();
+                broken = true;
+                break;
+            }
         }
+    }
+    media.close();
+    control.close();
+    while let Ok(f) = media.try_recv() {
+        metrics.queued.sub(f.len() as i64);
+    }
+    while let Ok(f) = control.try_recv() {
+        metrics.queued.sub(f.len() as i64);
+    }
+    if broken {
+        let (id, shard) = closed;
+        let _ = shard.send(TcpInput::Closed(id)).await;
     }
     let _ = wr.shutdown().await;
 }
@@ -232,7 +268,13 @@ impl Engine {
         tcp.next_id += 1;
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_frames(wr, media_rx, control_rx));
+        tokio::spawn(write_frames(
+            wr,
+            media_rx,
+            control_rx,
+            tcp.metrics.clone(),
+            (id, tcp.input_tx.clone()),
+        ));
         let reader = tokio::spawn(read_frames(rd, id, tcp.input_tx.clone()));
         tcp.insert(
             id,
@@ -289,6 +331,7 @@ impl Engine {
             conn.control.send(framed).is_ok()
         };
         if sent {
+            self.tcp.metrics.queued.add(len as i64);
             self.tally.udp_out.0 += 1;
             self.tally.udp_out.1 += len;
         } else {
