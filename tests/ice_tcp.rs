@@ -117,6 +117,37 @@ async fn a_publisher_and_a_viewer_over_tcp_only_get_exactly_the_media() {
         .await
         .expect("audio arrives");
 
+    // The viewer's congestion feedback over TCP speaks of packets Parley numbered: its
+    // downlink is estimated from it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let room: serde_json::Value = reqwest::get(format!("{base}/rooms/tcp"))
+            .await
+            .expect("room API")
+            .json()
+            .await
+            .expect("room JSON");
+        let signal = room["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["sessions"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["kind"] == "whep")
+            .map(|s| s["downlink"]["signal"].clone());
+        if signal == Some("twcc".into()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the TCP viewer's downlink rests on its TWCC feedback: {room}"
+        );
+        pace.tick().await;
+        publisher
+            .send_video(&sent(0), true, 0)
+            .await
+            .expect("video");
+    }
+
     // Both sessions are on TCP, as the metrics say (a browser's or this peer's active TCP
     // candidate has no port, so its checks make it peer-reflexive).
     let tcp_sessions = |text: &str| value(text, "parley_session_paths", &["transport=\"tcp\""]);

@@ -1111,10 +1111,26 @@ impl Peer {
 
     /// Sends one RTP packet on a viewer's slot. The packet must already carry the slot's SSRC,
     /// a payload type and header extension ids negotiated on this leg.
-    pub fn write_rtp(&mut self, now: Instant, slot: usize, packet: rtc::rtp::Packet) -> bool {
-        let Some(sender) = self.slots.get(slot).map(|s| s.sender) else {
+    pub fn write_rtp(&mut self, now: Instant, slot: usize, mut packet: rtc::rtp::Packet) -> bool {
+        let Some((sender, (twcc, abs))) = self.slots.get(slot).map(|s| (s.sender, s.stamps)) else {
             return false;
         };
+        // Stamped as Parley's own send path stamps (`seal_rtp`), so that this viewer's
+        // congestion feedback (ICE-TCP viewers') speaks of packets the history knows.
+        if let Some(id) = twcc {
+            use rtc::shared::marshal::MarshalSize;
+            let len = packet.header.marshal_size() + packet.payload.len();
+            let seq = self.history.record(now, len);
+            let _ = packet
+                .header
+                .set_extension(id, bytes::Bytes::copy_from_slice(&seq.to_be_bytes()));
+        }
+        if let Some(id) = abs {
+            let at = self.history.abs_send_time(now);
+            let _ = packet
+                .header
+                .set_extension(id, bytes::Bytes::copy_from_slice(&at));
+        }
         let (seq, ts, len) = (
             packet.header.sequence_number,
             packet.header.timestamp,
