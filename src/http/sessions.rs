@@ -119,8 +119,10 @@ async fn create(
         ));
     }
     let offer = body_text(&body, "SDP offer")?;
-    // In a cluster, the room's node answers: this one, or another that gets the request.
-    if let (Some(cluster), false) = (&state.cluster, super::cluster::forwarded(&headers)) {
+    // In a cluster, the room's node answers: this one, or another that gets the request. A
+    // room with sessions here is served here without asking Redis.
+    let here = state.engine.placement.shard_of(&room).is_some();
+    if let (Some(cluster), false) = (&state.cluster, here || super::cluster::forwarded(&headers)) {
         if let crate::cluster::Owner::There(node) = cluster.locate(&room).await {
             let client = join
                 .client
