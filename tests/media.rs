@@ -273,3 +273,65 @@ async fn a_wildcard_media_address_serves_loopback_clients() {
     publisher.close().await;
     server.shutdown().await;
 }
+
+/// Whether the room API shows `room`'s video track stalled (no packets for a second).
+async fn video_stalled(base: &str, room: &str) -> bool {
+    let view: serde_json::Value = reqwest::get(format!("{base}/rooms/{room}"))
+        .await
+        .expect("room API")
+        .json()
+        .await
+        .expect("room JSON");
+    view["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["tracks"].as_array().cloned().unwrap_or_default())
+        .any(|t| t["kind"] == "video" && t["stalled"] == true)
+}
+
+#[tokio::test]
+async fn a_publisher_that_pauses_is_seen_again_from_its_first_keyframe() {
+    let server = parley::start(Config::loopback()).await.expect("server");
+    let base = server.base_url();
+    let publisher = publish(&base, "pause", PublishOptions::vp8())
+        .await
+        .expect("publish");
+    let viewer = play(&base, "pause", PlayOptions::default())
+        .await
+        .expect("play");
+    let mut before = Sent::default();
+    send_media(&publisher, 0, 30, &mut before).await;
+    let last = before.video.last().cloned().expect("frames sent");
+    viewer
+        .wait_for("the frames before the pause", WAIT, |r| {
+            r.iter().any(|p| p.payload == last)
+        })
+        .await
+        .expect("the viewer plays");
+    // The publisher pauses (a still screen share sends nothing) until its video is stalled.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !video_stalled(&base, "pause").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the paused video shows as stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It resumes with a keyframe: that frame and every one after it reach the viewer, with
+    // no keyframe request needed.
+    let mut after = Sent::default();
+    send_media(&publisher, 100, 10, &mut after).await;
+    viewer
+        .wait_for("every frame after the pause", WAIT, |r| {
+            after
+                .video
+                .iter()
+                .all(|w| r.iter().any(|p| p.kind == Kind::Video && p.payload == *w))
+        })
+        .await
+        .expect("the resumed video plays from its first keyframe");
+    viewer.close().await;
+    publisher.close().await;
+    server.shutdown().await;
+}

@@ -413,6 +413,7 @@ impl Engine {
             participant: publisher.key,
             audio_level_id: track.audio_level_id,
             last_packet: track.last_packet,
+            stalled: false,
             video: t
                 .codecs
                 .iter()
@@ -454,10 +455,14 @@ impl Engine {
             return;
         };
         tap.last_packet = now;
-        let Some(id) = tap.audio_level_id else {
+        let resumed = std::mem::take(&mut tap.stalled);
+        let (level_id, participant) = (tap.audio_level_id, tap.participant);
+        if resumed {
+            self.resume_track(key, index, now);
+        }
+        let Some(id) = level_id else {
             return;
         };
-        let participant = tap.participant;
         let level = packet
             .header
             .extensions
@@ -475,6 +480,33 @@ impl Engine {
         };
         if let Some(room) = room.and_then(|name| self.rooms.get_mut(name)) {
             room.speakers.observe(participant, level, now);
+        }
+    }
+
+    /// A stalled track of publisher `key` sent a packet: it is offered to the slots again now,
+    /// not on the next tick, so the packet (a keyframe, when the publisher answers the
+    /// keyframe request its return brings) reaches the viewers.
+    fn resume_track(&mut self, key: SessionKey, index: usize, now: Instant) {
+        let name = match self.sessions.get(&key) {
+            Some(s) => s.room.clone(),
+            None => match self.mirrors.get(&key) {
+                Some(m) => m.room.clone(),
+                None => return,
+            },
+        };
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        let track = room
+            .publishers
+            .iter_mut()
+            .filter(|p| p.session == key)
+            .flat_map(|p| p.tracks.iter_mut())
+            .find(|t| t.index == index);
+        if let Some(t) = track {
+            t.last_packet = now;
+            t.stalled = false;
+            self.reassign(&name, now);
         }
     }
 
@@ -497,6 +529,21 @@ impl Engine {
                 }
             }
             let stalls = room.update_stalls(now);
+            // The publishers' taps learn which tracks stalled, so a packet of one resumes it.
+            for p in &room.publishers {
+                let published = match self.sessions.get_mut(&p.session) {
+                    Some(s) => &mut s.published,
+                    None => match self.mirrors.get_mut(&p.session) {
+                        Some(m) => &mut m.published,
+                        None => continue,
+                    },
+                };
+                for t in &p.tracks {
+                    if let Some(Some(tap)) = published.taps.get_mut(t.index) {
+                        tap.stalled = t.stalled;
+                    }
+                }
+            }
             let speaker = room.speakers.update(now);
             if stalls || speaker.is_some() {
                 let who = speaker.and_then(|k| room.name_of(k)).map(str::to_owned);

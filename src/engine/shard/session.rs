@@ -125,6 +125,9 @@ pub(in crate::engine) struct TrackTap {
     pub audio_level_id: Option<u8>,
     /// Last packet seen.
     pub last_packet: Instant,
+    /// The room's track was stalled at the last tick (copied from the room): its next packet
+    /// offers it to the slots again at once, before it is fanned out.
+    pub stalled: bool,
     /// The track's video codecs by payload type (empty for audio).
     pub video: Vec<(u8, VideoCodec)>,
     /// Its layers: one, or one per simulcast layer.
