@@ -156,12 +156,7 @@ async fn a_viewer_on_another_node_plays_the_room(signaling: Signaling, how: &str
 
     // The room API of either node sees the room, and which node serves it.
     for base in [&base_a, &base_b] {
-        let list: serde_json::Value = reqwest::get(format!("{base}/rooms"))
-            .await
-            .expect("GET /rooms")
-            .json()
-            .await
-            .expect("JSON");
+        let list = common::room_api::list(base).await;
         let rooms = list["rooms"].as_array().expect("a list");
         assert_eq!(rooms.len(), 1, "{list}");
         assert_eq!(
@@ -169,12 +164,7 @@ async fn a_viewer_on_another_node_plays_the_room(signaling: Signaling, how: &str
             (&"stage".into(), &"a".into(), &1.into()),
             "{list}"
         );
-        let view: serde_json::Value = reqwest::get(format!("{base}/rooms/stage"))
-            .await
-            .expect("GET /rooms/stage")
-            .json()
-            .await
-            .expect("JSON");
+        let view = common::room_api::view(base, "stage").await;
         assert_eq!(view["node"], "a", "{view}");
     }
 

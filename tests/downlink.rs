@@ -140,17 +140,9 @@ async fn a_viewer_follows_its_link_down_and_back_up_and_its_audio_goes_on() {
     );
     // The room API says what the viewer's link is thought to carry, and why its slot plays
     // what it plays.
-    let room: Value = reqwest::get(format!("{base}/rooms/bwe"))
-        .await
-        .expect("room API")
-        .json()
-        .await
-        .expect("room JSON");
-    let whep = room["participants"]
-        .as_array()
+    let room = common::room_api::view(&base, "bwe").await;
+    let whep = common::room_api::sessions(&room)
         .into_iter()
-        .flatten()
-        .flat_map(|p| p["sessions"].as_array().cloned().unwrap_or_default())
         .find(|s| s["kind"] == "whep")
         .expect("the viewer's session");
     assert_eq!(whep["downlink"]["signal"], "twcc", "{whep}");

@@ -121,17 +121,9 @@ async fn a_publisher_and_a_viewer_over_tcp_only_get_exactly_the_media() {
     // downlink is estimated from it.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let room: serde_json::Value = reqwest::get(format!("{base}/rooms/tcp"))
-            .await
-            .expect("room API")
-            .json()
-            .await
-            .expect("room JSON");
-        let signal = room["participants"]
-            .as_array()
+        let room = common::room_api::view(&base, "tcp").await;
+        let signal = common::room_api::sessions(&room)
             .into_iter()
-            .flatten()
-            .flat_map(|p| p["sessions"].as_array().cloned().unwrap_or_default())
             .find(|s| s["kind"] == "whep")
             .map(|s| s["downlink"]["signal"].clone());
         if signal == Some("twcc".into()) {

@@ -276,17 +276,9 @@ async fn a_wildcard_media_address_serves_loopback_clients() {
 
 /// Whether the room API shows `room`'s video track stalled (no packets for a second).
 async fn video_stalled(base: &str, room: &str) -> bool {
-    let view: serde_json::Value = reqwest::get(format!("{base}/rooms/{room}"))
-        .await
-        .expect("room API")
-        .json()
-        .await
-        .expect("room JSON");
-    view["participants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|p| p["tracks"].as_array().cloned().unwrap_or_default())
+    let view = common::room_api::view(base, room).await;
+    common::room_api::tracks(&view)
+        .iter()
         .any(|t| t["kind"] == "video" && t["stalled"] == true)
 }
 

@@ -367,12 +367,7 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
     assert!(metric(&base, "parley_retransmissions_sent_total").await >= 1.0);
 
     // The room API sees one room, on its home shard, served by both, with every viewer.
-    let view: serde_json::Value = reqwest::get(format!("{base}/rooms/big"))
-        .await
-        .expect("GET /rooms/big")
-        .json()
-        .await
-        .expect("JSON");
+    let view = common::room_api::view(&base, "big").await;
     assert_eq!(view["shard"].as_u64(), Some(home as u64), "{view}");
     assert_eq!(
         view["shards"].as_array().map(Vec::len),
@@ -394,12 +389,7 @@ async fn a_broadcast_larger_than_its_shard_reaches_viewers_on_both_with_nacks_an
         1,
         "the publisher once, not its mirror: {view}"
     );
-    let listed: serde_json::Value = reqwest::get(format!("{base}/rooms"))
-        .await
-        .expect("GET /rooms")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = common::room_api::list(&base).await;
     let rooms = listed["rooms"].as_array().expect("rooms");
     assert_eq!(rooms.len(), 1, "one room over both shards: {listed}");
     assert_eq!(rooms[0]["viewers"].as_u64(), Some(6), "{listed}");

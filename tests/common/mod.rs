@@ -35,6 +35,7 @@ mod peer;
 mod publisher;
 pub mod redis;
 mod relay;
+pub mod room_api;
 mod signaling;
 pub mod simulcast;
 mod viewer;
