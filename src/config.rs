@@ -188,6 +188,12 @@ pub struct Config {
     /// it (and always, at 0) a new room goes to the least-loaded node.
     #[arg(long, env = "PARLEY_CLUSTER_LOCAL_SESSIONS", default_value_t = 0)]
     pub cluster_local_sessions: u64,
+
+    /// A WHEP viewer that reaches this node for a broadcast (a room with at most one
+    /// publisher) held by a node with at least this many sessions is served here, from one
+    /// copy of the room this node plays from the owner (a cascade); 0: always.
+    #[arg(long, env = "PARLEY_CLUSTER_CASCADE_SESSIONS", default_value_t = 500)]
+    pub cluster_cascade_sessions: u64,
 }
 
 impl Config {
@@ -231,6 +237,7 @@ impl Config {
             advertise_url: None,
             cluster_signaling: crate::cluster::Signaling::Proxy,
             cluster_local_sessions: 0,
+            cluster_cascade_sessions: 500,
         }
     }
 
@@ -352,6 +359,9 @@ impl Config {
             media,
             signaling: self.cluster_signaling,
             local_below: self.cluster_local_sessions,
+            cascade_above: self.cluster_cascade_sessions,
+            play_token: self.play_token.clone(),
+            admin_token: self.admin_token.clone(),
         }))
     }
 

@@ -3,8 +3,9 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-/// How a request for a room on another node was passed on.
-pub const PASSED: [&str; 2] = ["proxied", "redirected"];
+/// How a request for a room on another node was passed on (`cascaded`: served here, from
+/// the room played from its node).
+pub const PASSED: [&str; 3] = ["proxied", "redirected", "cascaded"];
 
 /// The cluster layer's metric handles.
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct ClusterMetrics {
     pub pass_failures: IntCounter,
     /// Redis commands that failed.
     pub redis_errors: IntCounter,
+    /// Rooms this node plays from other nodes (cascades).
+    pub cascades: IntGauge,
 }
 
 impl ClusterMetrics {
@@ -40,7 +43,8 @@ impl ClusterMetrics {
             Opts::new(
                 "parley_cluster_requests_passed_total",
                 "WHIP/WHEP requests for a room owned by another node, by how they were passed \
-                 on (proxied, redirected).",
+                 on (proxied, redirected; cascaded: served here from the room played from \
+                 its node).",
             ),
             &["how"],
         )
@@ -71,6 +75,18 @@ impl ClusterMetrics {
                 "parley_redis_errors_total",
                 "Redis commands that failed (unreachable, timed out, refused).",
             ),
+            cascades: gauge(
+                "parley_cluster_cascade_sessions",
+                "Rooms this node plays from other nodes for its own viewers (one upstream \
+                 session each).",
+            ),
         }
+    }
+}
+
+impl ClusterMetrics {
+    /// Counts a viewer served here from a room played from its node.
+    pub fn served_by_cascade(&self) {
+        self.passed.with_label_values(&["cascaded"]).inc();
     }
 }

@@ -11,6 +11,7 @@
 //! split room is better than no call), `parley_cluster_up` is 0, and once it answers again
 //! the node registers and takes back the claims of the rooms it kept serving.
 
+pub mod cascade;
 mod metrics;
 pub mod node;
 pub mod store;
@@ -61,6 +62,13 @@ pub struct ClusterConfig {
     pub signaling: Signaling,
     /// This node keeps new rooms while it has fewer sessions than this.
     pub local_below: u64,
+    /// WHEP viewers of a broadcast held by a node with at least this many sessions are
+    /// served by the node they reach, from a cascade.
+    pub cascade_above: u64,
+    /// The play token, for the sessions this node opens on other nodes.
+    pub play_token: Option<String>,
+    /// The admin token, for the room API of other nodes.
+    pub admin_token: Option<String>,
 }
 
 /// Where a room lives.
@@ -88,6 +96,8 @@ struct Inner {
     others: Mutex<Vec<NodeRecord>>,
     metrics: ClusterMetrics,
     http: reqwest::Client,
+    /// Rooms played here from other nodes.
+    cascades: cascade::Cascades,
 }
 
 /// Why the cluster layer could not be set up.
@@ -130,6 +140,7 @@ impl Cluster {
                 others: Mutex::new(Vec::new()),
                 metrics: ClusterMetrics::new(registry),
                 http,
+                cascades: Default::default(),
             }),
         })
     }
@@ -301,7 +312,12 @@ impl Cluster {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let rooms = local_rooms(&engine);
+            self.tend_cascades(&engine).await;
+            let mut rooms = local_rooms(&engine);
+            // Rooms played from other nodes are theirs to claim.
+            for (room, _) in self.cascades() {
+                rooms.remove(&room);
+            }
             let ended: Vec<String> = held.difference(&rooms).cloned().collect();
             let load = Load {
                 sessions: engine.registry.len() as u64,

@@ -168,6 +168,19 @@ pub(crate) enum Command {
         participant: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Play a room from another node (a cascade): the upstream session and its offer, or
+    /// `None` when the room has one.
+    PlayFrom {
+        room: String,
+        participant: String,
+        reply: oneshot::Sender<Result<Option<Created>, EngineError>>,
+    },
+    /// The other node's answer to an upstream's offer.
+    Answer {
+        id: String,
+        answer: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Trickle {
         id: String,
         frag: SdpFrag,
@@ -295,6 +308,40 @@ impl EngineHandle {
             self.placement.release(room, shard);
         }
         created
+    }
+
+    /// Starts playing `room` from another node of the cluster as publisher `participant`,
+    /// on the room's home shard: returns the upstream session with its offer (in
+    /// `answer`), to send to that node, or `None` when the room is already played from
+    /// there.
+    pub async fn play_from(
+        &self,
+        room: &str,
+        participant: String,
+    ) -> Result<Option<Created>, EngineError> {
+        let home = self.placement.claim(room);
+        let created = self
+            .ask(home, |reply| Command::PlayFrom {
+                room: room.to_owned(),
+                participant,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+        if !matches!(created, Ok(Some(_))) {
+            self.placement.release(room, home);
+        }
+        created
+    }
+
+    /// Applies the other node's answer to an upstream's offer ([`EngineHandle::play_from`]).
+    pub async fn answer(&self, id: &str, answer: String) -> Result<(), EngineError> {
+        self.ask(self.shard_of(id)?, |reply| Command::Answer {
+            id: id.to_owned(),
+            answer,
+            reply,
+        })
+        .await?
     }
 
     /// The room events of a WHEP session: a snapshot of the room, then changes as they happen.

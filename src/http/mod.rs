@@ -16,6 +16,8 @@ mod rooms;
 mod serve;
 mod sessions;
 
+pub use sessions::MAX_NAME_LEN;
+
 pub use limit::RateLimiter;
 pub use serve::serve;
 

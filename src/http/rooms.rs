@@ -23,29 +23,39 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     let rooms = state.engine.rooms().await?;
-    let Some(cluster) = state
-        .cluster
-        .as_ref()
-        .filter(|_| !super::cluster::forwarded(&headers))
-    else {
+    let Some(cluster) = state.cluster.as_ref() else {
         return Ok(Json(json!({ "rooms": rooms })));
     };
     let mut all: Vec<Value> = rooms
         .iter()
-        .map(|r| with_node(json!(r), cluster.node_id()))
+        .map(|r| with_node(json!(r), cluster, &r.name))
         .collect();
+    if super::cluster::forwarded(&headers) {
+        // Another node asks for this node's part.
+        return Ok(Json(json!({ "rooms": all })));
+    }
     for (node, answer) in super::cluster::ask_others(cluster, "/rooms", &headers).await {
         if let Some(rooms) = answer["rooms"].as_array() {
-            all.extend(rooms.iter().map(|r| with_node(r.clone(), &node.id)));
+            all.extend(rooms.iter().map(|r| with_node_id(r.clone(), &node.id)));
         }
     }
     Ok(Json(json!({ "rooms": all })))
 }
 
 /// A room's JSON with the node that serves it.
-fn with_node(mut room: Value, node: &str) -> Value {
+fn with_node_id(mut room: Value, node: &str) -> Value {
     if let Some(o) = room.as_object_mut() {
         o.insert("node".into(), json!(node));
+    }
+    room
+}
+
+/// A room of this node's JSON with this node, and the node it is played from when it is a
+/// cascade (`cascade_from`).
+fn with_node(room: Value, cluster: &crate::cluster::Cluster, name: &str) -> Value {
+    let mut room = with_node_id(room, cluster.node_id());
+    if let (Some(o), Some(from)) = (room.as_object_mut(), cluster.cascade_of(name)) {
+        o.insert("cascade_from".into(), json!(from));
     }
     room
 }
@@ -60,7 +70,7 @@ pub async fn show(
     check_name("room", &room)?;
     if let Some(view) = state.engine.room(&room).await? {
         return Ok(Json(match &state.cluster {
-            Some(c) => with_node(json!(view), c.node_id()),
+            Some(c) => with_node(json!(view), c, &room),
             None => json!(view),
         }));
     }
@@ -70,12 +80,11 @@ pub async fn show(
         .filter(|_| !super::cluster::forwarded(&headers))
     {
         let path = format!("/rooms/{room}");
-        if let Some((node, view)) = super::cluster::ask_others(cluster, &path, &headers)
-            .await
-            .into_iter()
-            .next()
-        {
-            return Ok(Json(with_node(view, &node.id)));
+        // The room's own node first, before the nodes that play it from there.
+        let mut answers = super::cluster::ask_others(cluster, &path, &headers).await;
+        answers.sort_by_key(|(_, view)| view.get("cascade_from").is_some());
+        if let Some((node, view)) = answers.into_iter().next() {
+            return Ok(Json(with_node_id(view, &node.id)));
         }
     }
     Err(ApiError::new(

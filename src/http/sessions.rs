@@ -120,17 +120,38 @@ async fn create(
     }
     let offer = body_text(&body, "SDP offer")?;
     // In a cluster, the room's node answers: this one, or another that gets the request. A
-    // room with sessions here is served here without asking Redis.
-    let here = state.engine.placement.shard_of(&room).is_some();
+    // room with sessions here is served here without asking Redis; one played here from
+    // another node (a cascade) takes viewers, and its publishers go to that node.
+    let cascaded = state.cluster.as_ref().and_then(|c| c.cascade_of(&room));
+    let here = match cascaded {
+        Some(_) => kind == SessionKind::Whep,
+        None => state.engine.placement.shard_of(&room).is_some(),
+    };
     if let (Some(cluster), false) = (&state.cluster, here || super::cluster::forwarded(&headers)) {
         if let crate::cluster::Owner::There(node) = cluster.locate(&room).await {
-            let client = join
-                .client
-                .map(|ip| super::cluster::client_ip(&state, ip, &headers));
-            return Ok(
-                super::cluster::pass(cluster, &node, &join.uri, &headers, client, body).await,
-            );
+            let spill = match kind {
+                SessionKind::Whep => cluster.spill(&node, &room).await,
+                SessionKind::Whip => None,
+            };
+            let cascade = match spill {
+                Some(name) => cluster
+                    .cascade(&state.engine, &node, &room, name)
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if !cascade {
+                let client = join
+                    .client
+                    .map(|ip| super::cluster::client_ip(&state, ip, &headers));
+                return Ok(
+                    super::cluster::pass(cluster, &node, &join.uri, &headers, client, body).await,
+                );
+            }
+            cluster.metrics().served_by_cascade();
         }
+    } else if let (Some(cluster), Some(_), SessionKind::Whep) = (&state.cluster, &cascaded, kind) {
+        cluster.metrics().served_by_cascade();
     }
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(

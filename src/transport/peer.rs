@@ -61,6 +61,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+mod upstream;
+
 /// How often Parley sends sender reports for the streams it seals itself.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -421,6 +423,17 @@ fn extensions_of(params: &[RTCRtpHeaderExtensionParameters]) -> Vec<HeaderExt> {
         .collect()
 }
 
+/// Which side of which session a connection is.
+#[derive(Clone, Copy)]
+enum Role<'a> {
+    /// Answers a WHIP offer (ICE-lite, DTLS server) with these ICE credentials.
+    Publisher((&'a str, &'a str)),
+    /// Answers a WHEP offer, likewise.
+    Viewer((&'a str, &'a str)),
+    /// Offers to play a room from another node, from this local address (`upstream`).
+    Upstream(SocketAddr),
+}
+
 fn kind_of(kind: RtpCodecKind) -> Option<MediaKind> {
     match kind {
         RtpCodecKind::Audio => Some(MediaKind::Audio),
@@ -438,7 +451,7 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
         let offer = super::rids::limit_simulcast(offer)?;
-        let mut peer = Self::build(ctx, ice, false, now)?;
+        let mut peer = Self::build(ctx, Role::Publisher(ice), now)?;
         peer.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer.into_owned())?)?;
         let answer = peer.answer(ctx, now)?;
@@ -454,7 +467,7 @@ impl Peer {
         kinds: &[MediaKind],
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
-        let mut peer = Self::build(ctx, ice, true, now)?;
+        let mut peer = Self::build(ctx, Role::Viewer(ice), now)?;
         peer.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer.to_owned())?)?;
         for (i, kind) in kinds.iter().enumerate() {
@@ -518,16 +531,12 @@ impl Peer {
         Ok((peer, answer))
     }
 
-    fn build(
-        ctx: &TransportContext,
-        ice: (&str, &str),
-        viewer: bool,
-        now: Instant,
-    ) -> Result<Peer, TransportError> {
+    fn build(ctx: &TransportContext, role: Role, now: Instant) -> Result<Peer, TransportError> {
         let provider = rtc::crypto::default_provider()
             .map_err(|e| TransportError::Certificate(e.to_string()))?;
         let (tap, keys) = KeyTap::new(provider);
-        let settings = SettingEngineBuilder::new()
+        let viewer = matches!(role, Role::Viewer(_));
+        let mut settings = SettingEngineBuilder::new()
             .with_crypto_provider(tap.clone())
             // AES-128-GCM first: Parley seals that profile itself. Clients list AES-256-GCM
             // first and the DTLS server follows the client's order, so it is not offered.
@@ -535,18 +544,26 @@ impl Peer {
                 SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
                 SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ])
-            .with_lite(true)
             // As wide as libwebrtc's: a publisher's retransmission may come a thousand
             // packets (probe padding, simulcast bursts) after the packet it repairs.
             .with_srtp_replay_protection_window(1024)
-            .with_answering_dtls_role(RTCDtlsRole::Server)
-            .with_ice_credentials(ice.0.to_owned(), ice.1.to_owned())
             .with_ice_timeouts(
                 Some(Duration::from_secs(15).min(ctx.consent_timeout)),
                 Some(ctx.consent_timeout),
                 Some(Duration::from_secs(2)),
-            )
-            .build();
+            );
+        settings = match role {
+            Role::Publisher(ice) | Role::Viewer(ice) => settings
+                .with_lite(true)
+                .with_answering_dtls_role(RTCDtlsRole::Server)
+                .with_ice_credentials(ice.0.to_owned(), ice.1.to_owned()),
+            // The offering side of a node-to-node session: full ICE, controlling, DTLS
+            // client; checks paced as browsers pace them.
+            Role::Upstream(_) => settings
+                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                .with_ice_connection_attempts(Some(Duration::from_millis(50)), None),
+        };
+        let settings = settings.build();
         let mut me = media_engine(viewer)?;
         let registry = interceptors(&mut me)?.with(Slot::Custom(14_000), KeyframeTap::default());
         let config = RTCConfigurationBuilder::new()
@@ -558,10 +575,14 @@ impl Peer {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(now)?;
+        let (local_addr, tcp_addr) = match role {
+            Role::Upstream(addr) => (addr, None),
+            _ => (ctx.candidate_addr(), ctx.tcp_candidate_addr()),
+        };
         Ok(Peer {
             pc,
-            local_addr: ctx.candidate_addr(),
-            tcp_addr: ctx.tcp_candidate_addr(),
+            local_addr,
+            tcp_addr,
             inbound: Vec::new(),
             inbound_by_track_id: HashMap::new(),
             slots: Vec::new(),

@@ -20,6 +20,7 @@
 pub mod aiortc;
 pub mod binary;
 mod call;
+pub mod cluster;
 mod events;
 pub mod hostile_call;
 pub mod hostile_http;

@@ -10,6 +10,7 @@ use crate::engine::shard::sender::Senders;
 use crate::engine::shard::session::{EndReason, Session};
 use crate::engine::shard::socket::MediaSocket;
 use crate::engine::shard::tcp::TcpConns;
+use crate::engine::shard::upstream::Upstreams;
 use crate::engine::shard::ShardLink;
 use crate::engine::{Command, EngineConfig, Registry};
 use crate::forward::cache::PacketCache;
@@ -81,6 +82,8 @@ pub(in crate::engine) struct Engine {
     pub(in crate::engine) state_version: u64,
     /// ICE-TCP connections of this shard's sessions.
     pub(in crate::engine) tcp: TcpConns,
+    /// Rooms this shard plays from other nodes of the cluster.
+    pub(in crate::engine) upstreams: Upstreams,
 }
 
 pub(in crate::engine) fn kind_index(kind: MediaKind) -> usize {
@@ -116,6 +119,7 @@ impl Engine {
             latency: metrics.local_forwarding_latency(),
             send_wait: metrics.local_send_wait(),
             tcp: TcpConns::new(metrics.ice_tcp_writers()),
+            upstreams: Upstreams::default(),
             metrics,
             tally: Tally::default(),
             senders,
@@ -189,6 +193,7 @@ impl Engine {
                 () = self.shard.relay_in.ready() => self.take_relayed(),
                 Some((from, control)) = self.shard.control_in.recv() => self.on_control(from, control),
                 Some(input) = self.tcp.input.recv() => self.on_tcp_input(input),
+                Some(input) = self.upstreams.input.recv() => self.on_upstream_input(input),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timers(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -238,6 +243,16 @@ impl Engine {
                 reply,
             } => {
                 let _ = reply.send(self.relay_to(&room, participant.as_deref(), shard));
+            }
+            Command::PlayFrom {
+                room,
+                participant,
+                reply,
+            } => {
+                let _ = reply.send(self.open_upstream(room, participant));
+            }
+            Command::Answer { id, answer, reply } => {
+                let _ = reply.send(self.answer_upstream(&id, &answer));
             }
             Command::Trickle { id, frag, reply } => {
                 let _ = reply.send(self.trickle(&id, &frag));
@@ -342,6 +357,7 @@ impl Engine {
             }
         }
         self.rooms_tick(now);
+        self.upstreams_tick(now);
         self.layers_tick(now);
         self.send_room_states();
         self.retry_keyframes(now);
@@ -465,6 +481,10 @@ impl Engine {
             };
             if tcp {
                 self.send_tcp(key, to, &data);
+                continue;
+            }
+            if self.is_upstream(key) {
+                self.send_upstream(key, to, &data);
                 continue;
             }
             if let Some(dropped) = self.demux.confirm(key, to) {

@@ -82,7 +82,7 @@ impl Engine {
         // The shard's number first: any shard routes a binding request by it.
         let ufrag = format!("{}{}", shard_prefix(self.shard.id), random_token(14));
         let pwd = random_token(32);
-        let (mut peer, answer) = match kind {
+        let (peer, answer) = match kind {
             SessionKind::Whip => Peer::publisher(&self.ctx, offer, (&ufrag, &pwd), now)?,
             SessionKind::Whep => {
                 Peer::viewer(&self.ctx, offer, (&ufrag, &pwd), &offer_kinds(offer), now)?
@@ -98,6 +98,29 @@ impl Engine {
         if kind == SessionKind::Whep {
             self.check_decodable(&room, &participant, target.as_deref(), &peer)?;
         }
+        let (id, etag) = self.admit(
+            kind,
+            (room, participant, target),
+            peer,
+            Some(&ufrag),
+            offer_ufrag(offer),
+            now,
+        );
+        Ok(Created { id, answer, etag })
+    }
+
+    /// Takes a new session into the shard and its room: the demultiplexer (by `ufrag`, for
+    /// a session clients reach on the media port), the registry, the room's members and
+    /// slots. Returns its public id and ETag.
+    pub(in crate::engine) fn admit(
+        &mut self,
+        kind: SessionKind,
+        (room, participant, target): (String, String, Option<String>),
+        mut peer: Peer,
+        ufrag: Option<&str>,
+        remote_ufrag: String,
+        now: Instant,
+    ) -> (String, String) {
         let key = self.next_key;
         self.next_key += 1;
         let public_id = format!(
@@ -172,7 +195,9 @@ impl Engine {
             },
         );
         self.by_public.insert(public_id.clone(), key);
-        self.demux.add_session(key, &ufrag);
+        if let Some(ufrag) = ufrag {
+            self.demux.add_session(key, ufrag);
+        }
         self.registry.insert(
             public_id.clone(),
             SessionInfo {
@@ -180,7 +205,7 @@ impl Engine {
                 room: room.clone(),
                 participant: participant.clone(),
                 etag: etag.clone(),
-                remote_ufrag: offer_ufrag(offer),
+                remote_ufrag,
             },
         );
         let r = self
@@ -198,7 +223,7 @@ impl Engine {
             );
         }
         let Some(r) = self.rooms.get_mut(&room) else {
-            return Err(EngineError::NotFound);
+            return (public_id, etag);
         };
         match kind {
             SessionKind::Whip => {
@@ -236,11 +261,7 @@ impl Engine {
             session = public_id,
             "session created"
         );
-        Ok(Created {
-            id: public_id,
-            answer,
-            etag,
-        })
+        (public_id, etag)
     }
 
     pub(in crate::engine) fn trickle(
@@ -314,6 +335,7 @@ impl Engine {
             self.shard.disown_address(addr);
         }
         self.tcp.close_session(key);
+        self.drop_upstream(key);
         self.shard.placement.release(&session.room, self.shard.id);
         self.clear_timer(key);
         self.metrics

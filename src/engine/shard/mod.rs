@@ -25,6 +25,7 @@ pub mod socket;
 mod start;
 pub(in crate::engine) mod steer;
 pub mod tcp;
+pub(in crate::engine) mod upstream;
 
 pub use start::spawn;
 

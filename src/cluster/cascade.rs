@@ -1,0 +1,235 @@
+//! Cascading: a broadcast too big for one node spreads its viewers over others. A WHEP
+//! viewer that reaches node B for a room node A holds is served by B, which plays the room
+//! from A once, over WHEP like any viewer (one upstream session per room per node, see
+//! `crate::engine::shard::upstream`), and fans it out to its own viewers. Their NACKs are
+//! answered from B's caches; their keyframe requests reach A's publisher as PLI.
+//!
+//! When viewers spill: the owner has at least `--cluster-cascade-sessions` sessions and the
+//! room has at most one publisher (a cascade carries one audio and one video track, the
+//! room's broadcast). Below that, or for a meeting, the request is passed to the owner.
+//!
+//! This module is the HTTP side: it asks the engine for the upstream's offer, sends it to
+//! the owner, and hands back the answer. The heartbeat tends what it started: an upstream
+//! that ended here (idle, or its connection failed) has its session on the owner ended,
+//! and while the room still has viewers here it is played again from wherever it now lives.
+
+use super::{lock, Cluster, NodeRecord, Owner, FORWARDED};
+use crate::engine::{EndReason, EngineError, EngineHandle, SessionKind};
+use reqwest::header;
+use std::collections::HashMap;
+
+/// A room this node plays from another node.
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    /// The node it is played from.
+    pub owner: String,
+    /// The upstream session's id here.
+    pub session: String,
+    /// The upstream's session URL on the owner, once it answered.
+    pub location: Option<String>,
+}
+
+/// Rooms played from other nodes, by name.
+pub(super) type Cascades = std::sync::Mutex<HashMap<String, Cascade>>;
+
+/// Why a room could not be played from its node.
+#[derive(Debug, thiserror::Error)]
+pub enum CascadeError {
+    /// The engine refused (shutting down, no socket).
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// The owner did not answer, or not with an SDP answer.
+    #[error("the room's node ({node}) did not take the cascade: {why}")]
+    Owner {
+        /// Its id.
+        node: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// The name of the participant a node's upstream session is on the room's node.
+fn upstream_name(node: &str) -> String {
+    let mut name = format!("cascade-{node}");
+    name.truncate(crate::http::MAX_NAME_LEN);
+    name
+}
+
+impl Cluster {
+    /// The node `room` is played from, when this node serves it as a cascade.
+    pub fn cascade_of(&self, room: &str) -> Option<String> {
+        lock(&self.inner.cascades)
+            .get(room)
+            .map(|c| c.owner.clone())
+    }
+
+    /// Every room played from another node.
+    pub fn cascades(&self) -> Vec<(String, Cascade)> {
+        let all = lock(&self.inner.cascades);
+        all.iter().map(|(r, c)| (r.clone(), c.clone())).collect()
+    }
+
+    /// Whether a WHEP viewer of `room`, held by `owner`, is served here from a cascade:
+    /// the owner is loaded past the threshold and the room has at most one publisher. Gives
+    /// the name the room's publisher goes by here.
+    pub async fn spill(&self, owner: &NodeRecord, room: &str) -> Option<String> {
+        if owner.load.sessions < self.inner.config.cascade_above {
+            return None;
+        }
+        self.broadcast_name(owner, room).await
+    }
+
+    /// The name of a room's one publisher on `owner` (a made-up one while it has none);
+    /// `None` for a room with several, or when the owner does not say.
+    async fn broadcast_name(&self, owner: &NodeRecord, room: &str) -> Option<String> {
+        let mut request = self
+            .http()
+            .get(format!("{}/rooms/{room}", owner.url))
+            .timeout(std::time::Duration::from_secs(1))
+            .header(FORWARDED, self.node_id());
+        if let Some(token) = &self.inner.config.admin_token {
+            request = request.bearer_auth(token);
+        }
+        let answer = request.send().await.ok()?;
+        let publishers: Vec<String> = match answer.status() {
+            // No room there yet: its publisher has not come.
+            reqwest::StatusCode::NOT_FOUND => Vec::new(),
+            reqwest::StatusCode::OK => {
+                let view = answer.json::<serde_json::Value>().await.ok()?;
+                view["participants"]
+                    .as_array()?
+                    .iter()
+                    .filter(|p| p["publishing"].as_bool() == Some(true))
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
+            }
+            _ => return None,
+        };
+        match publishers.as_slice() {
+            [] => Some(upstream_name(&owner.id)),
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// Makes sure this node plays `room` from `owner`, its publisher named `name` here.
+    pub async fn cascade(
+        &self,
+        engine: &EngineHandle,
+        owner: &NodeRecord,
+        room: &str,
+        name: String,
+    ) -> Result<(), CascadeError> {
+        let Some(upstream) = engine.play_from(room, name).await? else {
+            return Ok(());
+        };
+        // Known before the owner answers: a WHIP request for the room meanwhile goes there.
+        lock(&self.inner.cascades).insert(
+            room.to_owned(),
+            Cascade {
+                owner: owner.id.clone(),
+                session: upstream.id.clone(),
+                location: None,
+            },
+        );
+        let fail = |why: String| CascadeError::Owner {
+            node: owner.id.clone(),
+            why,
+        };
+        let offered = async {
+            let mut request = self
+                .http()
+                .post(format!("{}/whep/{room}", owner.url))
+                .query(&[("participant", upstream_name(self.node_id()))])
+                .header(FORWARDED, self.node_id())
+                .header(header::CONTENT_TYPE, "application/sdp")
+                .body(upstream.answer.clone());
+            if let Some(token) = &self.inner.config.play_token {
+                request = request.bearer_auth(token);
+            }
+            let answer = request.send().await.map_err(|e| fail(e.to_string()))?;
+            let status = answer.status();
+            let location = answer
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| match l.starts_with('/') {
+                    true => format!("{}{l}", owner.url),
+                    false => l.to_owned(),
+                });
+            let body = answer.text().await.map_err(|e| fail(e.to_string()))?;
+            if status != reqwest::StatusCode::CREATED {
+                return Err(fail(format!("{status}: {}", body.trim())));
+            }
+            if let Some(c) = lock(&self.inner.cascades).get_mut(room) {
+                c.location = location;
+            }
+            engine.answer(&upstream.id, body).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = &offered {
+            tracing::warn!("cluster: room {room} not played from {}: {e}", owner.id);
+            engine.close(&upstream.id, EndReason::Deleted).await;
+            self.end_cascade(room).await;
+        } else {
+            tracing::info!("cluster: room {room} played from node {}", owner.id);
+        }
+        offered
+    }
+
+    /// Forgets a room's cascade and ends its session on the owner.
+    async fn end_cascade(&self, room: &str) {
+        let Some(c) = lock(&self.inner.cascades).remove(room) else {
+            return;
+        };
+        let Some(location) = c.location else {
+            return;
+        };
+        let mut request = self
+            .http()
+            .delete(&location)
+            .header(FORWARDED, self.node_id());
+        if let Some(token) = &self.inner.config.play_token {
+            request = request.bearer_auth(token);
+        }
+        if let Err(e) = request.send().await {
+            tracing::debug!(
+                "cluster: the cascade of {room} not ended on {}: {e}",
+                c.owner
+            );
+        }
+    }
+
+    /// The heartbeat's part: cascades whose upstream ended here are ended on their owners
+    /// too; a room that still has viewers here is played again from its node.
+    pub(super) async fn tend_cascades(&self, engine: &EngineHandle) {
+        let ended: Vec<(String, String)> = lock(&self.inner.cascades)
+            .iter()
+            .filter(|(_, c)| !engine.registry.contains_key(&c.session))
+            .map(|(room, c)| (room.clone(), c.owner.clone()))
+            .collect();
+        for (room, from) in ended {
+            self.end_cascade(&room).await;
+            let viewers = engine
+                .registry
+                .iter()
+                .any(|s| s.room == room && s.kind == SessionKind::Whep);
+            if !viewers {
+                tracing::info!("cluster: room {room} no longer played from node {from}");
+                continue;
+            }
+            if let Owner::There(node) = self.locate(&room).await {
+                let name = self
+                    .broadcast_name(&node, &room)
+                    .await
+                    .unwrap_or_else(|| upstream_name(&node.id));
+                let _ = self.cascade(engine, &node, &room, name).await;
+            }
+        }
+        self.inner
+            .metrics
+            .cascades
+            .set(lock(&self.inner.cascades).len() as i64);
+    }
+}

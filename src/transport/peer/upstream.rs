@@ -1,0 +1,72 @@
+//! The offering side of a node-to-node session: a node plays a room another node holds
+//! over WHEP, as any viewer would, and its local viewers are fed from it (a cascade).
+//!
+//! The connection is a publisher as the rest of Parley sees it: its tracks are inbound
+//! tracks, its packets go through the same receive path (Parley's SRTP opener, the uplink's
+//! NACKs, TWCC and reports) and its keyframe requests go out as PLI. Only the roles differ:
+//! it offers (one recvonly audio and one recvonly video section), runs full ICE as the
+//! controlling agent from its own UDP socket, and is the DTLS client.
+
+use super::{Peer, Role};
+use crate::transport::{TransportContext, TransportError};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl Peer {
+    /// Builds the connection for playing a room from another node, its host candidate at
+    /// `local` (the address of the socket it is fed from), and returns it with its complete
+    /// offer (candidates included: no trickle).
+    pub fn upstream(
+        ctx: &TransportContext,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<(Peer, String), TransportError> {
+        let mut peer = Self::build(ctx, Role::Upstream(local), now)?;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            peer.pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )?;
+        }
+        let offer = peer.pc.create_offer(None)?;
+        peer.pc.set_local_description(now, offer)?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        peer.pc
+            .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        peer.pc
+            .add_local_candidate(RTCIceCandidateInit::default())?;
+        let offer = peer
+            .pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
+        Ok((peer, offer))
+    }
+
+    /// Applies the other node's answer to [`Peer::upstream`]'s offer: ICE starts.
+    pub fn apply_answer(&mut self, now: Instant, answer: &str) -> Result<(), TransportError> {
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::answer(answer.to_owned())?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Cascading over a real Redis: a broadcast held by node A, viewers that reach node B are
+//! served by B from one upstream session B plays from A. Every viewer gets every frame;
+//! B plays the room once however many viewers it has; a viewer's keyframe request on B
+//! reaches the publisher on A; B's upstream ends (on A too) once its viewers are gone.
+
+mod common;
+
+use common::cluster::{frame, node_with, plays_exactly, send_frames, wait_for_nodes, WAIT};
+use common::hostile_storm::play_storming;
+use common::metrics::metric;
+use common::redis::Redis;
+use common::{play, publish, Kind, PlayOptions, PublishOptions};
+use std::time::{Duration, Instant};
+
+/// Two nodes that cascade every broadcast viewer that reaches the node not holding the room.
+async fn cascading_pair(redis: &Redis) -> (parley::Server, parley::Server) {
+    let cascade = |c: &mut parley::config::Config| c.cluster_cascade_sessions = 0;
+    let a = node_with(redis, "a", cascade).await;
+    let b = node_with(redis, "b", cascade).await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    (a, b)
+}
+
+/// Waits until `what` holds, polling the nodes' state every 50 ms.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn viewers_on_another_node_are_served_there_from_one_upstream() {
+    let redis = Redis::start().await;
+    let (a, b) = cascading_pair(&redis).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+
+    let publisher = publish(&base_a, "show", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    let first = play(&base_b, "show", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let second = play(&base_b, "show", PlayOptions::default())
+        .await
+        .expect("play on b");
+    for v in [&first, &second] {
+        assert!(
+            v.location.starts_with(&format!("{base_b}/sessions/")),
+            "a cascaded viewer's session lives on the node it reached: {}",
+            v.location
+        );
+    }
+    // A serves the publisher and one session for b, whatever b's viewer count; b serves
+    // its two viewers and its upstream.
+    assert_eq!((a.session_count(), b.session_count()), (2, 3));
+
+    let next = plays_exactly(&publisher, &first, 0, 60).await;
+    plays_exactly(&publisher, &second, next, 60).await;
+
+    assert_eq!(
+        metric(
+            &base_b,
+            "parley_cluster_requests_passed_total{how=\"cascaded\"}"
+        )
+        .await,
+        2.0
+    );
+    eventually("b counts its cascade", async || {
+        metric(&base_b, "parley_cluster_cascade_sessions").await == 1.0
+    })
+    .await;
+    // The room API: A's view has b's upstream among its viewers; B's says where it plays
+    // the room from; the cluster-wide view of a node without the room shows the owner's.
+    let on_a = common::room_api::view(&base_a, "show").await;
+    let names: Vec<&str> = on_a["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"cascade-b"), "{on_a}");
+    let on_b = common::room_api::view(&base_b, "show").await;
+    assert_eq!(
+        (&on_b["node"], &on_b["cascade_from"]),
+        (&"b".into(), &"a".into())
+    );
+    let list = common::room_api::list(&base_a).await;
+    let cascaded: Vec<&serde_json::Value> = list["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter(|r| r["cascade_from"] == "a")
+        .collect();
+    assert_eq!(cascaded.len(), 1, "{list}");
+    assert_eq!(cascaded[0]["node"], "b", "{list}");
+
+    // A publisher that reaches b goes to a: b only plays the room.
+    let late = publish(
+        &base_b,
+        "show",
+        PublishOptions {
+            participant: Some("second".into()),
+            ..PublishOptions::vp8()
+        },
+    )
+    .await
+    .expect("publish through b");
+    assert!(late.location.starts_with(&base_a), "{}", late.location);
+    drop(late);
+
+    // Once its viewers are gone, b ends its upstream, here and on a.
+    first.close().await;
+    second.close().await;
+    eventually("b ends its idle upstream", async || b.session_count() == 0).await;
+    eventually("a ends b's session", async || a.session_count() <= 2).await;
+    eventually("b no longer counts a cascade", async || {
+        metric(&base_b, "parley_cluster_cascade_sessions").await == 0.0
+    })
+    .await;
+    drop(publisher);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_keyframe_request_on_the_cascade_reaches_the_publisher() {
+    let redis = Redis::start().await;
+    let (a, b) = cascading_pair(&redis).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let publisher = publish(&base_a, "pli", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    let viewer = play(&base_b, "pli", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let next = plays_exactly(&publisher, &viewer, 0, 30).await;
+
+    // A viewer on b that asks for keyframes over and over: b passes them up (at most one
+    // every half second per layer), a passes them to the publisher.
+    let before = publisher.keyframe_requests();
+    let storm = play_storming(&base_b, "pli", Duration::from_millis(100))
+        .await
+        .expect("a storming viewer on b");
+    storm.storm(true);
+    let sending = send_frames(&publisher, next, next + 150);
+    let asked = publisher.wait_for_keyframe_request(before + 3, WAIT);
+    let (_, asked) = tokio::join!(sending, asked);
+    asked.expect("the viewer's keyframe requests reach the publisher through the cascade");
+    assert!(storm.plis_sent() >= 3);
+    let got = viewer.received_of(Kind::Video);
+    assert!(
+        got.iter().any(|p| p.payload == frame(next)),
+        "media still flows"
+    );
+    drop(storm);
+    b.shutdown().await;
+    a.shutdown().await;
+}
