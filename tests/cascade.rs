@@ -9,12 +9,16 @@ use common::cluster::{frame, node_with, plays_exactly, send_frames, wait_for_nod
 use common::hostile_storm::play_storming;
 use common::metrics::metric;
 use common::redis::Redis;
-use common::{play, publish, Kind, PlayOptions, PublishOptions};
+use common::{binary, play, publish, Kind, PlayOptions, PublishOptions};
 use std::time::{Duration, Instant};
+
+/// Cascades every broadcast viewer that reaches a node not holding the room.
+fn cascade(config: &mut parley::config::Config) {
+    config.cluster_cascade_sessions = 0;
+}
 
 /// Two nodes that cascade every broadcast viewer that reaches the node not holding the room.
 async fn cascading_pair(redis: &Redis) -> (parley::Server, parley::Server) {
-    let cascade = |c: &mut parley::config::Config| c.cluster_cascade_sessions = 0;
     let a = node_with(redis, "a", cascade).await;
     let b = node_with(redis, "b", cascade).await;
     wait_for_nodes(&[&a, &b], 2).await;
@@ -157,4 +161,50 @@ async fn a_keyframe_request_on_the_cascade_reaches_the_publisher() {
     drop(storm);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+#[tokio::test]
+async fn cascaded_viewers_play_on_when_the_rooms_node_dies_and_its_publisher_returns() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let args = [
+        "--redis-url",
+        &url,
+        "--node-id",
+        "a",
+        "--cluster-cascade-sessions",
+        "0",
+    ];
+    let (child, addr, _stdout) = binary::spawn(&args, &[]);
+    let mut child = binary::Reap(child);
+    let base_a = format!("http://{addr}");
+    let b = node_with(&redis, "b", cascade).await;
+    wait_for_nodes(&[&b], 2).await;
+    let base_b = b.base_url();
+    let publisher = publish(&base_a, "live", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    let viewer = play(&base_b, "live", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let next = plays_exactly(&publisher, &viewer, 0, 30).await;
+
+    child.0.kill().expect("SIGKILL");
+    let _ = child.0.wait();
+    drop(publisher);
+    // b sees a's record expire and ends the cascade at once; its viewer stays.
+    eventually("b ends the cascade from the node that died", async || {
+        metric(&base_b, "parley_cluster_cascade_sessions").await == 0.0
+    })
+    .await;
+    assert_eq!(b.session_count(), 1, "the viewer's session lives on");
+
+    // The publisher comes back through b: the room is b's now, and the viewer plays it.
+    let back = publish(&base_b, "live", PublishOptions::vp8())
+        .await
+        .expect("publish again, through b");
+    assert!(back.location.starts_with(&base_b), "{}", back.location);
+    plays_exactly(&back, &viewer, next, 30).await;
+    drop(back);
+    b.shutdown().await;
 }

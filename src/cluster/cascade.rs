@@ -204,6 +204,19 @@ impl Cluster {
     /// The heartbeat's part: cascades whose upstream ended here are ended on their owners
     /// too; a room that still has viewers here is played again from its node.
     pub(super) async fn tend_cascades(&self, engine: &EngineHandle) {
+        // An owner whose record expired is gone: its cascades end now, not when their
+        // connections time out.
+        if self.is_up() {
+            let live: Vec<String> = self.nodes().into_iter().map(|n| n.id).collect();
+            let orphans: Vec<String> = lock(&self.inner.cascades)
+                .values()
+                .filter(|c| !live.contains(&c.owner))
+                .map(|c| c.session.clone())
+                .collect();
+            for session in orphans {
+                engine.close(&session, EndReason::IceFailed).await;
+            }
+        }
         let ended: Vec<(String, String)> = lock(&self.inner.cascades)
             .iter()
             .filter(|(_, c)| !engine.registry.contains_key(&c.session))
@@ -231,5 +244,13 @@ impl Cluster {
             .metrics
             .cascades
             .set(lock(&self.inner.cascades).len() as i64);
+    }
+
+    /// Ends every cascade on its owner (the node is stopping).
+    pub(super) async fn end_cascades(&self) {
+        let rooms: Vec<String> = lock(&self.inner.cascades).keys().cloned().collect();
+        for room in rooms {
+            self.end_cascade(&room).await;
+        }
     }
 }

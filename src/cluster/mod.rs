@@ -330,6 +330,7 @@ impl Cluster {
                 .await;
             held = rooms;
         }
+        self.end_cascades().await;
         let list: Vec<String> = held.into_iter().collect();
         self.leave(&list).await;
     }
