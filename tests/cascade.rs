@@ -208,3 +208,80 @@ async fn cascaded_viewers_play_on_when_the_rooms_node_dies_and_its_publisher_ret
     drop(back);
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cascade_carries_the_broadcasts_codec_and_refuses_viewers_who_cannot_play_it() {
+    let redis = Redis::start().await;
+    let (a, b) = cascading_pair(&redis).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let publisher = publish(&base_a, "h264", PublishOptions::h264("42e01f"))
+        .await
+        .expect("publish H264 on a");
+    // An IDR slice: what a viewer on b must get byte for byte.
+    let idr = |n: u32| [&[0x65, 0x88, 0x84][..], &n.to_be_bytes()].concat();
+    // The room is a broadcast with H264 video on a before anyone plays it from b.
+    let mut n = 0;
+    eventually("a lists the publisher's H264 track", async || {
+        n += 1;
+        publisher
+            .send_video(&idr(n), true, n * 3000)
+            .await
+            .expect("send");
+        let view = common::room_api::view(&base_a, "h264").await;
+        view["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["tracks"].as_array().into_iter().flatten())
+            .any(|t| t["codec"] == "H264")
+    })
+    .await;
+    let viewer = play(&base_b, "h264", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let sending = async {
+        for m in n + 1..n + 250 {
+            publisher
+                .send_video(&idr(m), true, m * 3000)
+                .await
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let played = viewer.wait_for("H264 frames through the cascade", WAIT, |r| {
+        r.iter()
+            .any(|p| p.kind == Kind::Video && p.payload.starts_with(&[0x65, 0x88, 0x84]))
+    });
+    tokio::select! {
+        got = played => { got.expect("the viewer on b plays the H264 broadcast"); }
+        () = sending => panic!("no H264 frame reached the viewer on b"),
+    }
+    let on_b = common::room_api::view(&base_b, "h264").await;
+    let codecs: Vec<&serde_json::Value> = on_b["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["tracks"].as_array().into_iter().flatten())
+        .map(|t| &t["codec"])
+        .collect();
+    assert_eq!(codecs, ["H264"], "b's copy says what it carries: {on_b}");
+    // A viewer that offers only VP8 can play nothing of it: refused with the reason.
+    let vp8_only = common::hostile_call::raw_offer(
+        "Vwxy",
+        "abcdefghijklmnopqrstuvwx",
+        &["opus/48000/2"],
+        &["VP8/90000"],
+        "recvonly",
+    );
+    let refused = reqwest::Client::new()
+        .post(format!("{base_b}/whep/h264"))
+        .header("content-type", "application/sdp")
+        .body(vp8_only)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), 422);
+    drop(viewer);
+    b.shutdown().await;
+    a.shutdown().await;
+}

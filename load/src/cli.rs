@@ -136,6 +136,15 @@ impl LoadArgs {
         spread(self.tcp_share, index)
     }
 
+    /// The base URL the step's `index`-th viewer posts its offer to: `--viewer-url` cycled
+    /// over the viewers, or `--url` when it is empty.
+    pub fn viewer_url(&self, index: usize) -> &str {
+        match self.viewer_url.len() {
+            0 => &self.url,
+            n => &self.viewer_url[index % n],
+        }
+    }
+
     /// The capped viewers' link.
     pub fn cap(&self) -> LinkSpec {
         LinkSpec {
@@ -174,6 +183,13 @@ pub struct LoadArgs {
     /// Server base URL; offers go to {url}/whip/{room} and {url}/whep/{room}.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Base URLs the viewers' WHEP offers go to instead of --url, spread over each room's
+    /// viewers in turn: `http://a:8080,http://b:8081` sends the first viewer to a, the
+    /// second to b, the third to a again (e.g. the nodes of a cluster, where a node that
+    /// does not hold the broadcast serves its viewers from a cascade). Publishers always
+    /// use --url. None: every viewer uses --url.
+    #[arg(long, value_delimiter = ',', value_name = "URL")]
+    pub viewer_url: Vec<String>,
     /// Room name (meeting and audio steps use {room}-{step}; with --rooms above 1 every
     /// room is {room}-{step}-{r}).
     #[arg(long, default_value = "bench")]
@@ -194,6 +210,11 @@ pub struct LoadArgs {
     /// other).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Further local server processes (e.g. the other nodes of a cluster): each one's CPU
+    /// over the window, from /proc like --server-pid's, on a `nodes` line per step and in
+    /// the JSON's `nodes`. A process that cannot be read is a step error, not fatal.
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    pub node_pid: Vec<u32>,
     /// Prometheus page with process_cpu_seconds_total and process_resident_memory_bytes
     /// (used when --server-pid is not given).
     #[arg(long)]
@@ -441,6 +462,19 @@ mod tests {
             let argv = ["parley-load", "broadcast", "--tcp-share", bad];
             assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn viewer_urls_cycle_and_default_to_the_url() {
+        let a = load_args(&["--url", "http://a:1"]);
+        assert!(a.viewer_url.is_empty() && a.node_pid.is_empty());
+        assert!((0..4).all(|i| a.viewer_url(i) == "http://a:1"));
+        let a = load_args(&["--viewer-url", "http://a:1,http://b:2", "--node-pid", "7,9"]);
+        let urls: Vec<&str> = (0..3).map(|i| a.viewer_url(i)).collect();
+        assert_eq!(urls, ["http://a:1", "http://b:2", "http://a:1"]);
+        assert_eq!(a.node_pid, [7, 9]);
+        let argv = ["parley-load", "broadcast", "--node-pid", "me"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

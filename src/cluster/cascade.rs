@@ -48,11 +48,31 @@ pub enum CascadeError {
     },
 }
 
+/// A broadcast as its node describes it: what this node's copy is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// The name its publisher goes by here (its name there; a made-up one while it has
+    /// none).
+    pub publisher: String,
+    /// Its video codec (`VP8`, `H264`...), when it has video.
+    pub video: Option<String>,
+}
+
 /// The name of the participant a node's upstream session is on the room's node.
 fn upstream_name(node: &str) -> String {
     let mut name = format!("cascade-{node}");
     name.truncate(crate::http::MAX_NAME_LEN);
     name
+}
+
+impl Broadcast {
+    /// A broadcast whose publisher has not come yet.
+    fn unnamed(owner: &str) -> Self {
+        Broadcast {
+            publisher: upstream_name(owner),
+            video: None,
+        }
+    }
 }
 
 impl Cluster {
@@ -71,17 +91,17 @@ impl Cluster {
 
     /// Whether a WHEP viewer of `room`, held by `owner`, is served here from a cascade:
     /// the owner is loaded past the threshold and the room has at most one publisher. Gives
-    /// the name the room's publisher goes by here.
-    pub async fn spill(&self, owner: &NodeRecord, room: &str) -> Option<String> {
+    /// the broadcast.
+    pub async fn spill(&self, owner: &NodeRecord, room: &str) -> Option<Broadcast> {
         if owner.load.sessions < self.inner.config.cascade_above {
             return None;
         }
-        self.broadcast_name(owner, room).await
+        self.broadcast(owner, room).await
     }
 
-    /// The name of a room's one publisher on `owner` (a made-up one while it has none);
-    /// `None` for a room with several, or when the owner does not say.
-    async fn broadcast_name(&self, owner: &NodeRecord, room: &str) -> Option<String> {
+    /// A room on `owner` as a broadcast: `None` for a room with several publishers, or when
+    /// the owner does not say.
+    async fn broadcast(&self, owner: &NodeRecord, room: &str) -> Option<Broadcast> {
         let mut request = self
             .http()
             .get(format!("{}/rooms/{room}", owner.url))
@@ -91,36 +111,43 @@ impl Cluster {
             request = request.bearer_auth(token);
         }
         let answer = request.send().await.ok()?;
-        let publishers: Vec<String> = match answer.status() {
+        let view = match answer.status() {
             // No room there yet: its publisher has not come.
-            reqwest::StatusCode::NOT_FOUND => Vec::new(),
-            reqwest::StatusCode::OK => {
-                let view = answer.json::<serde_json::Value>().await.ok()?;
-                view["participants"]
-                    .as_array()?
-                    .iter()
-                    .filter(|p| p["publishing"].as_bool() == Some(true))
-                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                    .collect()
-            }
+            reqwest::StatusCode::NOT_FOUND => serde_json::Value::Null,
+            reqwest::StatusCode::OK => answer.json::<serde_json::Value>().await.ok()?,
             _ => return None,
         };
+        let publishers: Vec<&serde_json::Value> = view["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["publishing"].as_bool() == Some(true))
+            .collect();
         match publishers.as_slice() {
-            [] => Some(upstream_name(&owner.id)),
-            [one] => Some(one.clone()),
+            [] => Some(Broadcast::unnamed(&owner.id)),
+            [one] => Some(Broadcast {
+                publisher: one["name"].as_str()?.to_owned(),
+                video: one["tracks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["kind"] == "video")
+                    .and_then(|t| t["codec"].as_str())
+                    .map(str::to_owned),
+            }),
             _ => None,
         }
     }
 
-    /// Makes sure this node plays `room` from `owner`, its publisher named `name` here.
+    /// Makes sure this node plays `room`, broadcast `what`, from `owner`.
     pub async fn cascade(
         &self,
         engine: &EngineHandle,
         owner: &NodeRecord,
         room: &str,
-        name: String,
+        what: Broadcast,
     ) -> Result<(), CascadeError> {
-        let Some(upstream) = engine.play_from(room, name).await? else {
+        let Some(upstream) = engine.play_from(room, what.publisher, what.video).await? else {
             return Ok(());
         };
         // Known before the owner answers: a WHIP request for the room meanwhile goes there.
@@ -233,11 +260,11 @@ impl Cluster {
                 continue;
             }
             if let Owner::There(node) = self.locate(&room).await {
-                let name = self
-                    .broadcast_name(&node, &room)
+                let what = self
+                    .broadcast(&node, &room)
                     .await
-                    .unwrap_or_else(|| upstream_name(&node.id));
-                let _ = self.cascade(engine, &node, &room, name).await;
+                    .unwrap_or_else(|| Broadcast::unnamed(&node.id));
+                let _ = self.cascade(engine, &node, &room, what).await;
             }
         }
         self.inner

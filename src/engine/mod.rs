@@ -173,6 +173,7 @@ pub(crate) enum Command {
     PlayFrom {
         room: String,
         participant: String,
+        video: Option<String>,
         reply: oneshot::Sender<Result<Option<Created>, EngineError>>,
     },
     /// The other node's answer to an upstream's offer.
@@ -310,20 +311,22 @@ impl EngineHandle {
         created
     }
 
-    /// Starts playing `room` from another node of the cluster as publisher `participant`,
-    /// on the room's home shard: returns the upstream session with its offer (in
-    /// `answer`), to send to that node, or `None` when the room is already played from
-    /// there.
+    /// Starts playing `room` from another node of the cluster as publisher `participant`
+    /// (its video in codec `video`, e.g. `H264`, when known), on the room's home shard:
+    /// returns the upstream session with its offer (in `answer`), to send to that node, or
+    /// `None` when the room is already played from there.
     pub async fn play_from(
         &self,
         room: &str,
         participant: String,
+        video: Option<String>,
     ) -> Result<Option<Created>, EngineError> {
         let home = self.placement.claim(room);
         let created = self
             .ask(home, |reply| Command::PlayFrom {
                 room: room.to_owned(),
                 participant,
+                video,
                 reply,
             })
             .await

@@ -347,16 +347,12 @@ fn interceptors(me: &mut MediaEngine) -> Result<Registry, TransportError> {
     Ok(Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()))
 }
 
-fn media_engine(viewer: bool) -> Result<MediaEngine, TransportError> {
-    let mut me = MediaEngine::default();
-    me.register_codec(
-        codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
-        RtpCodecKind::Audio,
-    )?;
+/// The video codecs Parley forwards, as every leg registers them.
+fn video_codecs() -> [RTCRtpCodecParameters; 10] {
     let h264 = |profile: &str, mode: u8| {
         format!("level-asymmetry-allowed=1;packetization-mode={mode};profile-level-id={profile}")
     };
-    let video = [
+    [
         codec(MIME_TYPE_VP8, 90000, 0, "", 96),
         codec(MIME_TYPE_VP9, 90000, 0, "profile-id=0", 98),
         codec(MIME_TYPE_VP9, 90000, 0, "profile-id=2", 100),
@@ -367,8 +363,16 @@ fn media_engine(viewer: bool) -> Result<MediaEngine, TransportError> {
         codec(MIME_TYPE_H264, 90000, 0, &h264("640c1f", 1), 112),
         codec(MIME_TYPE_H264, 90000, 0, &h264("42e01f", 0), 114),
         codec(MIME_TYPE_AV1, 90000, 0, "profile=0", 45),
-    ];
-    for c in video {
+    ]
+}
+
+fn media_engine(viewer: bool) -> Result<MediaEngine, TransportError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+    for c in video_codecs() {
         me.register_codec(c, RtpCodecKind::Video)?;
     }
     if viewer {

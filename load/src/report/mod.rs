@@ -8,14 +8,17 @@
 //! congestion feedback); every step has each room's forwarded packets
 //! ([`rooms::RoomReport`]) and, for a local server, its CPU by thread group
 //! ([`threads::ThreadsReport`]); a step with ICE-TCP viewers splits them from the UDP ones
-//! ([`transport::TransportReport`]).
+//! ([`transport::TransportReport`]); further local server processes (`--node-pid`) have
+//! their CPU ([`nodes::NodeReport`]).
 
 mod downlink;
+mod nodes;
 mod rooms;
 mod threads;
 mod transport;
 
 pub use downlink::{downlink_report, DownlinkReport};
+pub use nodes::{node_reports, sample_nodes, NodeReport};
 pub use rooms::{room_reports, RoomReport};
 pub use threads::ThreadsReport;
 pub use transport::{transport_report, TransportReport};
@@ -231,6 +234,9 @@ pub struct StepReport {
     pub server: Option<ServerReport>,
     /// Server CPU by thread group (a local server only).
     pub server_threads: Option<ThreadsReport>,
+    /// Each further local server process's CPU (`--node-pid`; one that could not be read
+    /// is left out and its error is in `errors`).
+    pub nodes: Vec<NodeReport>,
     /// The generator's own CPU, cores.
     pub generator_cores: f64,
     /// The whole machine's busy CPU, cores: what is left after the server and the
@@ -256,11 +262,13 @@ impl StepReport {
         Some(sfu / c.us_per_copy)
     }
 
-    /// Busy cores on the machine that were neither the server nor the generator.
+    /// Busy cores on the machine that were neither the server (nor its further nodes) nor
+    /// the generator.
     pub fn other_load(&self) -> Option<f64> {
         let server = self.server.as_ref().map_or(0.0, |s| s.cpu_cores);
+        let nodes: f64 = self.nodes.iter().map(|n| n.cpu_cores).sum();
         self.machine_cores
-            .map(|m| (m - server - self.generator_cores).max(0.0))
+            .map(|m| (m - server - nodes - self.generator_cores).max(0.0))
     }
 
     fn ceiling_us(&self, mode: Mode) -> Option<f64> {
@@ -278,6 +286,10 @@ pub struct Report {
     pub scenario: String,
     /// Server URL.
     pub url: String,
+    /// The viewers' server URLs (`--viewer-url`; empty: the viewers use `url`).
+    pub viewer_urls: Vec<String>,
+    /// Further local server processes measured (`--node-pid`).
+    pub node_pids: Vec<u32>,
     /// The options that shape the load.
     pub video_kbps: u32,
     /// Frames per second.
@@ -308,6 +320,8 @@ impl Report {
         Report {
             scenario: scenario.to_owned(),
             url: args.url.clone(),
+            viewer_urls: args.viewer_url.clone(),
+            node_pids: args.node_pid.clone(),
             video_kbps: args.video_kbps,
             fps: args.fps,
             codec: format!("{:?}", args.codec).to_lowercase(),
@@ -334,7 +348,15 @@ impl Report {
     /// The summary table.
     pub fn print_table(&self) {
         println!();
-        println!("{} against {}", self.scenario, self.url);
+        match self.viewer_urls.as_slice() {
+            [] => println!("{} against {}", self.scenario, self.url),
+            urls => println!(
+                "{} against {} (viewers: {})",
+                self.scenario,
+                self.url,
+                urls.join(", ")
+            ),
+        }
         println!("{}", HEADER);
         for s in &self.steps {
             println!("{}", row(s));
@@ -393,7 +415,7 @@ pub fn layer_line(s: &StepReport) -> Option<String> {
 }
 
 /// The lines under a step's row: simulcast layers, downlinks, transports, rooms, server
-/// threads.
+/// threads, further nodes.
 fn extra_lines(s: &StepReport) -> Vec<String> {
     let mut lines = Vec::new();
     lines.extend(layer_line(s));
@@ -401,6 +423,7 @@ fn extra_lines(s: &StepReport) -> Vec<String> {
     lines.extend(s.transport.as_ref().map(transport::transport_line));
     lines.extend(rooms::rooms_line(&s.rooms));
     lines.extend(s.server_threads.as_ref().and_then(threads::threads_line));
+    lines.extend(nodes::nodes_line(&s.nodes));
     lines
 }
 
@@ -631,6 +654,7 @@ mod tests {
             transport: None,
             server: None,
             server_threads: None,
+            nodes: Vec::new(),
             generator_cores: 0.0,
             machine_cores: None,
             media_thread_cores: 0.0,

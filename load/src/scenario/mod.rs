@@ -20,12 +20,12 @@ use crate::procfs::{
     group_cpu, machine_busy_secs, sample_pid, ProcSample, ServerProbe, ThreadCpu, UdpCounters,
 };
 use crate::report::{
-    self, downlink_report, layer_reports, room_reports, transport_report, Millis, Report,
-    ServerReport, StepReport, ThreadsReport,
+    self, downlink_report, layer_reports, node_reports, room_reports, sample_nodes,
+    transport_report, Millis, Report, ServerReport, StepReport, ThreadsReport,
 };
-use crate::signaling::{delete, endpoint_url, post_offer, request_layers};
+use crate::signaling::{delete, endpoint_url, post_offer, request_layers, Endpoint};
 use crate::stats::{Distribution, SeqCounters};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use reqwest::Url;
 use rtc::peer_connection::certificate::RTCCertificate;
 use specs::{run_publisher, step_specs, JoinSpec};
@@ -116,7 +116,7 @@ async fn join(ctx: Arc<Ctx>, spec: JoinSpec) -> Result<Session> {
         Instant::now(),
     )?;
     let url = endpoint_url(
-        &ctx.args.url,
+        &spec.url,
         spec.endpoint,
         &spec.room,
         spec.participant.as_deref(),
@@ -247,6 +247,9 @@ fn check(scenario: &Scenario, args: &LoadArgs) -> Result<()> {
             "--tcp-share and --capped-share cannot be combined: the capped link models a UDP \
              downlink (it drops datagrams, which TCP would retransmit); run them separately"
         ));
+    }
+    for url in &args.viewer_url {
+        endpoint_url(url, Endpoint::Whep, &args.room, None).context("--viewer-url")?;
     }
     Ok(())
 }
@@ -470,6 +473,7 @@ async fn step(
     let busy0 = machine_busy_secs();
     let server0 = probe(ctx, &mut errors).await;
     let threads0 = probe_threads(ctx, &mut errors);
+    let nodes0 = sample_nodes(&args.node_pid, &mut errors);
     ctx.engine.start_window();
     let snap0 = ctx.engine.snapshot(false).await;
     let t0 = Instant::now();
@@ -490,6 +494,7 @@ async fn step(
     let secs = t0.elapsed().as_secs_f64();
     let server1 = probe(ctx, &mut errors).await;
     let threads1 = probe_threads(ctx, &mut errors);
+    let nodes1 = sample_nodes(&args.node_pid, &mut errors);
     let self1 = sample_pid("self")?;
     let busy1 = machine_busy_secs();
     let udp = UdpCounters::read().since(&udp0);
@@ -586,6 +591,7 @@ async fn step(
         .zip(threads1)
         .map(|(a, b)| ThreadsReport::new(group_cpu(&a, &b, secs), counters.received));
     let rooms = room_reports(&snap0, &snap1, &specs.rooms, &room_ids, secs);
+    let nodes = node_reports(&args.node_pid, &nodes0, &nodes1, secs);
 
     let failed_deletes = leave_all(ctx, viewers).await + leave_all(ctx, publishers).await;
     if failed_deletes > 0 {
@@ -627,6 +633,7 @@ async fn step(
         transport,
         server,
         server_threads,
+        nodes,
         generator_cores: (self1.cpu_secs - self0.cpu_secs) / secs,
         machine_cores: busy0.zip(busy1).map(|(a, b)| (b - a) / secs),
         media_thread_cores: (snap1.thread_cpu_secs - snap0.thread_cpu_secs) / secs,
@@ -752,5 +759,14 @@ mod tests {
             let (scenario, args) = broadcast(ok);
             assert!(check(&scenario, &args).is_ok(), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn viewer_urls_are_checked_before_anything_joins() {
+        let (scenario, args) = broadcast(&["--viewer-url", "http://a:1,http://b:2/api"]);
+        assert!(check(&scenario, &args).is_ok());
+        let (scenario, args) = broadcast(&["--viewer-url", "http://a:1,b:2"]);
+        let e = check(&scenario, &args).expect_err("rejected");
+        assert!(format!("{e:#}").contains("--viewer-url"), "{e:#}");
     }
 }

@@ -17,6 +17,8 @@ use crate::signaling::Endpoint;
 /// What one join does.
 #[derive(Clone, Debug)]
 pub struct JoinSpec {
+    /// The server base URL the offer goes to: `--url`, or for a viewer its `--viewer-url`.
+    pub url: String,
     pub endpoint: Endpoint,
     pub room: String,
     /// Which of the step's rooms (0-based) it joins.
@@ -152,6 +154,7 @@ fn publisher_spec(
         turn_secs: args.speaker_secs,
     };
     JoinSpec {
+        url: args.url.clone(),
         endpoint: Endpoint::Whip,
         room: room.to_owned(),
         room_index,
@@ -168,8 +171,9 @@ fn publisher_spec(
     }
 }
 
-/// A WHEP viewer in `room` (name and index); `index`, its place in its room, picks its layer
-/// limits, whether its link is capped and whether it uses ICE-TCP from the spread lists.
+/// A WHEP viewer in `room` (name and index); `index`, its place in its room, picks its base
+/// URL, layer limits, whether its link is capped and whether it uses ICE-TCP from the spread
+/// lists.
 fn viewer_spec(
     args: &LoadArgs,
     (room, room_index): (&str, usize),
@@ -178,6 +182,7 @@ fn viewer_spec(
     index: usize,
 ) -> JoinSpec {
     JoinSpec {
+        url: args.viewer_url(index).to_owned(),
         endpoint: Endpoint::Whep,
         room: room.to_owned(),
         room_index,
@@ -328,6 +333,42 @@ mod tests {
         let (scenario, args) = parse(&["broadcast"]);
         let specs = step_specs(&scenario, &args, 0, 4);
         assert!(specs.viewers.iter().all(|v| v.transport == Transport::Udp));
+    }
+
+    #[test]
+    fn viewers_take_the_viewer_urls_in_turn_and_publishers_the_url() {
+        let urls = [
+            "--url",
+            "http://a:1",
+            "--viewer-url",
+            "http://a:1,http://b:2",
+        ];
+        let (scenario, args) = parse(&[&["broadcast"][..], &urls].concat());
+        let publisher = run_publisher(&scenario, &args).expect("a publisher for the run");
+        assert_eq!(publisher.url, "http://a:1");
+        let specs = step_specs(&scenario, &args, 0, 5);
+        let viewers: Vec<&str> = specs.viewers.iter().map(|v| v.url.as_str()).collect();
+        let (a, b) = ("http://a:1", "http://b:2");
+        assert_eq!(viewers, [a, b, a, b, a]);
+        // Each room's viewers cycle on their own; the rooms' publishers stay on --url.
+        let (scenario, args) = parse(&[&["broadcast", "--rooms", "2"][..], &urls].concat());
+        let specs = step_specs(&scenario, &args, 0, 3);
+        assert!(specs.publishers.iter().all(|p| p.url == a));
+        let viewers: Vec<(usize, &str)> = specs
+            .viewers
+            .iter()
+            .map(|v| (v.room_index, v.url.as_str()))
+            .collect();
+        assert_eq!(viewers, [(0, a), (1, a), (0, b), (1, b), (0, a), (1, a)]);
+        let (scenario, args) = parse(&[&["meeting"][..], &urls[2..]].concat());
+        let specs = step_specs(&scenario, &args, 0, 3);
+        assert!(specs.publishers.iter().all(|p| p.url == args.url));
+        let viewers: Vec<&str> = specs.viewers.iter().map(|v| v.url.as_str()).collect();
+        assert_eq!(viewers, [a, b, a]);
+        // Without --viewer-url every viewer uses --url.
+        let (scenario, args) = parse(&["broadcast", "--url", b]);
+        let specs = step_specs(&scenario, &args, 0, 3);
+        assert!(specs.viewers.iter().all(|v| v.url == b));
     }
 
     #[test]

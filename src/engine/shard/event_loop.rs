@@ -247,9 +247,10 @@ impl Engine {
             Command::PlayFrom {
                 room,
                 participant,
+                video,
                 reply,
             } => {
-                let _ = reply.send(self.open_upstream(room, participant));
+                let _ = reply.send(self.open_upstream(room, participant, video.as_deref()));
             }
             Command::Answer { id, answer, reply } => {
                 let _ = reply.send(self.answer_upstream(&id, &answer));

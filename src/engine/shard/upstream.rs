@@ -110,13 +110,15 @@ async fn read_datagrams(
 }
 
 impl Engine {
-    /// Starts playing `room` from another node as `participant`: returns the new session
-    /// with its offer (in `answer`'s place) for the HTTP side to send there, or `None` when
-    /// the room already has an upstream on this shard.
+    /// Starts playing `room` from another node as `participant` (its video in the codec
+    /// `video` names, when known): returns the new session with its offer (in `answer`'s
+    /// place) for the HTTP side to send there, or `None` when the room already has an
+    /// upstream on this shard.
     pub(in crate::engine) fn open_upstream(
         &mut self,
         room: String,
         participant: String,
+        video: Option<&str>,
     ) -> Result<Option<Created>, EngineError> {
         if self.upstreams.by_room.contains_key(&room) {
             return Ok(None);
@@ -131,7 +133,8 @@ impl Engine {
         let socket = Arc::new(tokio::net::UdpSocket::from_std(socket).map_err(unavailable)?);
         let local = SocketAddr::new(self.ctx.candidate_addr().ip(), port);
         let now = Instant::now();
-        let (peer, offer) = Peer::upstream(&self.ctx, local, now).map_err(EngineError::from)?;
+        let (peer, offer) =
+            Peer::upstream(&self.ctx, local, video, now).map_err(EngineError::from)?;
         let (id, etag) = self.admit(
             SessionKind::Whip,
             (room.clone(), participant, None),

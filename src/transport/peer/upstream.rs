@@ -21,15 +21,18 @@ use std::time::Instant;
 impl Peer {
     /// Builds the connection for playing a room from another node, its host candidate at
     /// `local` (the address of the socket it is fed from), and returns it with its complete
-    /// offer (candidates included: no trickle).
+    /// offer (candidates included: no trickle). `video` names the codec the room's video is
+    /// in (`VP8`, `H264`...), when the other node said: only that codec is offered, so the
+    /// track here says what it carries.
     pub fn upstream(
         ctx: &TransportContext,
         local: SocketAddr,
+        video: Option<&str>,
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
         let mut peer = Self::build(ctx, Role::Upstream(local), now)?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            peer.pc.add_transceiver_from_kind(
+            let id = peer.pc.add_transceiver_from_kind(
                 kind,
                 Some(RTCRtpTransceiverInit {
                     direction: RTCRtpTransceiverDirection::Recvonly,
@@ -37,6 +40,21 @@ impl Peer {
                     send_encodings: vec![],
                 }),
             )?;
+            let Some(name) = video.filter(|_| kind == RtpCodecKind::Video) else {
+                continue;
+            };
+            let only: Vec<_> = super::video_codecs()
+                .into_iter()
+                .filter(|c| {
+                    let mime = &c.rtp_codec.mime_type;
+                    mime.rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .collect();
+            if let (false, Some(mut t)) = (only.is_empty(), peer.pc.rtp_transceiver(id)) {
+                t.set_codec_preferences(only)?;
+            }
         }
         let offer = peer.pc.create_offer(None)?;
         peer.pc.set_local_description(now, offer)?;
