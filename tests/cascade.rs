@@ -9,7 +9,7 @@ use common::cluster::{frame, node_with, plays_exactly, send_frames, wait_for_nod
 use common::hostile_storm::play_storming;
 use common::metrics::metric;
 use common::redis::Redis;
-use common::{binary, play, publish, Kind, PlayOptions, PublishOptions};
+use common::{binary, play, publish, Kind, PlayOptions, PublishOptions, Relay, Shape};
 use std::time::{Duration, Instant};
 
 /// Cascades every broadcast viewer that reaches a node not holding the room.
@@ -282,6 +282,45 @@ async fn a_cascade_carries_the_broadcasts_codec_and_refuses_viewers_who_cannot_p
         .expect("POST");
     assert_eq!(refused.status(), 422);
     drop(viewer);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_the_cascade_loses_between_the_nodes_is_repaired_from_the_owners_cache() {
+    let redis = Redis::start().await;
+    // a's media goes through a relay that drops one datagram in 12 toward the clients it
+    // shapes: b's upstream, not the publisher.
+    let mut relay = Relay::bind().await.expect("relay");
+    let port = relay.addr.port();
+    let a = node_with(&redis, "a", |c| {
+        cascade(c);
+        c.public_port = Some(port);
+    })
+    .await;
+    relay.forward_to(a.media_addr);
+    let b = node_with(&redis, "b", cascade).await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let publisher = publish(&base_a, "lossy", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    relay.shape_new_clients(Shape::rate(0).loss(1.0 / 12.0, 7));
+    let viewer = play(&base_b, "lossy", PlayOptions::default())
+        .await
+        .expect("play on b");
+    // Every frame from the first keyframe on reaches b's viewer: b asks a again for what
+    // was lost on the way (NACK), and a resends it from its cache.
+    plays_exactly(&publisher, &viewer, 0, 150).await;
+    let lost: u64 = relay
+        .client_stats()
+        .iter()
+        .filter(|c| c.shaped)
+        .map(|c| c.stats.loss_drops)
+        .sum();
+    assert!(lost > 10, "the relay dropped packets toward b: {lost}");
+    assert!(metric(&base_a, "parley_retransmissions_sent_total").await >= 10.0);
+    drop((viewer, publisher));
     b.shutdown().await;
     a.shutdown().await;
 }

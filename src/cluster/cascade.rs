@@ -13,7 +13,7 @@
 //! that ended here (idle, or its connection failed) has its session on the owner ended,
 //! and while the room still has viewers here it is played again from wherever it now lives.
 
-use super::{lock, Cluster, NodeRecord, Owner, FORWARDED};
+use super::{lock, Cluster, NodeRecord, Owner, CASCADE, FORWARDED};
 use crate::engine::{EndReason, EngineError, EngineHandle, SessionKind};
 use reqwest::header;
 use std::collections::HashMap;
@@ -169,6 +169,7 @@ impl Cluster {
                 .post(format!("{}/whep/{room}", owner.url))
                 .query(&[("participant", upstream_name(self.node_id()))])
                 .header(FORWARDED, self.node_id())
+                .header(CASCADE, self.node_id())
                 .header(header::CONTENT_TYPE, "application/sdp")
                 .body(upstream.answer.clone());
             if let Some(token) = &self.inner.config.play_token {

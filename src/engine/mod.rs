@@ -138,6 +138,8 @@ pub(crate) enum Command {
         room: String,
         participant: Option<String>,
         target: Option<String>,
+        /// Another node's upstream.
+        for_node: bool,
         offer: String,
         /// For a viewer placed on a shard other than its room's: the home shard and the
         /// room's publishers there, to mirror before the viewer is served.
@@ -260,13 +262,13 @@ impl EngineHandle {
 
     /// Creates a session for an offer, on the shard that serves its room, and returns its
     /// answer. `target` names the one participant a WHEP session plays (None: the room,
-    /// last-N).
+    /// last-N); `for_node`: the session is another node's upstream (its keyframe requests stand for viewers joining there).
     pub async fn open(
         &self,
         kind: SessionKind,
         room: &str,
         participant: Option<String>,
-        target: Option<String>,
+        (target, for_node): (Option<String>, bool),
         offer: String,
     ) -> Result<Created, EngineError> {
         let (shard, home) = match kind {
@@ -296,6 +298,7 @@ impl EngineHandle {
                     room: room.to_owned(),
                     participant,
                     target,
+                    for_node,
                     offer,
                     mirror,
                     reply,

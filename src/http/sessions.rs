@@ -153,6 +153,10 @@ async fn create(
     } else if let (Some(cluster), Some(_), SessionKind::Whep) = (&state.cluster, &cascaded, kind) {
         cluster.metrics().served_by_cascade();
     }
+    // Another node's upstream of a cascade says so.
+    let for_node = kind == SessionKind::Whep
+        && state.cluster.is_some()
+        && headers.contains_key(crate::cluster::CASCADE);
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -169,7 +173,7 @@ async fn create(
     }
     let created = state
         .engine
-        .open(kind, &room, join.participant, target, offer)
+        .open(kind, &room, join.participant, (target, for_node), offer)
         .await?;
     // In a cluster the session's URL is absolute: a client that reached it through another
     // node sends PATCH and DELETE straight here.

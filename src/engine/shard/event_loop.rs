@@ -222,6 +222,7 @@ impl Engine {
                 room,
                 participant,
                 target,
+                for_node,
                 offer,
                 mirror,
                 reply,
@@ -230,6 +231,14 @@ impl Engine {
                     self.mirror(home, state, Instant::now());
                 }
                 let opened = self.open(kind, room.clone(), participant, target, &offer);
+                if let Some(s) = opened
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| self.by_public.get(&c.id))
+                    .and_then(|key| self.sessions.get_mut(key))
+                {
+                    s.for_node = for_node;
+                }
                 if opened.is_err() && kind == crate::engine::SessionKind::Whep {
                     // The home shard counted this viewer when it was placed here.
                     self.viewer_left_relay(&room, None);
@@ -584,8 +593,10 @@ impl Engine {
                 PeerEvent::Downlink(feedback) => self.on_feedback(key, feedback, Instant::now()),
                 PeerEvent::KeyframeRequest { slot } => {
                     self.tally.keyframe_requests_received += 1;
+                    // Another node's upstream asks for its viewers that just joined there.
+                    let urgent = session.for_node;
                     if let Some(sid) = session.forwarders.get(slot).and_then(|f| f.source()) {
-                        self.request_keyframe(sid, Instant::now(), false);
+                        self.request_keyframe(sid, Instant::now(), urgent);
                     }
                 }
                 PeerEvent::State(PeerState::Connected) => {

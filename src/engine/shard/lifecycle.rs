@@ -192,6 +192,7 @@ impl Engine {
                     }
                     _ => None,
                 },
+                for_node: false,
             },
         );
         self.by_public.insert(public_id.clone(), key);

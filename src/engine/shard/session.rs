@@ -99,6 +99,9 @@ pub(in crate::engine) struct Session {
     pub nacks_sent: u64,
     /// Viewer: its downlink estimate, allocation and probe (when estimation is on).
     pub downlink: Option<Box<Downlink>>,
+    /// Viewer: another node's upstream (a cascade), whose keyframe requests stand for
+    /// viewers joining there: they go out as a joining viewer's do.
+    pub for_node: bool,
 }
 
 /// A publisher's state that the fan-out and slot assignment read, kept alike for a
