@@ -1,14 +1,20 @@
 //! Cascading over a real Redis: a broadcast held by node A, viewers that reach node B are
 //! served by B from one upstream session B plays from A. Every viewer gets every frame;
 //! B plays the room once however many viewers it has; a viewer's keyframe request on B
-//! reaches the publisher on A; B's upstream ends (on A too) once its viewers are gone.
+//! reaches the publisher on A; B's upstream ends (on A too) once its viewers are gone; what
+//! is lost between the nodes is repaired; the copy carries the broadcast's codec and every
+//! simulcast layer, and each viewer on B gets the layer its limits allow; B's viewers play
+//! on when A dies and the publisher returns.
 
 mod common;
 
 use common::cluster::{frame, node_with, plays_exactly, send_frames, wait_for_nodes, WAIT};
 use common::hostile_storm::play_storming;
+use common::layer_api::{post_layer, LAYER_REL};
+use common::layered::{check_stream, describe, runs, tagged};
 use common::metrics::metric;
 use common::redis::Redis;
+use common::simulcast::{publish_simulcast, SimulcastOptions};
 use common::{binary, play, publish, Kind, PlayOptions, PublishOptions, Relay, Shape};
 use std::time::{Duration, Instant};
 
@@ -323,4 +329,92 @@ async fn what_the_cascade_loses_between_the_nodes_is_repaired_from_the_owners_ca
     drop((viewer, publisher));
     b.shutdown().await;
     a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cascade_carries_every_simulcast_layer_and_each_viewer_there_gets_its_own() {
+    let redis = Redis::start().await;
+    let cascade_without_bwe = |c: &mut parley::config::Config| {
+        cascade(c);
+        // Layers by the viewers' limits only, as in the simulcast tests.
+        c.bwe = false;
+    };
+    let a = node_with(&redis, "a", cascade_without_bwe).await;
+    let b = node_with(&redis, "b", cascade_without_bwe).await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let rids = ["q", "h", "f"];
+    let publisher = publish_simulcast(&base_a, "sim", SimulcastOptions::browser_vp8())
+        .await
+        .expect("publish simulcast on a");
+    eventually("a sees the three layers", async || {
+        let view = common::room_api::view(&base_a, "sim").await;
+        layer_rids(&view) == ["q", "h", "f"]
+    })
+    .await;
+
+    let auto = play(&base_b, "sim", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let small = play(&base_b, "sim", PlayOptions::default())
+        .await
+        .expect("play on b");
+    let mid = small
+        .slots()
+        .into_iter()
+        .find(|s| s.kind == Kind::Video)
+        .map(|s| s.mid)
+        .expect("a video slot");
+    let layer_url = small.link(LAYER_REL).expect("a layer Link");
+    let (status, text) = post_layer(
+        &layer_url,
+        &format!(r#"{{"mediaId":"{mid}","maxWidth":320}}"#),
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+
+    // b plays every layer from a over one session, and gives each viewer its own.
+    for (viewer, layer) in [(&auto, 2u8), (&small, 0)] {
+        let got = viewer
+            .wait_for(&format!("layer {}", rids[usize::from(layer)]), WAIT, |r| {
+                runs(&tagged(r))
+                    .last()
+                    .is_some_and(|run| run.layer == layer && run.packets >= 30)
+            })
+            .await
+            .map(|r| tagged(&r))
+            .unwrap_or_else(|e| panic!("{e}: {}", describe(&tagged(&viewer.received()), &rids)));
+        if let Err(e) = check_stream(&got, true) {
+            panic!("{e}\nlayer runs: {}", describe(&got, &rids));
+        }
+    }
+    assert_eq!((a.session_count(), b.session_count()), (2, 3));
+    let on_b = common::room_api::view(&base_b, "sim").await;
+    assert_eq!(
+        layer_rids(&on_b),
+        ["q", "h", "f"],
+        "b's copy has every layer, named as on a: {on_b}"
+    );
+    drop((auto, small));
+    publisher.close().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// The rids of the live layers of a room view's video track, smallest first.
+fn layer_rids(view: &serde_json::Value) -> Vec<String> {
+    let mut layers: Vec<(u64, String)> = view["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["tracks"].as_array().into_iter().flatten())
+        .filter(|t| t["kind"] == "video")
+        .flat_map(|t| t["layers"].as_array().into_iter().flatten())
+        .map(|l| {
+            let rank = l["spatialLayerId"].as_u64().unwrap_or(0);
+            (rank, l["rid"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    layers.sort();
+    layers.into_iter().map(|(_, rid)| rid).collect()
 }

@@ -56,6 +56,9 @@ pub struct Broadcast {
     pub publisher: String,
     /// Its video codec (`VP8`, `H264`...), when it has video.
     pub video: Option<String>,
+    /// Its video's layers by rid, smallest first (one, `""`, without simulcast; none before
+    /// the owner has seen them).
+    pub rids: Vec<String>,
 }
 
 /// The name of the participant a node's upstream session is on the room's node.
@@ -65,12 +68,28 @@ fn upstream_name(node: &str) -> String {
     name
 }
 
+/// The rids of a room view's video track's layers, smallest first.
+fn rids_of(track: Option<&serde_json::Value>) -> Vec<String> {
+    let mut layers: Vec<(u64, String)> = track
+        .and_then(|t| t["layers"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let rank = l["spatialLayerId"].as_u64().unwrap_or(0);
+            (rank, l["rid"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    layers.sort();
+    layers.into_iter().map(|(_, rid)| rid).collect()
+}
+
 impl Broadcast {
     /// A broadcast whose publisher has not come yet.
     fn unnamed(owner: &str) -> Self {
         Broadcast {
             publisher: upstream_name(owner),
             video: None,
+            rids: Vec::new(),
         }
     }
 }
@@ -125,16 +144,18 @@ impl Cluster {
             .collect();
         match publishers.as_slice() {
             [] => Some(Broadcast::unnamed(&owner.id)),
-            [one] => Some(Broadcast {
-                publisher: one["name"].as_str()?.to_owned(),
-                video: one["tracks"]
+            [one] => {
+                let video = one["tracks"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|t| t["kind"] == "video")
-                    .and_then(|t| t["codec"].as_str())
-                    .map(str::to_owned),
-            }),
+                    .find(|t| t["kind"] == "video");
+                Some(Broadcast {
+                    publisher: one["name"].as_str()?.to_owned(),
+                    video: video.and_then(|t| t["codec"].as_str()).map(str::to_owned),
+                    rids: rids_of(video),
+                })
+            }
             _ => None,
         }
     }
@@ -147,7 +168,10 @@ impl Cluster {
         room: &str,
         what: Broadcast,
     ) -> Result<(), CascadeError> {
-        let Some(upstream) = engine.play_from(room, what.publisher, what.video).await? else {
+        let Some(upstream) = engine
+            .play_from(room, what.publisher, (what.video, what.rids))
+            .await?
+        else {
             return Ok(());
         };
         // Known before the owner answers: a WHIP request for the room meanwhile goes there.

@@ -176,6 +176,7 @@ pub(crate) enum Command {
         room: String,
         participant: String,
         video: Option<String>,
+        rids: Vec<String>,
         reply: oneshot::Sender<Result<Option<Created>, EngineError>>,
     },
     /// The other node's answer to an upstream's offer.
@@ -315,14 +316,16 @@ impl EngineHandle {
     }
 
     /// Starts playing `room` from another node of the cluster as publisher `participant`
-    /// (its video in codec `video`, e.g. `H264`, when known), on the room's home shard:
+    /// (its video in codec `video`, e.g. `H264`, when known, in the simulcast layers `rids`
+    /// names, smallest first),
+    /// on the room's home shard:
     /// returns the upstream session with its offer (in `answer`), to send to that node, or
     /// `None` when the room is already played from there.
     pub async fn play_from(
         &self,
         room: &str,
         participant: String,
-        video: Option<String>,
+        (video, rids): (Option<String>, Vec<String>),
     ) -> Result<Option<Created>, EngineError> {
         let home = self.placement.claim(room);
         let created = self
@@ -330,6 +333,7 @@ impl EngineHandle {
                 room: room.to_owned(),
                 participant,
                 video,
+                rids,
                 reply,
             })
             .await

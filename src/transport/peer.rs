@@ -305,6 +305,10 @@ pub struct Peer {
     scratch: Vec<u8>,
     /// Publisher SRTP packets dropped as unauthentic since the last call.
     unauthentic: u64,
+    /// An upstream's video sections are the layers of one track (`upstream`).
+    merge_video: bool,
+    /// An upstream's video receivers and the rid each layer goes by here.
+    video_rids: Vec<(RTCRtpReceiverId, String)>,
 }
 
 /// What Parley's own receive path did with a publisher's datagram.
@@ -609,6 +613,8 @@ impl Peer {
             layer_ssrcs: Vec::new(),
             scratch: Vec::new(),
             unauthentic: 0,
+            merge_video: false,
+            video_rids: Vec::new(),
         })
     }
 
@@ -1026,8 +1032,12 @@ impl Peer {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let upstream_rid = self.video_rids.iter().find(|(r, _)| *r == init.receiver_id);
                 let layer = InboundLayer {
-                    rid: init.rid.clone().unwrap_or_default(),
+                    rid: match upstream_rid {
+                        Some((_, rid)) => rid.clone(),
+                        None => init.rid.clone().unwrap_or_default(),
+                    },
                     ssrc: init.ssrc,
                     sender_report: None,
                 };
@@ -1035,10 +1045,20 @@ impl Peer {
                     self.add_layer(track, layer);
                     return;
                 }
-                let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
+                let kind = self
+                    .pc
+                    .rtp_receiver(init.receiver_id)
+                    .and_then(|r| kind_of(r.track().kind()));
+                let Some(kind) = kind else {
                     return;
                 };
-                let Some(kind) = kind_of(receiver.track().kind()) else {
+                if let Some(track) = self.merged_video(kind) {
+                    // Another video section of an upstream: another layer of its video.
+                    self.inbound_by_track_id.insert(init.track_id, track);
+                    self.add_layer(track, layer);
+                    return;
+                }
+                let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
                     return;
                 };
                 let params = &receiver.get_parameters().rtp_parameters;
@@ -1068,6 +1088,14 @@ impl Peer {
             }
             _ => {}
         }
+    }
+
+    /// The video track further video sections of an upstream add layers to, once it has one.
+    fn merged_video(&self, kind: MediaKind) -> Option<usize> {
+        if !self.merge_video || kind != MediaKind::Video {
+            return None;
+        }
+        self.inbound.iter().position(|t| t.kind == MediaKind::Video)
     }
 
     /// A further layer of an open track: a new simulcast layer (at most [`MAX_LAYERS`]), or a

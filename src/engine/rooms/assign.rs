@@ -229,49 +229,57 @@ impl Engine {
                 if slots.is_empty() {
                     continue;
                 }
-                current.clear();
-                current.extend(slots.iter().map(|i| session.slot_participants[*i]));
-                desired.clear();
-                match target {
-                    Some(t) => desired.extend(t.filter(|k| live.contains_key(k))),
-                    None if kind == MediaKind::Video => {
-                        if !video_ranked {
-                            // Long enough for any viewer: the viewer's own key may be in it.
-                            let most = MAX_SLOTS_PER_KIND + 1;
-                            room.speakers.video_order(
-                                None,
-                                |k| live.contains_key(&k),
-                                most,
-                                &mut video_rank,
+                if session.for_node && kind == MediaKind::Video {
+                    // Another node's upstream: every video slot is a layer of the broadcast's
+                    // one video (its pin says which).
+                    let one = live.keys().min().copied();
+                    assigned.clear();
+                    assigned.extend(slots.iter().map(|_| one));
+                } else {
+                    current.clear();
+                    current.extend(slots.iter().map(|i| session.slot_participants[*i]));
+                    desired.clear();
+                    match target {
+                        Some(t) => desired.extend(t.filter(|k| live.contains_key(k))),
+                        None if kind == MediaKind::Video => {
+                            if !video_ranked {
+                                // Long enough for any viewer: the viewer's own key may be in it.
+                                let most = MAX_SLOTS_PER_KIND + 1;
+                                room.speakers.video_order(
+                                    None,
+                                    |k| live.contains_key(&k),
+                                    most,
+                                    &mut video_rank,
+                                );
+                                video_ranked = true;
+                            }
+                            desired.extend(
+                                video_rank
+                                    .iter()
+                                    .copied()
+                                    .filter(|k| Some(*k) != own)
+                                    .take(slots.len()),
                             );
-                            video_ranked = true;
                         }
-                        desired.extend(
-                            video_rank
-                                .iter()
-                                .copied()
-                                .filter(|k| Some(*k) != own)
-                                .take(slots.len()),
-                        );
+                        None if live.len() <= slots.len() + usize::from(own.is_some()) => {
+                            // Room for everyone: no choice to make.
+                            desired.extend(live.keys().copied().filter(|k| Some(*k) != own));
+                            desired.sort_unstable();
+                        }
+                        None => {
+                            let shown: Vec<u64> = current.iter().flatten().copied().collect();
+                            room.speakers.audio_order(
+                                own,
+                                |k| live.contains_key(&k),
+                                &shown,
+                                slots.len(),
+                                now,
+                                &mut desired,
+                            )
+                        }
                     }
-                    None if live.len() <= slots.len() + usize::from(own.is_some()) => {
-                        // Room for everyone: no choice to make.
-                        desired.extend(live.keys().copied().filter(|k| Some(*k) != own));
-                        desired.sort_unstable();
-                    }
-                    None => {
-                        let shown: Vec<u64> = current.iter().flatten().copied().collect();
-                        room.speakers.audio_order(
-                            own,
-                            |k| live.contains_key(&k),
-                            &shown,
-                            slots.len(),
-                            now,
-                            &mut desired,
-                        )
-                    }
+                    assign_slots(&current, &desired, &mut assigned);
                 }
-                assign_slots(&current, &desired, &mut assigned);
                 for (i, who) in slots.iter().zip(assigned.iter()) {
                     plans.push(Plan {
                         viewer: viewer.session,

@@ -230,15 +230,7 @@ impl Engine {
                 if let Some((home, state)) = mirror {
                     self.mirror(home, state, Instant::now());
                 }
-                let opened = self.open(kind, room.clone(), participant, target, &offer);
-                if let Some(s) = opened
-                    .as_ref()
-                    .ok()
-                    .and_then(|c| self.by_public.get(&c.id))
-                    .and_then(|key| self.sessions.get_mut(key))
-                {
-                    s.for_node = for_node;
-                }
+                let opened = self.open(kind, room.clone(), participant, (target, for_node), &offer);
                 if opened.is_err() && kind == crate::engine::SessionKind::Whep {
                     // The home shard counted this viewer when it was placed here.
                     self.viewer_left_relay(&room, None);
@@ -257,9 +249,11 @@ impl Engine {
                 room,
                 participant,
                 video,
+                rids,
                 reply,
             } => {
-                let _ = reply.send(self.open_upstream(room, participant, video.as_deref()));
+                let video = (video.as_deref(), rids.as_slice());
+                let _ = reply.send(self.open_upstream(room, participant, video));
             }
             Command::Answer { id, answer, reply } => {
                 let _ = reply.send(self.answer_upstream(&id, &answer));

@@ -6,8 +6,9 @@ use crate::engine::rooms::events::RoomEvent;
 use crate::engine::rooms::relay::Control;
 use crate::engine::rooms::room::{Publisher, Room, SessionKey, Viewer};
 use crate::engine::shard::event_loop::{Engine, RTCP_STATS_EVERY};
-use crate::engine::shard::session::{source_parts, EndReason, Session, SessionKind};
+use crate::engine::shard::session::{source_parts, EndReason, Session, SessionKind, SlotLayers};
 use crate::engine::{Created, EngineError, SessionInfo};
+use crate::forward::selector::Pin;
 use crate::forward::slot::{LegParams, SlotForwarder};
 use crate::transport::sdpfrag::SdpFrag;
 use crate::transport::{sdp, HeaderExt, MediaKind, Peer, TransportError};
@@ -17,6 +18,18 @@ use std::time::Instant;
 
 /// Most slots of one kind a WHEP offer may ask for.
 pub const MAX_SLOTS_PER_KIND: usize = 16;
+
+/// Who a new session is, in its room.
+pub(in crate::engine) struct Joining {
+    /// The room's name.
+    pub room: String,
+    /// The participant's name.
+    pub participant: String,
+    /// Viewer: the one participant it plays (`None`: the room, last-N).
+    pub target: Option<String>,
+    /// Viewer: another node's upstream of a cascade (see [`Session::for_node`]).
+    pub for_node: bool,
+}
 
 fn random_token(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
@@ -34,7 +47,7 @@ impl Engine {
         kind: SessionKind,
         room: String,
         participant: Option<String>,
-        target: Option<String>,
+        (target, for_node): (Option<String>, bool),
         offer: &str,
     ) -> Result<Created, EngineError> {
         let summary = sdp::inspect_offer(offer).map_err(TransportError::from)?;
@@ -100,7 +113,12 @@ impl Engine {
         }
         let (id, etag) = self.admit(
             kind,
-            (room, participant, target),
+            Joining {
+                room,
+                participant,
+                target,
+                for_node: for_node && kind == SessionKind::Whep,
+            },
             peer,
             Some(&ufrag),
             offer_ufrag(offer),
@@ -115,7 +133,12 @@ impl Engine {
     pub(in crate::engine) fn admit(
         &mut self,
         kind: SessionKind,
-        (room, participant, target): (String, String, Option<String>),
+        Joining {
+            room,
+            participant,
+            target,
+            for_node,
+        }: Joining,
         mut peer: Peer,
         ufrag: Option<&str>,
         remote_ufrag: String,
@@ -164,6 +187,18 @@ impl Engine {
             })
             .collect();
         let slot_count = forwarders.len();
+        let mut slot_layers = vec![SlotLayers::default(); slot_count];
+        let video: Vec<usize> = (0..slot_count)
+            .filter(|&i| peer.slots()[i].kind == MediaKind::Video)
+            .collect();
+        if for_node && video.len() > 1 {
+            // Another node's upstream with a section per layer: its video slots carry the
+            // broadcast's layers, one each, smallest first (that node chooses for its
+            // viewers). With one section it gets the highest layer.
+            for (rank, &i) in (0u8..).zip(&video) {
+                slot_layers[i].prefs.pin = Some(Pin::Spatial(rank));
+            }
+        }
         self.sessions.insert(
             key,
             Session {
@@ -177,7 +212,7 @@ impl Engine {
                 connected: false,
                 forwarders,
                 slot_participants: vec![None; slot_count],
-                slot_layers: vec![Default::default(); slot_count],
+                slot_layers,
                 events: None,
                 published: Default::default(),
                 relay_to: Vec::new(),
@@ -187,12 +222,12 @@ impl Engine {
                 rtcp_due: now + RTCP_STATS_EVERY.mul_f64(rand::random::<f64>()),
                 nacks_sent: 0,
                 downlink: match (kind, self.config.downlink) {
-                    (SessionKind::Whep, Some(bounds)) => {
+                    (SessionKind::Whep, Some(bounds)) if !for_node => {
                         Some(Box::new(Downlink::new(bounds, slot_count, now)))
                     }
                     _ => None,
                 },
-                for_node: false,
+                for_node,
             },
         );
         self.by_public.insert(public_id.clone(), key);

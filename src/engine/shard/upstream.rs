@@ -15,6 +15,7 @@
 
 use crate::engine::rooms::room::SessionKey;
 use crate::engine::shard::event_loop::Engine;
+use crate::engine::shard::lifecycle::Joining;
 use crate::engine::shard::session::{EndReason, SessionKind};
 use crate::engine::{Created, EngineError};
 use crate::metrics;
@@ -111,14 +112,14 @@ async fn read_datagrams(
 
 impl Engine {
     /// Starts playing `room` from another node as `participant` (its video in the codec
-    /// `video` names, when known): returns the new session with its offer (in `answer`'s
+    /// `video` names, when known, in the simulcast layers `rids` names): returns the new session with its offer (in `answer`'s
     /// place) for the HTTP side to send there, or `None` when the room already has an
     /// upstream on this shard.
     pub(in crate::engine) fn open_upstream(
         &mut self,
         room: String,
         participant: String,
-        video: Option<&str>,
+        (video, rids): (Option<&str>, &[String]),
     ) -> Result<Option<Created>, EngineError> {
         if self.upstreams.by_room.contains_key(&room) {
             return Ok(None);
@@ -134,10 +135,15 @@ impl Engine {
         let local = SocketAddr::new(self.ctx.candidate_addr().ip(), port);
         let now = Instant::now();
         let (peer, offer) =
-            Peer::upstream(&self.ctx, local, video, now).map_err(EngineError::from)?;
+            Peer::upstream(&self.ctx, local, video, rids, now).map_err(EngineError::from)?;
         let (id, etag) = self.admit(
             SessionKind::Whip,
-            (room.clone(), participant, None),
+            Joining {
+                room: room.clone(),
+                participant,
+                target: None,
+                for_node: false,
+            },
             peer,
             None,
             String::new(),

@@ -7,7 +7,7 @@
 //! it offers (one recvonly audio and one recvonly video section), runs full ICE as the
 //! controlling agent from its own UDP socket, and is the DTLS client.
 
-use super::{Peer, Role};
+use super::{Peer, Role, MAX_LAYERS};
 use crate::transport::{TransportContext, TransportError};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
@@ -23,15 +23,21 @@ impl Peer {
     /// `local` (the address of the socket it is fed from), and returns it with its complete
     /// offer (candidates included: no trickle). `video` names the codec the room's video is
     /// in (`VP8`, `H264`...), when the other node said: only that codec is offered, so the
-    /// track here says what it carries.
+    /// track here says what it carries. One video section is offered per simulcast layer the
+    /// other node has (`rids`, smallest first; at least one section): their streams become
+    /// the layers of one video track here, named by those rids.
     pub fn upstream(
         ctx: &TransportContext,
         local: SocketAddr,
         video: Option<&str>,
+        rids: &[String],
         now: Instant,
     ) -> Result<(Peer, String), TransportError> {
         let mut peer = Self::build(ctx, Role::Upstream(local), now)?;
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        peer.merge_video = true;
+        let sections = rids.len().clamp(1, MAX_LAYERS);
+        let video_sections = std::iter::repeat_n(RtpCodecKind::Video, sections);
+        for kind in std::iter::once(RtpCodecKind::Audio).chain(video_sections) {
             let id = peer.pc.add_transceiver_from_kind(
                 kind,
                 Some(RTCRtpTransceiverInit {
@@ -40,7 +46,14 @@ impl Peer {
                     send_encodings: vec![],
                 }),
             )?;
-            let Some(name) = video.filter(|_| kind == RtpCodecKind::Video) else {
+            if kind != RtpCodecKind::Video {
+                continue;
+            }
+            let receiver = peer.pc.rtp_transceiver(id).and_then(|t| t.receiver());
+            if let (Some(receiver), Some(rid)) = (receiver, rids.get(peer.video_rids.len())) {
+                peer.video_rids.push((receiver, rid.clone()));
+            }
+            let Some(name) = video else {
                 continue;
             };
             let only: Vec<_> = super::video_codecs()
