@@ -18,6 +18,9 @@ use common::simulcast::{publish_simulcast, SimulcastOptions};
 use common::{binary, play, publish, Kind, PlayOptions, PublishOptions, Relay, Shape};
 use std::time::{Duration, Instant};
 
+/// The admin token of the nodes that have one.
+const ADMIN: &str = "ops-secret";
+
 /// Cascades every broadcast viewer that reaches a node not holding the room.
 fn cascade(config: &mut parley::config::Config) {
     config.cluster_cascade_sessions = 0;
@@ -338,6 +341,8 @@ async fn a_cascade_carries_every_simulcast_layer_and_each_viewer_there_gets_its_
         cascade(c);
         // Layers by the viewers' limits only, as in the simulcast tests.
         c.bwe = false;
+        // The nodes prove to each other that an upstream is theirs with the admin token.
+        c.admin_token = Some(ADMIN.into());
     };
     let a = node_with(&redis, "a", cascade_without_bwe).await;
     let b = node_with(&redis, "b", cascade_without_bwe).await;
@@ -348,7 +353,7 @@ async fn a_cascade_carries_every_simulcast_layer_and_each_viewer_there_gets_its_
         .await
         .expect("publish simulcast on a");
     eventually("a sees the three layers", async || {
-        let view = common::room_api::view(&base_a, "sim").await;
+        let view = common::room_api::view_as(&base_a, "sim", ADMIN).await;
         layer_rids(&view) == ["q", "h", "f"]
     })
     .await;
@@ -389,7 +394,7 @@ async fn a_cascade_carries_every_simulcast_layer_and_each_viewer_there_gets_its_
         }
     }
     assert_eq!((a.session_count(), b.session_count()), (2, 3));
-    let on_b = common::room_api::view(&base_b, "sim").await;
+    let on_b = common::room_api::view_as(&base_b, "sim", ADMIN).await;
     assert_eq!(
         layer_rids(&on_b),
         ["q", "h", "f"],

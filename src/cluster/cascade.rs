@@ -193,7 +193,16 @@ impl Cluster {
                 .post(format!("{}/whep/{room}", owner.url))
                 .query(&[("participant", upstream_name(self.node_id()))])
                 .header(FORWARDED, self.node_id())
-                .header(CASCADE, self.node_id())
+                // The owner takes it for a node's upstream only with the cluster's admin
+                // token (any value where the cluster has none).
+                .header(
+                    CASCADE,
+                    self.inner
+                        .config
+                        .admin_token
+                        .as_deref()
+                        .unwrap_or(self.node_id()),
+                )
                 .header(header::CONTENT_TYPE, "application/sdp")
                 .body(upstream.answer.clone());
             if let Some(token) = &self.inner.config.play_token {

@@ -34,8 +34,9 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// The header a node puts on a request it passes to a room's owner: the owner serves it
 /// without placing it again.
 pub const FORWARDED: &str = "x-parley-forwarded";
-/// The header on a node's upstream WHEP request of a cascade (its node id): the owner asks
-/// for keyframes on its behalf as for a joining viewer.
+/// The header on a node's upstream WHEP request of a cascade, with the admin token (any
+/// value in a cluster without one): the owner pins each of its video slots to a layer and
+/// asks for keyframes on its behalf as for a joining viewer.
 pub const CASCADE: &str = "x-parley-cascade";
 /// The client address the passing node saw, for the owner's per-IP request limit.
 pub const FORWARDED_FOR: &str = "x-parley-forwarded-for";

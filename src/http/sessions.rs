@@ -153,10 +153,15 @@ async fn create(
     } else if let (Some(cluster), Some(_), SessionKind::Whep) = (&state.cluster, &cascaded, kind) {
         cluster.metrics().served_by_cascade();
     }
-    // Another node's upstream of a cascade says so.
-    let for_node = kind == SessionKind::Whep
-        && state.cluster.is_some()
-        && headers.contains_key(crate::cluster::CASCADE);
+    // Another node's upstream of a cascade says so, with the admin token where there is one.
+    let cascade = headers.get(crate::cluster::CASCADE).map(|v| v.as_bytes());
+    let for_node = match (kind, &state.cluster, cascade, &state.config.admin_token) {
+        (SessionKind::Whep, Some(_), Some(given), Some(token)) => {
+            auth::constant_time_eq(given, token.as_bytes())
+        }
+        (SessionKind::Whep, Some(_), Some(_), None) => true,
+        _ => false,
+    };
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

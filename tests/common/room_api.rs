@@ -12,6 +12,20 @@ pub async fn view(base: &str, room: &str) -> Value {
     get(&format!("{base}/rooms/{room}")).await
 }
 
+/// `GET {base}/rooms/{room}` as JSON, with the admin token.
+pub async fn view_as(base: &str, room: &str, token: &str) -> Value {
+    let url = format!("{base}/rooms/{room}");
+    reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// Every session of a room view, over its participants.
 pub fn sessions(view: &Value) -> Vec<Value> {
     of_participants(view, "sessions")
