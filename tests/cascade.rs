@@ -4,7 +4,7 @@
 //! reaches the publisher on A; B's upstream ends (on A too) once its viewers are gone; what
 //! is lost between the nodes is repaired; the copy carries the broadcast's codec and every
 //! simulcast layer, and each viewer on B gets the layer its limits allow; B's viewers play
-//! on when A dies and the publisher returns.
+//! on when A dies and the publisher returns; a cascade A refuses leaves nothing on B.
 
 mod common;
 
@@ -422,4 +422,53 @@ fn layer_rids(view: &serde_json::Value) -> Vec<String> {
         .collect();
     layers.sort();
     layers.into_iter().map(|(_, rid)| rid).collect()
+}
+
+#[tokio::test]
+async fn a_cascade_its_owner_refuses_leaves_nothing_behind_and_the_viewer_gets_the_owners_answer() {
+    let redis = Redis::start().await;
+    let full_at_two = |c: &mut parley::config::Config| {
+        cascade(c);
+        c.max_participants_per_room = 2;
+    };
+    let a = node_with(&redis, "a", full_at_two).await;
+    let b = node_with(&redis, "b", full_at_two).await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let _publisher = publish(&base_a, "full", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    let _viewer = play(&base_a, "full", PlayOptions::default())
+        .await
+        .expect("play on a");
+    // The room is full on a: b's upstream is refused, b ends it, and the viewer's request,
+    // passed to a, gets a's answer.
+    let refused = reqwest::Client::new()
+        .post(format!("{base_b}/whep/full"))
+        .header("content-type", "application/sdp")
+        .body(common::hostile_call::raw_offer(
+            "Abcd",
+            "abcdefghijklmnopqrstuvwx",
+            &["opus/48000/2"],
+            &["VP8/90000"],
+            "recvonly",
+        ))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), 403);
+    let reason = refused.text().await.expect("a reason");
+    assert!(reason.contains("full"), "{reason}");
+    assert_eq!(
+        b.session_count(),
+        0,
+        "b keeps no upstream it could not start"
+    );
+    assert_eq!(
+        metric(&base_b, "parley_cluster_cascade_sessions").await,
+        0.0
+    );
+    assert_eq!(a.session_count(), 2);
+    b.shutdown().await;
+    a.shutdown().await;
 }
