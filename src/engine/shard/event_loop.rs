@@ -8,7 +8,7 @@ use crate::engine::rooms::room::{Room, SessionKey};
 use crate::engine::shard::demux::Demux;
 use crate::engine::shard::sender::Senders;
 use crate::engine::shard::session::{EndReason, Session};
-use crate::engine::shard::socket::MediaSocket;
+use crate::engine::shard::socket::{MediaSocket, RecvBatch};
 use crate::engine::shard::tcp::TcpConns;
 use crate::engine::shard::upstream::Upstreams;
 use crate::engine::shard::ShardLink;
@@ -28,8 +28,6 @@ const TICK: Duration = Duration::from_millis(250);
 const MAX_DATAGRAM: usize = 2048;
 /// RTCP statistics (NACKs, RTT, jitter, loss) are read this often per session.
 pub(in crate::engine) const RTCP_STATS_EVERY: Duration = Duration::from_secs(5);
-/// Datagrams read in one go before draining the peers they touched.
-const READ_BATCH: usize = 64;
 
 pub(in crate::engine) struct Engine {
     pub(in crate::engine) ctx: TransportContext,
@@ -152,7 +150,7 @@ impl Engine {
 
     pub(in crate::engine) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         // One byte more than the largest accepted datagram, to tell oversized ones apart.
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut batch = RecvBatch::new(MAX_DATAGRAM + 1);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -177,13 +175,12 @@ impl Engine {
                         return;
                     }
                 },
-                res = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = res {
-                        self.on_datagram(Instant::now(), from, &mut buf[..n]);
-                        for _ in 1..READ_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => self.on_datagram(Instant::now(), from, &mut buf[..n]),
-                                Err(_) => break,
+                res = self.socket.recv_batch(&mut batch) => {
+                    if let Ok(n) = res {
+                        let now = Instant::now();
+                        for i in 0..n {
+                            if let Some((from, data)) = batch.get(i) {
+                                self.on_datagram(now, from, data);
                             }
                         }
                         self.shard.outbox.wake();
