@@ -4,7 +4,8 @@
 //! reaches the publisher on A; B's upstream ends (on A too) once its viewers are gone; what
 //! is lost between the nodes is repaired; the copy carries the broadcast's codec and every
 //! simulcast layer, and each viewer on B gets the layer its limits allow; B's viewers play
-//! on when A dies and the publisher returns; a cascade A refuses leaves nothing on B.
+//! on when A dies and the publisher returns; a cascade A refuses leaves nothing on B; a
+//! draining A's broadcast takes new viewers through B.
 
 mod common;
 
@@ -471,4 +472,40 @@ async fn a_cascade_its_owner_refuses_leaves_nothing_behind_and_the_viewer_gets_t
     assert_eq!(a.session_count(), 2);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_draining_owners_broadcast_takes_new_viewers_through_other_nodes() {
+    let redis = Redis::start().await;
+    // No cascade for load: only a draining owner sends viewers through b.
+    let a = node_with(&redis, "a", |_| {}).await;
+    let b = node_with(&redis, "b", |_| {}).await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    let (base_a, base_b) = (a.base_url(), b.base_url());
+    let publisher = publish(&base_a, "farewell", PublishOptions::vp8())
+        .await
+        .expect("publish on a");
+    let cluster_b = b.cluster.clone().expect("a cluster node");
+    let draining = tokio::spawn(a.drain(Duration::from_secs(60)));
+    eventually("b sees a draining", async || {
+        cluster_b.nodes().iter().any(|n| n.id == "a" && n.draining)
+    })
+    .await;
+    // a takes no new viewer itself...
+    let direct = play(&base_a, "farewell", PlayOptions::default()).await;
+    assert!(direct.is_err(), "a draining node refuses new sessions");
+    // ...but one that reaches b plays the room from a through b.
+    let viewer = play(&base_b, "farewell", PlayOptions::default())
+        .await
+        .expect("play through b while a drains");
+    assert!(viewer.location.starts_with(&base_b), "{}", viewer.location);
+    plays_exactly(&publisher, &viewer, 0, 30).await;
+    // b's leaving ends its upstream on a, and with the publisher gone a's drain completes.
+    viewer.close().await;
+    b.shutdown().await;
+    publisher.close().await;
+    tokio::time::timeout(WAIT, draining)
+        .await
+        .expect("a drains once its sessions are gone")
+        .expect("the drain task");
 }

@@ -109,10 +109,11 @@ impl Cluster {
     }
 
     /// Whether a WHEP viewer of `room`, held by `owner`, is served here from a cascade:
-    /// the owner is loaded past the threshold and the room has at most one publisher. Gives
+    /// the owner is loaded past the threshold (or draining: it takes no new viewer, but
+    /// still lets other nodes play its rooms) and the room has at most one publisher. Gives
     /// the broadcast.
     pub async fn spill(&self, owner: &NodeRecord, room: &str) -> Option<Broadcast> {
-        if owner.load.sessions < self.inner.config.cascade_above {
+        if owner.load.sessions < self.inner.config.cascade_above && !owner.draining {
             return None;
         }
         self.broadcast(owner, room).await

@@ -162,7 +162,8 @@ async fn create(
         (SessionKind::Whep, Some(_), Some(_), None) => true,
         _ => false,
     };
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    // A draining node still lets other nodes play its rooms: their viewers move off it.
+    if !for_node && state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down; try again on another server",
