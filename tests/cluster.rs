@@ -338,3 +338,50 @@ async fn a_killed_nodes_room_opens_on_another_once_its_record_expires() {
     assert_eq!(b.cluster.as_ref().map(|c| c.nodes().len()), Some(1));
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_named_by_host_name_is_trusted_with_its_clients_addresses() {
+    let redis = Redis::start().await;
+    let a = common::cluster::node_with(&redis, "a", |c| c.rate_limit_per_ip = 1).await;
+    // b's URL names it by host name: a resolves it to learn that requests from 127.0.0.1
+    // come from a node, and takes the client address b passes on for the request limit.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let b = common::cluster::node_with(&redis, "b", |c| {
+        c.http_listen = format!("127.0.0.1:{port}").parse().expect("address");
+        c.advertise_url = Some(format!("http://localhost:{port}"));
+    })
+    .await;
+    wait_for_nodes(&[&a, &b], 2).await;
+    let base_a = a.base_url();
+    let cluster_a = a.cluster.clone().expect("a cluster node");
+    let deadline = Instant::now() + WAIT;
+    while !cluster_a
+        .node_addresses()
+        .contains(&"127.0.0.1".parse().expect("address"))
+    {
+        assert!(Instant::now() < deadline, "a resolves b's host name");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    let post = |from: &'static str| {
+        client
+            .post(format!("{base_a}/whip/limits"))
+            .header("content-type", "application/sdp")
+            .header(parley::cluster::FORWARDED_FOR, from)
+            .body(good_offer())
+            .send()
+    };
+    // One client's burst (twice the per-second limit) is used up, then it is refused...
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(post("10.9.9.9").await.expect("POST").status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // ...while another client behind the same node is not.
+    assert_ne!(post("10.9.9.8").await.expect("POST").status(), 429);
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -102,6 +102,8 @@ struct Inner {
     http: reqwest::Client,
     /// Rooms played here from other nodes.
     cascades: cascade::Cascades,
+    /// The addresses the other nodes' URLs name, by URL (resolved once per URL).
+    addresses: Mutex<std::collections::HashMap<String, Vec<std::net::IpAddr>>>,
 }
 
 /// Why the cluster layer could not be set up.
@@ -145,6 +147,7 @@ impl Cluster {
                 metrics: ClusterMetrics::new(registry),
                 http,
                 cascades: Default::default(),
+                addresses: Default::default(),
             }),
         })
     }
@@ -177,6 +180,33 @@ impl Cluster {
     /// The HTTP client that passes requests to other nodes (no redirects followed).
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The IP addresses of the other live nodes, as their URLs name them (a host name
+    /// resolved when the node was first seen): a request from one of them comes from the
+    /// cluster.
+    pub fn node_addresses(&self) -> Vec<std::net::IpAddr> {
+        lock(&self.inner.addresses)
+            .values()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Resolves the URLs of nodes not seen before, and forgets those of nodes gone.
+    async fn resolve_nodes(&self) {
+        let urls: Vec<String> = lock(&self.inner.others)
+            .iter()
+            .map(|n| n.url.clone())
+            .collect();
+        lock(&self.inner.addresses).retain(|url, _| urls.contains(url));
+        for url in urls {
+            if lock(&self.inner.addresses).contains_key(&url) {
+                continue;
+            }
+            let ips = node::addresses_of(&url).await;
+            lock(&self.inner.addresses).insert(url, ips);
+        }
     }
 
     /// Every live node as last seen, this one first.
@@ -332,6 +362,7 @@ impl Cluster {
             let list: Vec<String> = rooms.iter().cloned().collect();
             self.beat(load, draining.load(Ordering::Relaxed), &list, &ended)
                 .await;
+            self.resolve_nodes().await;
             held = rooms;
         }
         self.end_cascades().await;

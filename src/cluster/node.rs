@@ -66,6 +66,34 @@ pub fn choose<'a>(
         })
 }
 
+/// The IP addresses a node's URL names: its host as an IP literal, or what the host name
+/// resolves to (none when it does not resolve within a second).
+pub async fn addresses_of(url: &str) -> Vec<std::net::IpAddr> {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let Some(host) = url.host_str() else {
+        return Vec::new();
+    };
+    // An IPv6 literal comes in brackets.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return vec![ip];
+    }
+    let host = host.to_owned();
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
+        Ok(Ok(addrs)) => {
+            let mut ips: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.sort();
+            ips.dedup();
+            ips
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +162,20 @@ mod tests {
         let n = node("a", 4);
         let text = serde_json::to_string(&n).expect("serializes");
         assert_eq!(serde_json::from_str::<NodeRecord>(&text).ok(), Some(n));
+    }
+
+    #[tokio::test]
+    async fn a_nodes_url_names_its_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an address");
+        assert_eq!(addresses_of("http://10.0.0.5:8080").await, [ip("10.0.0.5")]);
+        assert_eq!(
+            addresses_of("https://[fd00::5]:8443/x").await,
+            [ip("fd00::5")]
+        );
+        assert!(addresses_of("http://localhost:8080")
+            .await
+            .iter()
+            .all(|a| a.is_loopback()));
+        assert!(addresses_of("not a url").await.is_empty());
     }
 }

@@ -47,17 +47,7 @@ pub(super) fn client_ip(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> 
 }
 
 fn is_node(cluster: &Cluster, ip: IpAddr) -> bool {
-    cluster.nodes().iter().any(|n| {
-        let host = n
-            .url
-            .split_once("://")
-            .map_or(n.url.as_str(), |(_, rest)| rest);
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|h| h == ip)
-    })
+    cluster.node_addresses().contains(&ip)
 }
 
 /// Passes a WHIP/WHEP POST to `owner`, the node that holds its room.
