@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::cluster::{frame, node_with, plays_exactly, send_frames, wait_for_nodes, WAIT};
+use common::cluster::{
+    eventually, frame, node_with, plays_exactly, send_frames, wait_for_nodes, WAIT,
+};
 use common::hostile_storm::play_storming;
 use common::layer_api::{post_layer, LAYER_REL};
 use common::layered::{check_stream, describe, runs, tagged};
@@ -17,7 +19,7 @@ use common::metrics::metric;
 use common::redis::Redis;
 use common::simulcast::{publish_simulcast, SimulcastOptions};
 use common::{binary, play, publish, Kind, PlayOptions, PublishOptions, Relay, Shape};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The admin token of the nodes that have one.
 const ADMIN: &str = "ops-secret";
@@ -33,15 +35,6 @@ async fn cascading_pair(redis: &Redis) -> (parley::Server, parley::Server) {
     let b = node_with(redis, "b", cascade).await;
     wait_for_nodes(&[&a, &b], 2).await;
     (a, b)
-}
-
-/// Waits until `what` holds, polling the nodes' state every 50 ms.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -357,14 +357,11 @@ async fn a_node_named_by_host_name_is_trusted_with_its_clients_addresses() {
     wait_for_nodes(&[&a, &b], 2).await;
     let base_a = a.base_url();
     let cluster_a = a.cluster.clone().expect("a cluster node");
-    let deadline = Instant::now() + WAIT;
-    while !cluster_a
-        .node_addresses()
-        .contains(&"127.0.0.1".parse().expect("address"))
-    {
-        assert!(Instant::now() < deadline, "a resolves b's host name");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let loopback = "127.0.0.1".parse().expect("address");
+    common::cluster::eventually("a resolves b's host name", async || {
+        cluster_a.node_addresses().contains(&loopback)
+    })
+    .await;
     let client = reqwest::Client::new();
     let post = |from: &'static str| {
         client

@@ -620,36 +620,16 @@ impl Peer {
 
     fn answer(&mut self, ctx: &TransportContext, now: Instant) -> Result<String, TransportError> {
         for ip in &ctx.advertised {
-            let candidate = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: ip.to_string(),
-                    port: ctx.advertised_port,
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host()?;
-            self.pc
-                .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+            let addr = SocketAddr::new(*ip, ctx.advertised_port);
+            self.add_host_candidate(addr, rtc::ice::tcp_type::TcpType::Unspecified)?;
         }
         // ICE over TCP, passive (clients connect): ranked below UDP by its type preference,
         // so a client keeps UDP when it works.
-        for ip in ctx.tcp_port.map(|_| &ctx.advertised).into_iter().flatten() {
-            let candidate = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "tcp".to_owned(),
-                    address: ip.to_string(),
-                    port: ctx.tcp_port.unwrap_or_default(),
-                    component: 1,
-                    ..Default::default()
-                },
-                tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+        if let Some(port) = ctx.tcp_port {
+            for ip in &ctx.advertised {
+                let addr = SocketAddr::new(*ip, port);
+                self.add_host_candidate(addr, rtc::ice::tcp_type::TcpType::Passive)?;
             }
-            .new_candidate_host()?;
-            self.pc
-                .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
         }
         self.pc
             .add_local_candidate(RTCIceCandidateInit::default())?;
@@ -660,6 +640,33 @@ impl Peer {
             .local_description()
             .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
         Ok(sdp::spread_candidates(&local.sdp))
+    }
+
+    /// Adds a host candidate at `addr`: UDP, or TCP of `tcp_type` (anything but
+    /// `Unspecified`).
+    fn add_host_candidate(
+        &mut self,
+        addr: SocketAddr,
+        tcp_type: rtc::ice::tcp_type::TcpType,
+    ) -> Result<(), TransportError> {
+        let network = match tcp_type {
+            rtc::ice::tcp_type::TcpType::Unspecified => "udp",
+            _ => "tcp",
+        };
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: network.to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            tcp_type,
+        }
+        .new_candidate_host()?;
+        self.pc
+            .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        Ok(())
     }
 
     /// The publisher's tracks seen so far.

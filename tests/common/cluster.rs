@@ -88,3 +88,12 @@ pub async fn plays_exactly(publisher: &Publisher, viewer: &Viewer, from: u32, fr
     }
     to
 }
+
+/// Waits until `what` holds, polling the nodes' state every 50 ms.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -10,9 +10,7 @@
 use super::{Peer, Role, MAX_LAYERS};
 use crate::transport::{TransportContext, TransportError};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::SocketAddr;
@@ -71,19 +69,7 @@ impl Peer {
         }
         let offer = peer.pc.create_offer(None)?;
         peer.pc.set_local_description(now, offer)?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        peer.pc
-            .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        peer.add_host_candidate(local, rtc::ice::tcp_type::TcpType::Unspecified)?;
         peer.pc
             .add_local_candidate(RTCIceCandidateInit::default())?;
         let offer = peer
